@@ -1,0 +1,207 @@
+"""The asyncio client: one multiplexed connection per node.
+
+Many calls share a connection; each waits on a future keyed by its request
+id and replies are matched as they come, in any order.  Use it from a
+single event loop; it shares :class:`ClientCore` with the thread client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from .. import protocol as P
+from ..config import Config
+from ..exceptions import CallTimeoutError, ConnectError, ProtocolError, UnknownTypeError
+from ._core import ClientCore, Redirect, dumps_class, parse_address
+
+__all__ = ["AsyncClient"]
+
+
+class _AsyncConn(asyncio.Protocol):
+    def __init__(self, core: ClientCore, address: str) -> None:
+        self.core = core
+        self.address = address
+        self.decoder = P.FrameDecoder(core.config.max_frame_size, P.Kind.REPLIES)
+        self.waiters: dict[int, asyncio.Future[P.Frame]] = {}
+        self.transport: asyncio.Transport | None = None
+        self.lost: BaseException | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except ProtocolError as exc:
+            self._fail_all(exc)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        for f in frames:
+            if f.kind == P.Kind.FAIL and f.req_id not in self.waiters:
+                for fut in self.waiters.values():  # connection-level failure: everyone gets it
+                    if not fut.done():
+                        fut.set_result(f)
+                self.waiters.clear()
+                continue
+            fut = self.waiters.pop(f.req_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(f)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_all(ConnectError(f"connection to DSO node {self.address} lost: {exc or 'closed'}", self.address))
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self.lost = exc
+        for fut in self.waiters.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self.waiters.clear()
+
+    async def request(self, kind: int, req_id: int, body: bytes) -> P.Frame:
+        if self.lost is not None or self.transport is None or self.transport.is_closing():
+            raise ConnectError(f"connection to DSO node {self.address} is closed", self.address)
+        fut: asyncio.Future[P.Frame] = asyncio.get_running_loop().create_future()
+        self.waiters[req_id] = fut
+        self.transport.write(P.encode_frame(kind, req_id, body))
+        try:
+            return await fut
+        finally:
+            self.waiters.pop(req_id, None)
+
+
+class AsyncClient:
+    """The asyncio twin of :class:`~crucial.client.Client` (same arguments)."""
+
+    def __init__(self, seeds: tuple[str, ...] | list[str] | str, config: Config | None = None) -> None:
+        if isinstance(seeds, str):
+            seeds = tuple(a for a in seeds.split(",") if a)
+        self.core = ClientCore(config or Config(), tuple(seeds))
+        self._conns: dict[str, _AsyncConn] = {}
+        self._connecting: dict[str, asyncio.Future[_AsyncConn]] = {}
+        self._closed = False
+
+    @property
+    def seeds(self) -> tuple[str, ...]:
+        return self.core.seeds
+
+    async def _conn(self, address: str) -> _AsyncConn:
+        conn = self._conns.get(address)
+        if conn is not None and conn.lost is None:
+            return conn
+        if self._closed:
+            raise ConnectError("client is closed", address)
+        pending = self._connecting.get(address)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[_AsyncConn] = loop.create_future()
+        self._connecting[address] = fut
+        try:
+            conn = await self._open(address)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            self._connecting.pop(address, None)
+        fut.set_result(conn)
+        self._conns[address] = conn
+        return conn
+
+    async def _open(self, address: str) -> _AsyncConn:
+        host, port = parse_address(address)
+        loop = asyncio.get_running_loop()
+        timeout = self.core.config.connect_timeout
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _AsyncConn(self.core, address), host, port), timeout
+            )
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ConnectError(f"cannot connect to DSO node {address}: {exc or 'timed out'}", address) from exc
+        try:
+            assert conn.transport is not None
+            fut: asyncio.Future[P.Frame] = loop.create_future()
+            conn.waiters[0] = fut
+            conn.transport.write(self.core.hello())
+            frame = await asyncio.wait_for(fut, timeout)
+            self.core.welcome(frame, address)
+        except BaseException as exc:
+            assert conn.transport is not None
+            conn.transport.close()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise ConnectError(f"DSO node {address} did not answer the handshake within {timeout} s", address) from exc
+            raise
+        return conn
+
+    async def _roundtrip(self, address: str, kind: int, body: bytes, timeout: float | None = None) -> P.Frame:
+        conn = await self._conn(address)
+        try:
+            return await asyncio.wait_for(conn.request(kind, self.core.next_req(), body), timeout)
+        except asyncio.TimeoutError as exc:
+            raise CallTimeoutError(f"no reply from DSO node {address} within {timeout} s") from exc
+
+    async def call(
+        self,
+        type_name: str,
+        key: str,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        create: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        force: bool = False,
+        cls: type | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Same contract as :meth:`crucial.client.Client.call`."""
+        core = self.core
+        call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, threading.get_ident())
+        body = P.encode_call(call)
+        timeout = timeout if timeout is not None else core.config.call_timeout
+        lost = redirects = 0
+        while True:
+            address = core.route(type_name, key)
+            if cls is not None and (address, type_name) not in core.registered:
+                frame = await self._roundtrip(address, P.Kind.REGISTER, dumps_class(type_name, cls))
+                core.result(frame, address)
+                core.registered.add((address, type_name))
+            try:
+                frame = await self._roundtrip(address, P.Kind.CALL, body, timeout)
+                return core.result(frame, address)
+            except ConnectError:
+                lost += 1
+                if lost > core.config.retries:
+                    raise
+            except Redirect:
+                redirects += 1
+                if redirects > 8:
+                    raise ProtocolError(f"object {type_name} {key!r} keeps moving between nodes") from None
+            except UnknownTypeError:
+                if cls is None or (address, type_name) not in core.registered:
+                    raise
+                core.registered.discard((address, type_name))
+
+    async def delete(self, type_name: str, key: str) -> bool:
+        while True:
+            address = self.core.route(type_name, key)
+            frame = await self._roundtrip(address, P.Kind.DELETE, P.dumps((type_name, key)))
+            try:
+                return bool(self.core.result(frame, address))
+            except Redirect:
+                continue
+
+    async def aclose(self) -> None:
+        self._closed = True
+        conns, self._conns = self._conns, {}
+        for conn in conns.values():
+            if conn.transport is not None:
+                conn.transport.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,152 @@
+"""What both clients share, without I/O: identity, routing, framing, replies.
+
+:class:`~crucial.client.Client` (threads, blocking sockets) and
+:class:`~crucial.client.AsyncClient` (asyncio) are thin shells around one
+:class:`ClientCore`; neither has a method that returns "a value or a
+coroutine".
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import uuid
+from typing import Any
+
+from .. import protocol as P
+from ..config import Config
+from ..exceptions import (
+    AuthenticationError,
+    ConfigError,
+    ProtocolError,
+    RemoteTraceback,
+)
+from ._ring import HashRing
+
+__all__ = ["ClientCore", "Redirect", "parse_address"]
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"bad node address {address!r}: expected HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class Redirect(Exception):
+    """Internal: the node does not own the object; the view was refreshed."""
+
+
+class ClientCore:
+    """Identity, the current view and the encode/decode rules of a client."""
+
+    def __init__(self, config: Config, seeds: tuple[str, ...]) -> None:
+        if not seeds:
+            raise ConfigError("no DSO node address given")
+        for a in seeds:
+            parse_address(a)
+        self.config = config
+        self.seeds = tuple(seeds)
+        self.client_id = uuid.uuid4().hex
+        self._seq = itertools.count(1)
+        self._req = itertools.count(1)
+        self._lock = threading.Lock()
+        self.epoch = 0
+        self.nodes: tuple[str, ...] = self.seeds
+        self.ring = HashRing(self.nodes)
+        self.registered: set[tuple[str, str]] = set()
+
+    # -- identity and framing ------------------------------------------------
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def next_req(self) -> int:
+        return next(self._req)
+
+    def hello(self) -> bytes:
+        body = P.encode_json({"version": P.PROTOCOL_VERSION, "token": self.config.token, "client_id": self.client_id})
+        return P.encode_frame(P.Kind.HELLO, 0, body)
+
+    def call_frame(self, req_id: int, call: P.CallRequest) -> bytes:
+        return P.encode_frame(P.Kind.CALL, req_id, P.encode_call(call))
+
+    def register_frame(self, req_id: int, type_name: str, cls: type) -> bytes:
+        return P.encode_frame(P.Kind.REGISTER, req_id, dumps_class(type_name, cls))
+
+    # -- views and routing -------------------------------------------------------
+
+    def route(self, type_name: str, key: str) -> str:
+        return self.ring.owner(type_name, key)
+
+    def update_view(self, view: dict[str, Any]) -> None:
+        epoch, nodes = view.get("epoch"), view.get("nodes")
+        if not isinstance(epoch, int) or not isinstance(nodes, list) or not nodes:
+            raise ProtocolError(f"malformed view {view!r}")
+        with self._lock:
+            if epoch >= self.epoch:
+                self.epoch = epoch
+                self.nodes = tuple(nodes)
+                self.ring = HashRing(self.nodes)
+
+    def welcome(self, frame: P.Frame, address: str) -> None:
+        if frame.kind == P.Kind.FAIL:
+            self.raise_fail(frame, address)
+        if frame.kind != P.Kind.WELCOME:
+            raise ProtocolError(f"node {address} answered the handshake with frame kind {frame.kind}")
+        info = P.decode_json(frame.body, "WELCOME")
+        self.update_view(info.get("view") or {})
+
+    # -- replies ----------------------------------------------------------------
+
+    def result(self, frame: P.Frame, address: str) -> Any:
+        """The value of a reply, or raise what it carries."""
+        kind = frame.kind
+        if kind == P.Kind.OK:
+            return P.loads(frame.body, what=f"reply from {address}")
+        if kind == P.Kind.ERROR:
+            exc, tb = P.loads(frame.body, what=f"error from {address}")
+            if not isinstance(exc, BaseException):
+                raise ProtocolError(f"node {address} sent a non-exception error: {exc!r}")
+            if tb:
+                exc.__cause__ = RemoteTraceback(f'\n"""\n(on node {address})\n{tb}"""')
+            raise exc
+        if kind == P.Kind.REDIRECT:
+            self.update_view(P.decode_json(frame.body, "REDIRECT").get("view") or {})
+            raise Redirect()
+        if kind == P.Kind.FAIL:
+            self.raise_fail(frame, address)
+        raise ProtocolError(f"node {address} sent unexpected frame kind {kind}")
+
+    def raise_fail(self, frame: P.Frame, address: str) -> None:
+        info = P.decode_json(frame.body, "FAIL")
+        message = f"node {address}: {info.get('message')}"
+        if info.get("code") == "auth":
+            raise AuthenticationError(message)
+        raise ProtocolError(message)
+
+
+_pickle_lock = threading.Lock()
+
+
+def dumps_class(type_name: str, cls: type) -> bytes:
+    """Pickle a user class *by value*, so nodes need not import its module.
+
+    Classes from installed distributions (site-packages, the stdlib, crucial
+    itself) still travel by reference: nodes have those.
+    """
+    import sys
+
+    import cloudpickle
+
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None) or ""
+    by_value = module is not None and cls.__module__ != "__main__" and "-packages" not in path and not cls.__module__.startswith("crucial.")
+    with _pickle_lock:
+        if by_value:
+            cloudpickle.register_pickle_by_value(module)
+        try:
+            return P.dumps((type_name, cls), what=f"shared class {type_name}")
+        finally:
+            if by_value:
+                cloudpickle.unregister_pickle_by_value(module)

@@ -1,0 +1,226 @@
+"""The thread-safe synchronous client: a pool of blocking sockets per node.
+
+A call checks a connection out of its node's pool, writes one frame and
+reads until the reply with its request id arrives, then checks the
+connection back in.  One call per connection at a time keeps the hot path
+on the caller's thread (no hand-off to a reader thread); concurrency comes
+from the pool, which grows as threads need it.  A call blocked in
+``barrier.wait()`` therefore holds one connection and nothing else.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from .. import protocol as P
+from ..config import Config
+from ..exceptions import CallTimeoutError, ConnectError, ProtocolError, UnknownTypeError
+from ._core import ClientCore, Redirect, parse_address
+
+__all__ = ["Client"]
+
+
+class _Conn:
+    __slots__ = ("address", "sock", "decoder", "frames")
+
+    def __init__(self, core: ClientCore, address: str) -> None:
+        self.address = address
+        host, port = parse_address(address)
+        timeout = core.config.connect_timeout
+        try:
+            self.sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise ConnectError(f"cannot connect to DSO node {address}: {exc}", address) from exc
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.decoder = P.FrameDecoder(core.config.max_frame_size, P.Kind.REPLIES)
+        self.frames: list[P.Frame] = []
+        try:
+            self.sock.sendall(core.hello())
+            core.welcome(self.read(0, timeout), address)
+        except BaseException:
+            self.close()
+            raise
+        self.sock.settimeout(None)
+
+    def read(self, req_id: int, timeout: float | None) -> P.Frame:
+        """Read until the reply to ``req_id`` (or a FAIL) arrives."""
+        self.sock.settimeout(timeout)
+        while True:
+            for i, f in enumerate(self.frames):
+                if f.req_id == req_id or f.kind == P.Kind.FAIL:
+                    del self.frames[i]
+                    return f
+            try:
+                data = self.sock.recv(1 << 20)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise ConnectError(f"connection to DSO node {self.address} lost: {exc}", self.address) from exc
+            if not data:
+                raise ConnectError(f"DSO node {self.address} closed the connection", self.address)
+            self.frames.extend(self.decoder.feed(data))
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Client:
+    """Synchronous, thread-safe DSO client.
+
+    ``Client(["127.0.0.1:7000"])`` connects lazily; any one node's address is
+    enough, the others are learnt from its view.  ``close()`` is idempotent.
+    """
+
+    def __init__(self, seeds: tuple[str, ...] | list[str] | str, config: Config | None = None) -> None:
+        if isinstance(seeds, str):
+            seeds = tuple(a for a in seeds.split(",") if a)
+        self.core = ClientCore(config or Config(), tuple(seeds))
+        self._pools: dict[str, list[_Conn]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @property
+    def seeds(self) -> tuple[str, ...]:
+        return self.core.seeds
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """The node addresses of the current view (asks a node if none was seen yet)."""
+        if self.core.epoch == 0:
+            self._roundtrip(self.core.seeds[0], P.Kind.VIEW, b"")
+        return self.core.nodes
+
+    # -- pool ------------------------------------------------------------------
+
+    def _checkout(self, address: str) -> _Conn:
+        if self._closed:
+            raise ConnectError("client is closed", address)
+        with self._lock:
+            pool = self._pools.get(address)
+            if pool:
+                return pool.pop()
+        return _Conn(self.core, address)
+
+    def _checkin(self, conn: _Conn) -> None:
+        with self._lock:
+            pool = self._pools.setdefault(conn.address, [])
+            if not self._closed and len(pool) < self.core.config.pool_size:
+                pool.append(conn)
+                return
+        conn.close()
+
+    def _drop(self, address: str) -> None:
+        with self._lock:
+            pool = self._pools.pop(address, [])
+        for conn in pool:
+            conn.close()
+
+    def _roundtrip(self, address: str, kind: int, body: bytes, timeout: float | None = None) -> P.Frame:
+        conn = self._checkout(address)
+        req_id = self.core.next_req()
+        try:
+            conn.sock.sendall(P.encode_frame(kind, req_id, body))
+            frame = conn.read(req_id, timeout)
+        except TimeoutError as exc:
+            conn.close()
+            raise CallTimeoutError(f"no reply from DSO node {address} within {timeout} s") from exc
+        except BaseException:
+            conn.close()
+            raise
+        if frame.kind == P.Kind.FAIL:
+            conn.close()
+        else:
+            self._checkin(conn)
+        if frame.kind == P.Kind.WELCOME:
+            self.core.welcome(frame, address)
+        return frame
+
+    # -- calls -----------------------------------------------------------------
+
+    def call(
+        self,
+        type_name: str,
+        key: str,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        create: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        force: bool = False,
+        cls: type | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Call ``method`` on object ``(type_name, key)`` and return its result.
+
+        ``create`` creates the object with those arguments when it is absent;
+        ``cls`` is the user class to register with a node that lacks it.
+        """
+        core = self.core
+        call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, threading.get_ident())
+        body = P.encode_call(call)
+        timeout = timeout if timeout is not None else core.config.call_timeout
+        lost = 0
+        redirects = 0
+        while True:
+            address = core.route(type_name, key)
+            if cls is not None and (address, type_name) not in core.registered:
+                self._register(address, type_name, cls)
+            try:
+                frame = self._roundtrip(address, P.Kind.CALL, body, timeout)
+                return core.result(frame, address)
+            except ConnectError:
+                self._drop(address)  # the other pooled connections to it are suspect too
+                lost += 1
+                if lost > core.config.retries:
+                    raise
+            except Redirect:
+                redirects += 1
+                if redirects > 8:
+                    raise ProtocolError(f"object {type_name} {key!r} keeps moving between nodes") from None
+            except UnknownTypeError:
+                if cls is None or (address, type_name) not in core.registered:
+                    raise
+                core.registered.discard((address, type_name))  # node lost it: register again
+
+    def _register(self, address: str, type_name: str, cls: type) -> None:
+        from ._core import dumps_class
+
+        frame = self._roundtrip(address, P.Kind.REGISTER, dumps_class(type_name, cls))
+        self.core.result(frame, address)
+        self.core.registered.add((address, type_name))
+
+    def delete(self, type_name: str, key: str) -> bool:
+        """Delete one object; ``True`` if it existed."""
+        while True:
+            address = self.core.route(type_name, key)
+            frame = self._roundtrip(address, P.Kind.DELETE, P.dumps((type_name, key)))
+            try:
+                return bool(self.core.result(frame, address))
+            except Redirect:
+                continue
+
+    def ping(self, address: str | None = None) -> None:
+        address = address or self.core.seeds[0]
+        self.core.result(self._roundtrip(address, P.Kind.PING, b""), address)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            for conn in pool:
+                conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<crucial.Client seeds={','.join(self.core.seeds)}>"

@@ -1,0 +1,107 @@
+"""Configuration: one frozen dataclass, read in a fixed order of precedence.
+
+    defaults  <  config file  <  CRUCIAL_* environment  <  keyword arguments
+
+The file is TOML: ``$CRUCIAL_CONFIG`` if set, else
+``~/.config/crucial/config.toml`` if it exists; keys are the field names
+below (in a ``[crucial]`` table or at top level).  A key that is not a field
+is a :class:`~crucial.exceptions.ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+from .protocol import DEFAULT_MAX_FRAME_SIZE
+
+__all__ = ["Config", "load_config"]
+
+
+@dataclass(frozen=True)
+class Config:
+    #: node addresses ("host:port", comma-separated in the environment); empty
+    #: means "start an embedded node on first use".
+    dso: tuple[str, ...] = ()
+    #: shared secret a node demands; required when a node listens off loopback.
+    token: str | None = None
+    #: seconds to wait for a TCP connection and handshake before ConnectError.
+    connect_timeout: float = 5.0
+    #: seconds a call may take before CallTimeoutError; None waits forever
+    #: (blocking objects -- barriers, locks -- wait as long as they must).
+    call_timeout: float | None = None
+    #: largest frame either side accepts, in bytes.
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    #: idle connections kept per node by the synchronous client.
+    pool_size: int = 16
+    #: times a call is retried after its connection was lost (safe: call ids).
+    retries: int = 2
+    #: calls remembered per node to answer a retried call once.
+    dedup_window: int = 100_000
+
+    def replace(self, **changes: Any) -> Config:
+        return _build(dataclasses.asdict(self) | changes, "argument")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, value: Any, origin: str) -> Any:
+    try:
+        if name == "dso":
+            if isinstance(value, str):
+                return tuple(a.strip() for a in value.split(",") if a.strip())
+            return tuple(str(a) for a in value)
+        if name == "token":
+            return None if value in (None, "") else str(value)
+        if name == "call_timeout":
+            return None if value in (None, "", "none", "None") else float(value)
+        if name == "connect_timeout":
+            return float(value)
+        if name in ("max_frame_size", "pool_size", "retries", "dedup_window"):
+            v = int(value)
+            if v < 0:
+                raise ValueError("must not be negative")
+            return v
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad value {value!r} for config key {name!r} (from {origin}): {exc}") from exc
+    return value
+
+
+def _build(values: dict[str, Any], origin: str) -> Config:
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        if k not in _FIELDS:
+            raise ConfigError(f"unknown config key {k!r} (from {origin}); known keys: {', '.join(sorted(_FIELDS))}")
+        out[k] = _coerce(k, v, origin)
+    return Config(**out)
+
+
+def load_config(**overrides: Any) -> Config:
+    """Build the effective configuration (see the module docstring for the order)."""
+    values: dict[str, Any] = {}
+    path_s = os.environ.get("CRUCIAL_CONFIG")
+    path = Path(path_s) if path_s else Path.home() / ".config" / "crucial" / "config.toml"
+    if path_s and not path.is_file():
+        raise ConfigError(f"CRUCIAL_CONFIG names {path_s!r}, which is not a file")
+    if path.is_file():
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        data = data.get("crucial", data)
+        _build(data, str(path))  # validate keys with the file named
+        values.update(data)
+    for name in _FIELDS:
+        env = os.environ.get(f"CRUCIAL_{name.upper()}")
+        if env is not None:
+            _coerce(name, env, f"CRUCIAL_{name.upper()}")
+            values[name] = env
+    _build(overrides, "argument")
+    values.update(overrides)
+    return _build(values, "configuration")

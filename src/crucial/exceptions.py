@@ -1,0 +1,155 @@
+"""One exception tree for the whole of crucial.
+
+::
+
+    CrucialError
+     ├── ConfigError                    bad configuration key or value
+     ├── ProtocolError                  a frame that breaks the wire protocol
+     │    └── FrameTooLargeError
+     ├── AuthenticationError            wrong or missing token
+     ├── ConnectError (ConnectionError) a node that cannot be reached
+     ├── CallTimeoutError (TimeoutError)
+     ├── SerializationError             arguments or results that do not pickle
+     ├── ObjectError                    errors about one shared object (has .key)
+     │    ├── ObjectNotFoundError       attach/call on an object that is absent
+     │    ├── UnknownTypeError          type not known to the node
+     │    ├── UnknownMethodError (AttributeError)
+     │    └── ObjectCreationError       the constructor raised or args are wrong
+     ├── CallCancelledError             the caller of a blocked call went away
+     ├── WouldBlockError                the sequential model cannot wait
+     ├── RemoteError                    an exception that could not travel as itself
+     └── BrokenBarrierError (threading.BrokenBarrierError)
+
+Exceptions raised by user code inside a shared object travel back as their
+original type; the node's traceback is chained as ``__cause__`` (a
+:class:`RemoteTraceback`), like :mod:`concurrent.futures.process` does.
+"""
+
+from __future__ import annotations
+
+import threading
+
+__all__ = [
+    "AuthenticationError",
+    "BrokenBarrierError",
+    "CallCancelledError",
+    "CallTimeoutError",
+    "ConfigError",
+    "ConnectError",
+    "CrucialError",
+    "FrameTooLargeError",
+    "ObjectCreationError",
+    "ObjectError",
+    "ObjectNotFoundError",
+    "ProtocolError",
+    "RemoteError",
+    "RemoteTraceback",
+    "SerializationError",
+    "UnknownMethodError",
+    "UnknownTypeError",
+    "WouldBlockError",
+]
+
+
+class CrucialError(Exception):
+    """Root of every error that crucial raises itself."""
+
+
+class ConfigError(CrucialError, ValueError):
+    """A configuration key or value is wrong; the message names it."""
+
+
+class ProtocolError(CrucialError):
+    """A frame broke the wire protocol (bad length, kind, version or body)."""
+
+
+class FrameTooLargeError(ProtocolError):
+    """A frame is larger than the configured ``max_frame_size``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"frame of {size} bytes exceeds max_frame_size={limit}")
+        self.size = size
+        self.limit = limit
+
+
+class AuthenticationError(CrucialError):
+    """The node refused the client's token (or the client sent none)."""
+
+
+class ConnectError(CrucialError, ConnectionError):
+    """A node could not be reached, or the connection to it was lost."""
+
+    def __init__(self, message: str, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
+
+
+class CallTimeoutError(CrucialError, TimeoutError):
+    """A call did not complete within its deadline."""
+
+
+class SerializationError(CrucialError, TypeError):
+    """Arguments, a result or an exception could not be pickled."""
+
+
+class ObjectError(CrucialError):
+    """An error about one shared object; ``type_name`` and ``key`` name it."""
+
+    def __init__(self, message: str, type_name: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.key = key
+
+    def __reduce__(self):  # keep the context when the error crosses the wire
+        return (type(self), (self.args[0] if self.args else "", self.type_name, self.key))
+
+
+class ObjectNotFoundError(ObjectError, LookupError):
+    """The object does not exist (never created, or deleted) and cannot be created."""
+
+
+class UnknownTypeError(ObjectError):
+    """The node knows no shared type of this name."""
+
+
+class UnknownMethodError(ObjectError, AttributeError):
+    """The shared type has no public method of this name."""
+
+
+class ObjectCreationError(ObjectError):
+    """Creating the object failed: its constructor raised or its arguments are wrong."""
+
+
+class CallCancelledError(CrucialError):
+    """A blocked call was cancelled because its caller disconnected."""
+
+
+class WouldBlockError(CrucialError):
+    """A reference object was asked to wait outside a node (sequential model)."""
+
+
+class RemoteError(CrucialError):
+    """An exception raised on a node that could not be sent back as itself."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+
+    def __reduce__(self):
+        return (type(self), (self.type_name, self.message))
+
+
+class RemoteTraceback(Exception):
+    """Carries the node-side traceback text; set as ``__cause__`` of remote errors."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+class BrokenBarrierError(CrucialError, threading.BrokenBarrierError):
+    """The shared barrier is broken (aborted, reset, timed out or a party vanished)."""

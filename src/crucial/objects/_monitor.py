@@ -1,0 +1,96 @@
+"""Monitor semantics for shared objects, without a thread per waiter.
+
+On a node every method call runs in its own greenlet.  A method that must
+wait calls :func:`wait_until`; the greenlet switches back to the node's event
+loop, the object is released to other calls (as ``Condition.wait`` releases
+its lock), and the node re-checks the predicate after every later call on the
+same object.  When it holds -- or the timeout expires -- the method resumes
+where it stopped, holding the object again.
+
+Outside a node (the *sequential reference model* used in tests) there is
+nobody to wake us, so a wait whose predicate is false raises
+:class:`~crucial.exceptions.WouldBlockError` instead of blocking forever.
+
+This module is pure: it knows greenlets, not sockets or asyncio.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from greenlet import getcurrent, greenlet
+
+from ..exceptions import WouldBlockError
+
+__all__ = ["Caller", "CallGreenlet", "Suspend", "Wait", "current_caller", "suspend", "wait_until"]
+
+
+class Caller(NamedTuple):
+    """Who is calling: the client process (``client_id``) and its thread."""
+
+    client_id: str
+    thread_id: int
+
+
+class Wait(NamedTuple):
+    """What a waiting method hands to the node: the predicate and timeout."""
+
+    predicate: Callable[[], bool]
+    timeout: float | None
+
+
+class Suspend(NamedTuple):
+    """A method that needs another object's reply (a nested call) hands this to
+    the node: ``start(resume)`` begins the operation and ``resume(ok, value)``
+    continues the method.  The object stays held meanwhile."""
+
+    start: Callable[[Callable[[bool, Any], None]], None]
+
+
+class CallGreenlet(greenlet):  # type: ignore[misc]
+    """The greenlet a node runs one call in; it remembers the caller."""
+
+    caller: Caller = Caller("", 0)
+
+
+def current_caller() -> Caller:
+    """The caller of the method running now (the local thread outside a node)."""
+    g = getcurrent()
+    if isinstance(g, CallGreenlet):
+        return g.caller
+    return Caller("local", threading.get_ident())
+
+
+def in_node_call() -> bool:
+    return isinstance(getcurrent(), CallGreenlet)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+    """Wait until ``predicate()`` is true, releasing the object meanwhile.
+
+    Returns the predicate's last value: ``True``, or ``False`` when
+    ``timeout`` seconds passed first (``Condition.wait_for`` semantics).
+    Raises :class:`~crucial.exceptions.CallCancelledError` when the caller
+    disconnects; a method that must undo something then catches it.
+    """
+    if predicate():
+        return True
+    if timeout is not None and timeout <= 0:
+        return False
+    g = getcurrent()
+    if not isinstance(g, CallGreenlet):
+        raise WouldBlockError("the sequential model cannot wait for a predicate that is false")
+    return bool(g.parent.switch(Wait(predicate, timeout)))
+
+
+def suspend(start: Callable[[Callable[[bool, Any], None]], None]) -> Any:
+    """Run an asynchronous operation from inside a node call and return its value."""
+    g = getcurrent()
+    if not isinstance(g, CallGreenlet):
+        raise WouldBlockError("suspend() only works inside a call on a node")
+    ok, value = g.parent.switch(Suspend(start))
+    if not ok:
+        raise value
+    return value

@@ -1,0 +1,172 @@
+"""Proxies: the client-side handles of shared objects.
+
+A proxy names an object by its reference ``(type name, key)`` and forwards
+method calls to the node that owns it.  It holds no state of the object, so
+it is cheap to make, safe to share between threads, and pickles as its
+reference plus the addresses of its cluster -- which is how proxies travel
+inside cloud-thread payloads and inside other shared objects, re-attaching
+lazily on the other side.
+
+Create vs attach::
+
+    AtomicInt(5, key="hits")                  # create-if-absent with value 5
+    AtomicInt(5, key="hits", force_new=True)  # (re)create now, resetting it
+    AtomicInt.attach("hits")                  # must exist: else ObjectNotFoundError
+
+Creation is lazy (the first call carries the constructor arguments), so
+proxies can be declared as class attributes at import time, where the key
+defaults to the attribute's name.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from ..exceptions import ObjectError
+from ._monitor import in_node_call
+
+__all__ = ["Proxy", "Transport", "delete", "set_node_transport"]
+
+P = TypeVar("P", bound="Proxy")
+
+
+class Transport(Protocol):
+    """What a proxy needs from a client (sync :class:`~crucial.client.Client`
+    in processes, the node's own nested-call transport inside a node)."""
+
+    @property
+    def seeds(self) -> tuple[str, ...]: ...
+
+    def call(
+        self,
+        type_name: str,
+        key: str,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        create: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        force: bool = False,
+        cls: type | None = None,
+        timeout: float | None = None,
+    ) -> Any: ...
+
+    def delete(self, type_name: str, key: str) -> bool: ...
+
+
+_node_transport: Transport | None = None
+
+
+def set_node_transport(transport: Transport | None) -> None:
+    """Called by a node at start: proxies used inside methods go through it."""
+    global _node_transport
+    _node_transport = transport
+
+
+class Proxy:
+    """Base of every proxy.  Subclasses set ``_impl`` (the node-side class)."""
+
+    _impl: ClassVar[type]
+    _type_name: ClassVar[str]
+    #: for @shared classes: the user class, sent by value to nodes that lack it
+    _user_class: ClassVar[type | None] = None
+
+    __slots__ = ("_key", "_create", "_created", "_seeds", "_transport_cache", "__weakref__")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_type_name" not in cls.__dict__:
+            cls._type_name = cls.__name__
+
+    def __init__(self, *args: Any, key: str | None = None, force_new: bool = False, **kwargs: Any) -> None:
+        if key is not None and not isinstance(key, str):
+            raise TypeError(f"key must be a str, not {type(key).__name__}")
+        self._key = key
+        self._create: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
+        self._created = False
+        self._seeds: tuple[str, ...] | None = None
+        self._transport_cache: Transport | None = None
+        if force_new:
+            self._transport().call(self._type_name, self.key, "", create=self._create, force=True, cls=self._user_class)
+            self._created = True
+
+    @classmethod
+    def attach(cls: type[P], key: str) -> P:
+        """A proxy for an existing object; calls fail with ObjectNotFoundError if it is absent."""
+        p = cls.__new__(cls)
+        Proxy._init_ref(p, key, None, None)
+        return p
+
+    def _init_ref(self, key: str | None, create: Any, seeds: tuple[str, ...] | None) -> None:
+        self._key = key
+        self._create = create
+        self._created = create is None
+        self._seeds = seeds
+        self._transport_cache = None
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if self._key is None:
+            self._key = name
+
+    @property
+    def key(self) -> str:
+        """The object's key (its name in the DSO)."""
+        if self._key is None:
+            raise ObjectError(
+                f"this {self._type_name} has no key: pass key=... or declare it as a class attribute", self._type_name
+            )
+        return self._key
+
+    def _transport(self) -> Transport:
+        if _node_transport is not None and in_node_call():
+            return _node_transport
+        t = self._transport_cache
+        if t is None:
+            from ..client._default import default_client, get_client
+
+            t = self._transport_cache = get_client(self._seeds) if self._seeds else default_client()
+        return t
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        result = self._transport().call(
+            self._type_name,
+            self.key,
+            method,
+            args,
+            kwargs or None,
+            create=None if self._created else self._create,
+            cls=self._user_class,
+        )
+        self._created = True
+        return result
+
+    def delete(self) -> bool:
+        """Delete the object from the DSO; ``True`` if it existed.  Waiters get ObjectNotFoundError."""
+        return self._transport().delete(self._type_name, self.key)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        seeds = self._seeds or self._transport().seeds
+        return (_rebuild, (type(self), self._key, None if self._created and self._create is None else self._create, seeds))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__module__}.{type(self).__qualname__} key={self._key!r}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Proxy):
+            return NotImplemented
+        return (self._type_name, self._key) == (other._type_name, other._key)
+
+    def __hash__(self) -> int:
+        return hash((self._type_name, self._key))
+
+
+def _rebuild(cls: type[Proxy], key: str | None, create: Any, seeds: tuple[str, ...]) -> Proxy:
+    p = cls.__new__(cls)
+    Proxy._init_ref(p, key, create, seeds)
+    return p
+
+
+def delete(obj: Proxy) -> bool:
+    """Delete a shared object (works for @shared classes that define their own ``delete``)."""
+    return Proxy.delete(obj)
+

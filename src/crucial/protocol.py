@@ -1,0 +1,197 @@
+"""The wire protocol: frames, message kinds, handshake and call envelopes.
+
+Pure logic, no I/O: the node and both clients feed bytes in and take frames
+out, so every rule here is unit-tested without a socket.
+
+A frame is a 13-byte header followed by a body::
+
+    +----------------+---------+--------------------+----------------+
+    | body length u32| kind u8 | request id u64     | body ...       |
+    +----------------+---------+--------------------+----------------+
+
+Request ids let one connection carry many calls at once; replies carry the
+id of their request and may come back in any order (a blocked
+``barrier.wait()`` holds up nothing else on its connection).
+
+The handshake (``HELLO``/``WELCOME``) is JSON, so a node never unpickles a
+byte from a client before the client has shown its token.  Everything after
+it is pickled (cloudpickle on the way out, plain :func:`pickle.loads` in).
+
+Kinds that ask (client → node) are below 16, kinds that answer are 16 and up.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from .exceptions import FrameTooLargeError, ProtocolError, SerializationError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "HEADER",
+    "PROTOCOL_VERSION",
+    "CallRequest",
+    "Frame",
+    "FrameDecoder",
+    "Kind",
+    "decode_call",
+    "decode_json",
+    "dumps",
+    "encode_call",
+    "encode_frame",
+    "encode_json",
+    "loads",
+]
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
+HEADER = struct.Struct("!IBQ")
+
+
+class Kind:
+    """Message kinds (a plain namespace of ints: they are compared in hot loops)."""
+
+    HELLO = 1  # json {version, token, client_id}
+    CALL = 2  # pickle CallRequest tuple
+    REGISTER = 3  # pickle (type_name, class)
+    DELETE = 4  # pickle (type_name, key)
+    VIEW = 5  # empty: ask for the current view
+    PING = 6  # empty
+    WELCOME = 16  # json {version, node_id, view}
+    OK = 17  # pickle value
+    ERROR = 18  # pickle (exception, traceback text)
+    FAIL = 19  # json {code, message}: protocol-level failure
+    REDIRECT = 20  # json {view}: this node does not own the object
+
+    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING})
+    REPLIES = frozenset({WELCOME, OK, ERROR, FAIL, REDIRECT})
+    ALL = REQUESTS | REPLIES
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: int
+    req_id: int
+    body: bytes
+
+
+def encode_frame(kind: int, req_id: int, body: bytes = b"") -> bytes:
+    """Header plus body, ready for ``sendall``."""
+    return HEADER.pack(len(body), kind, req_id) + body
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed`` bytes as they arrive, get whole frames back.
+
+    A header announcing more than ``max_frame_size`` bytes raises
+    :class:`FrameTooLargeError` at once, before the body is buffered: a
+    peer cannot make us hold an oversized frame in memory.
+    """
+
+    def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, kinds: frozenset[int] = Kind.ALL) -> None:
+        self.max_frame_size = max_frame_size
+        self._kinds = kinds
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buf += data
+        frames: list[Frame] = []
+        buf = self._buf
+        pos = 0
+        hsize = HEADER.size
+        while len(buf) - pos >= hsize:
+            length, kind, req_id = HEADER.unpack_from(buf, pos)
+            if length > self.max_frame_size:
+                raise FrameTooLargeError(length, self.max_frame_size)
+            if kind not in self._kinds:
+                raise ProtocolError(f"unknown frame kind {kind}")
+            end = pos + hsize + length
+            if len(buf) < end:
+                break
+            frames.append(Frame(kind, req_id, bytes(buf[pos + hsize : end])))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return frames
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+
+def dumps(obj: Any, what: str = "value") -> bytes:
+    """Pickle with cloudpickle (so lambdas and classes defined in ``__main__`` travel)."""
+    try:
+        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # pickling raises many types: normalise them here, once
+        raise SerializationError(f"{what} cannot be pickled: {exc}") from exc
+
+
+def loads(data: bytes, what: str = "value") -> Any:
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        raise SerializationError(f"{what} cannot be unpickled: {exc}") from exc
+
+
+def encode_json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def decode_json(body: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed {what}: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"malformed {what}: expected an object")
+    return obj
+
+
+@dataclass(frozen=True, slots=True)
+class CallRequest:
+    """One method call on one object.
+
+    ``create`` is ``None`` to attach only (a missing object is an error), or
+    ``(args, kwargs)`` to create the object with those arguments if absent.
+    ``force`` recreates it even if present.  ``seq`` with the connection's
+    client id names the call, so a retried call is applied once.
+    """
+
+    seq: int
+    type_name: str
+    key: str
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+    create: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    force: bool = False
+    owner: int = 0  # the caller's thread id, for owner-aware objects (RLock)
+
+
+def encode_call(call: CallRequest) -> bytes:
+    payload = (call.seq, call.type_name, call.key, call.method, call.args, call.kwargs, call.create, call.force, call.owner)
+    return dumps(payload, what=f"arguments of {call.type_name}.{call.method} (key {call.key!r})")
+
+
+def decode_call(body: bytes) -> CallRequest:
+    payload = loads(body, what="call")
+    try:
+        seq, type_name, key, method, args, kwargs, create, force, owner = payload
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"malformed call: {exc}") from exc
+    if not (isinstance(type_name, str) and isinstance(key, str) and isinstance(method, str)):
+        raise ProtocolError("malformed call: type, key and method must be strings")
+    if not isinstance(args, tuple) or not (kwargs is None or isinstance(kwargs, dict)):
+        raise ProtocolError("malformed call: args must be a tuple and kwargs a dict")
+    if create is not None and not (
+        isinstance(create, tuple) and len(create) == 2 and isinstance(create[0], tuple) and isinstance(create[1], dict)
+    ):
+        raise ProtocolError("malformed call: create must be (args, kwargs)")
+    return CallRequest(seq, type_name, key, method, args, kwargs, create, bool(force), int(owner))

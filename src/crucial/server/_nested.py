@@ -1,0 +1,99 @@
+"""Calls made by a method running on a node (a proxy stored inside an object).
+
+The calling method's greenlet suspends -- its object stays held -- while the
+nested call runs: on this node through its own object table, on another node
+through an asyncio client.  The event loop keeps serving everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ..client._async import AsyncClient
+from ..config import Config
+from ..objects._monitor import current_caller, suspend
+from ._runtime import Invocation
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+__all__ = ["NodeTransport"]
+
+
+class NodeTransport:
+    """The :class:`~crucial.objects._proxy.Transport` proxies use inside a node."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._peers: AsyncClient | None = None
+
+    @property
+    def seeds(self) -> tuple[str, ...]:
+        assert self.node.view is not None
+        return tuple(self.node.view.nodes)
+
+    def _client(self) -> AsyncClient:
+        if self._peers is None:
+            self._peers = AsyncClient(self.seeds, Config(dso=self.seeds, token=self.node.token))
+        return self._peers
+
+    def call(
+        self,
+        type_name: str,
+        key: str,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        create: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        force: bool = False,
+        cls: type | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        node = self.node
+        assert node.view is not None and node.table is not None
+        if node.view.ring.owner(type_name, key) != node.address:
+            coro_args = (type_name, key, method, args, kwargs)
+            return suspend(lambda resume: self._remote(resume, coro_args, create, force, cls))
+        table = node.table
+        if cls is not None and type_name not in table.types:
+            table.types[type_name] = cls
+        if create is not None or force:
+            a, kw = create if create is not None else ((), {})
+            cell = table.create(type_name, key, a, kw, force)
+        else:
+            cell = table.lookup(type_name, key, method)
+        if not method:
+            return None
+        caller = current_caller()
+
+        def start(resume: Any) -> None:
+            inv = Invocation(method, args, kwargs, caller, lambda ok, value, tb: resume(ok, value))
+            try:
+                table.submit(cell, inv)
+            except Exception as exc:
+                resume(False, exc)
+
+        return suspend(start)
+
+    def _remote(self, resume: Any, call: tuple[Any, ...], create: Any, force: bool, cls: type | None) -> None:
+        fut = asyncio.ensure_future(self._client().call(*call, create=create, force=force, cls=cls))
+
+        def done(f: asyncio.Future[Any]) -> None:
+            exc = f.exception()
+            resume(exc is None, exc if exc is not None else f.result())
+
+        fut.add_done_callback(done)
+
+    def delete(self, type_name: str, key: str) -> bool:
+        node = self.node
+        assert node.view is not None and node.table is not None
+        if node.view.ring.owner(type_name, key) == node.address:
+            return node.table.delete(type_name, key)
+
+        def start(resume: Any) -> None:
+            fut = asyncio.ensure_future(self._client().delete(type_name, key))
+            fut.add_done_callback(lambda f: resume(f.exception() is None, f.exception() or f.result()))
+
+        return bool(suspend(start))

@@ -1,0 +1,322 @@
+"""The object table of one node: creation, dispatch and monitor scheduling.
+
+Pure logic -- no sockets, no asyncio.  The node's I/O layer hands it calls
+and a way to set timers; it hands back results through callbacks.  That is
+what lets the scheduling rules below be tested without a server.
+
+Rules, per object (a :class:`Cell`):
+
+* calls run one at a time, in the order they were submitted;
+* a call that waits (:func:`~crucial.objects._monitor.wait_until`) releases
+  the object; after every step of any call on that object the parked
+  waiters' predicates are re-checked, oldest first, before queued calls run;
+* a call that suspends on a nested call keeps the object held; later calls
+  queue behind it;
+* a waiter whose client vanished is resumed with
+  :class:`~crucial.exceptions.CallCancelledError` thrown in.
+
+Calls on different objects share nothing but the event-loop thread.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..exceptions import (
+    CallCancelledError,
+    ObjectCreationError,
+    ObjectNotFoundError,
+    UnknownMethodError,
+    UnknownTypeError,
+)
+from ..objects._monitor import Caller, CallGreenlet, Suspend, Wait
+
+__all__ = ["Done", "Invocation", "ObjectTable", "TimerHandle"]
+
+Ref = tuple[str, str]
+# on_done(ok, value_or_exception, traceback_text)
+Done = Callable[[bool, Any, str], None]
+
+
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Invocation:
+    """One call on one object, from submission to its result."""
+
+    __slots__ = ("args", "caller", "cell", "g", "kwargs", "method", "on_done", "timer", "finished")
+
+    def __init__(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None, caller: Caller, on_done: Done) -> None:
+        self.method = method
+        self.args = args
+        self.kwargs = kwargs or {}
+        self.caller = caller
+        self.on_done = on_done
+        self.cell: Cell | None = None
+        self.g: CallGreenlet | None = None
+        self.timer: TimerHandle | None = None
+        self.finished = False
+
+
+class Cell:
+    """One hosted object and the calls waiting for it."""
+
+    __slots__ = ("obj", "ref", "queue", "waiters", "held", "running", "alive")
+
+    def __init__(self, ref: Ref, obj: Any) -> None:
+        self.ref = ref
+        self.obj = obj
+        self.queue: deque[Invocation] = deque()
+        self.waiters: list[tuple[Invocation, Callable[[], bool]]] = []
+        self.held: Invocation | None = None  # suspended on a nested call
+        self.running = False  # the scheduler is inside this cell right now
+        self.alive = True
+
+
+def _format_tb(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+class ObjectTable:
+    """All objects of one node, and the scheduler that runs calls on them."""
+
+    def __init__(
+        self,
+        types: dict[str, type],
+        call_later: Callable[[float, Callable[[], None]], TimerHandle],
+        call_soon: Callable[[Callable[[], None]], Any],
+    ) -> None:
+        self.types = types
+        self.cells: dict[Ref, Cell] = {}
+        self._call_later = call_later
+        self._call_soon = call_soon
+        # client id -> cells whose object wants to hear when that client is gone
+        self._watch: dict[str, set[Cell]] = {}
+
+    # -- lifecycle of objects -------------------------------------------------
+
+    def create(self, type_name: str, key: str, args: tuple[Any, ...], kwargs: dict[str, Any], force: bool) -> Cell:
+        ref = (type_name, key)
+        cell = self.cells.get(ref)
+        if cell is not None and not force:
+            check = getattr(cell.obj, "_crucial_same_args", None)
+            mismatch = check(args, kwargs) if check is not None else None
+            if mismatch:
+                raise ObjectCreationError(f"{type_name} {key!r}: {mismatch}", type_name, key)
+            return cell
+        cls = self.types.get(type_name)
+        if cls is None:
+            raise UnknownTypeError(f"unknown shared type {type_name!r} (key {key!r})", type_name, key)
+        try:
+            obj = cls(*args, **kwargs)
+        except Exception as exc:
+            raise ObjectCreationError(
+                f"creating {type_name} {key!r} failed: {type(exc).__name__}: {exc}", type_name, key
+            ) from exc
+        if cell is not None:
+            self._retire(cell, f"{type_name} {key!r} was replaced (force_new)")
+        cell = self.cells[ref] = Cell(ref, obj)
+        return cell
+
+    def delete(self, type_name: str, key: str) -> bool:
+        cell = self.cells.pop((type_name, key), None)
+        if cell is None:
+            return False
+        self._retire(cell, f"{type_name} {key!r} was deleted")
+        return True
+
+    def _retire(self, cell: Cell, why: str) -> None:
+        cell.alive = False
+        type_name, key = cell.ref
+        for inv, _ in list(cell.waiters):
+            self._throw(cell, inv, ObjectNotFoundError(why, type_name, key))
+        cell.waiters.clear()
+        while cell.queue:
+            inv = cell.queue.popleft()
+            self._finish(inv, False, ObjectNotFoundError(why, type_name, key), "")
+        for cells in self._watch.values():
+            cells.discard(cell)
+
+    # -- calls ----------------------------------------------------------------
+
+    def lookup(self, type_name: str, key: str, method: str) -> Cell:
+        cell = self.cells.get((type_name, key))
+        if cell is None:
+            if type_name not in self.types:
+                raise UnknownTypeError(f"unknown shared type {type_name!r} (key {key!r})", type_name, key)
+            raise ObjectNotFoundError(
+                f"no {type_name} with key {key!r} (never created, or deleted); calling {method!r}", type_name, key
+            )
+        return cell
+
+    def submit(self, cell: Cell, inv: Invocation) -> None:
+        """Queue ``inv`` on ``cell`` and run what can run."""
+        fn = _resolve(cell, inv.method)
+        inv.cell = cell
+        watch = getattr(cell.obj, "_crucial_client_gone", None)
+        if watch is not None:
+            self._watch.setdefault(inv.caller.client_id, set()).add(cell)
+        if cell.running or cell.held is not None or cell.queue:
+            cell.queue.append(inv)
+            if not cell.running and cell.held is None:
+                self._drain(cell)
+            return
+        self._start(cell, inv, fn)
+        self._drain(cell)
+
+    def cancel(self, inv: Invocation) -> None:
+        """The caller of ``inv`` is gone: stop waiting for it."""
+        cell = inv.cell
+        if inv.finished or cell is None:
+            return
+        if inv in cell.queue:
+            cell.queue.remove(inv)
+            inv.finished = True
+            return
+        for i, (w, _) in enumerate(cell.waiters):
+            if w is inv:
+                del cell.waiters[i]
+                self._throw(cell, inv, CallCancelledError("the caller disconnected"))
+                self._drain(cell)
+                return
+
+    def client_gone(self, client_id: str) -> None:
+        """Every connection of ``client_id`` closed: let objects release what it held."""
+        for cell in self._watch.pop(client_id, ()):
+            if not cell.alive:
+                continue
+            inv = Invocation("_crucial_client_gone", (client_id,), None, Caller(client_id, 0), _ignore)
+            inv.cell = cell
+            if cell.running or cell.held is not None:
+                cell.queue.append(inv)
+            else:
+                self._start(cell, inv, cell.obj._crucial_client_gone)
+                self._drain(cell)
+
+    # -- the scheduler ----------------------------------------------------------
+
+    def _start(self, cell: Cell, inv: Invocation, fn: Callable[..., Any]) -> None:
+        g = CallGreenlet(fn)
+        g.caller = inv.caller
+        inv.g = g
+        self._step(cell, inv, g.switch, inv.args, inv.kwargs)
+
+    def _step(self, cell: Cell, inv: Invocation, switch: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> None:
+        cell.running = True
+        try:
+            out = switch(*args, **(kwargs or {}))
+        except BaseException as exc:  # the method raised: that is its result
+            self._finish(inv, False, exc, _format_tb(exc))
+            return
+        finally:
+            cell.running = False
+        g = inv.g
+        assert g is not None
+        if g.dead:
+            self._finish(inv, True, out, "")
+        elif type(out) is Wait:
+            cell.waiters.append((inv, out.predicate))
+            if out.timeout is not None:
+                inv.timer = self._call_later(out.timeout, lambda: self._expire(cell, inv))
+        elif type(out) is Suspend:
+            cell.held = inv
+            out.start(lambda ok, value: self._call_soon(lambda: self._resume_held(cell, inv, ok, value)))
+        else:  # a method switched out with something we do not know: a bug in it
+            err = RuntimeError(f"method {inv.method!r} switched greenlets unexpectedly")
+            g.throw(err)  # let it unwind; the result is the error
+            self._finish(inv, False, err, "")
+
+    def _drain(self, cell: Cell) -> None:
+        """Wake satisfied waiters (oldest first), then run queued calls."""
+        while cell.held is None and not cell.running:
+            woke = False
+            for i, (inv, pred) in enumerate(cell.waiters):
+                try:
+                    ready = pred()
+                except BaseException as exc:
+                    del cell.waiters[i]
+                    self._throw(cell, inv, exc)
+                    woke = True
+                    break
+                if ready:
+                    del cell.waiters[i]
+                    self._wake(cell, inv, True)
+                    woke = True
+                    break
+            if woke:
+                continue
+            if not cell.queue:
+                return
+            inv = cell.queue.popleft()
+            if inv.finished:
+                continue
+            try:
+                fn = _resolve(cell, inv.method) if inv.method != "_crucial_client_gone" else cell.obj._crucial_client_gone
+            except Exception as exc:
+                self._finish(inv, False, exc, "")
+                continue
+            self._start(cell, inv, fn)
+
+    def _wake(self, cell: Cell, inv: Invocation, value: bool) -> None:
+        if inv.timer is not None:
+            inv.timer.cancel()
+            inv.timer = None
+        assert inv.g is not None
+        self._step(cell, inv, inv.g.switch, (value,))
+
+    def _throw(self, cell: Cell, inv: Invocation, exc: BaseException) -> None:
+        if inv.timer is not None:
+            inv.timer.cancel()
+            inv.timer = None
+        assert inv.g is not None
+        self._step(cell, inv, inv.g.throw, (exc,))
+
+    def _expire(self, cell: Cell, inv: Invocation) -> None:
+        for i, (w, pred) in enumerate(cell.waiters):
+            if w is inv:
+                del cell.waiters[i]
+                inv.timer = None
+                try:
+                    value = bool(pred())
+                except BaseException as exc:
+                    self._throw(cell, inv, exc)
+                else:
+                    self._wake(cell, inv, value)
+                self._drain(cell)
+                return
+
+    def _resume_held(self, cell: Cell, inv: Invocation, ok: bool, value: Any) -> None:
+        cell.held = None
+        assert inv.g is not None
+        self._step(cell, inv, inv.g.switch, ((ok, value),))
+        self._drain(cell)
+
+    def _finish(self, inv: Invocation, ok: bool, value: Any, tb: str) -> None:
+        if inv.finished:
+            return
+        inv.finished = True
+        inv.g = None if ok or not inv.g else inv.g
+        inv.on_done(ok, value, tb)
+
+
+def _ignore(ok: bool, value: Any, tb: str) -> None:
+    return None
+
+
+def _resolve(cell: Cell, method: str) -> Callable[..., Any]:
+    type_name, key = cell.ref
+    if not method or method.startswith("_"):
+        raise UnknownMethodError(
+            f"{type_name}.{method or '<empty>'} is private and cannot be called remotely (key {key!r})", type_name, key
+        )
+    fn = getattr(cell.obj, method, None)
+    if fn is None or not callable(fn):
+        public = sorted(n for n in dir(type(cell.obj)) if not n.startswith("_") and callable(getattr(type(cell.obj), n, None)))
+        raise UnknownMethodError(
+            f"{type_name} has no method {method!r} (key {key!r}); it has: {', '.join(public)}", type_name, key
+        )
+    return fn
