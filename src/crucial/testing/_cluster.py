@@ -1,0 +1,109 @@
+"""Real DSO nodes for tests and benchmarks: start, reach, kill, stop.
+
+A :class:`LocalCluster` runs ``crucial server`` as a child process on
+127.0.0.1, on ports the OS picks, and reads the addresses it prints -- no
+fixed port, no sleep.  Its nodes exit when their stdin closes, so a crashed
+test run leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+from ..client import Client
+from ..config import Config
+
+__all__ = ["LocalCluster"]
+
+
+class LocalCluster:
+    """``with LocalCluster(nodes=2, token="t") as cluster: cluster.client()``."""
+
+    def __init__(self, nodes: int = 1, *, token: str | None = None, max_frame_size: int | None = None,
+                 start_timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
+        self.nodes = nodes
+        self.token = token
+        self.max_frame_size = max_frame_size
+        self.start_timeout = start_timeout
+        self.env = env or {}
+        self.proc: subprocess.Popen[str] | None = None
+        self.addresses: tuple[str, ...] = ()
+        self._clients: list[Client] = []
+
+    def start(self) -> LocalCluster:
+        cmd = [sys.executable, "-m", "crucial.server", "--port", "0", "--nodes", str(self.nodes), "--watch-stdin"]
+        if self.max_frame_size is not None:
+            cmd += ["--max-frame-size", str(self.max_frame_size)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+        env.update(self.env)
+        if self.token:
+            env["CRUCIAL_TOKEN"] = self.token
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        assert self.proc.stdout is not None
+        timer = threading.Timer(self.start_timeout, self.proc.kill)
+        timer.start()
+        try:
+            line = self.proc.stdout.readline()
+        finally:
+            timer.cancel()
+        if not line.startswith("CRUCIAL_DSO="):
+            self.stop()
+            raise RuntimeError(f"crucial server did not start: {line!r}")
+        self.addresses = tuple(line.strip().split("=", 1)[1].split(","))
+        return self
+
+    @property
+    def dso(self) -> str:
+        """The addresses as one ``CRUCIAL_DSO`` value."""
+        return ",".join(self.addresses)
+
+    def config(self, **overrides: Any) -> Config:
+        return Config(dso=self.addresses, token=self.token, **overrides)
+
+    def client(self, **overrides: Any) -> Client:
+        """A new client of this cluster (closed by :meth:`stop`)."""
+        c = Client(self.addresses, self.config(**overrides))
+        self._clients.append(c)
+        return c
+
+    def env_vars(self) -> dict[str, str]:
+        """Environment that points a child process at this cluster."""
+        env = {"CRUCIAL_DSO": self.dso}
+        if self.token:
+            env["CRUCIAL_TOKEN"] = self.token
+        return env
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the server process(es) abruptly (fault injection)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        for c in self._clients:
+            c.close()
+        self._clients.clear()
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+        finally:
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
