@@ -20,9 +20,17 @@ def cli() -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind. Off loopback a token is required.")
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port to bind (0: any free port).")
-@click.option("--nodes", default=1, show_default=True, type=click.IntRange(1, 256), help="Node processes to start (one per core).")
+@click.option(
+    "--nodes", default=1, show_default=True, type=click.IntRange(1, 256), help="Node processes to start (one per core)."
+)
 @click.option("--token", envvar="CRUCIAL_TOKEN", default=None, help="Shared secret clients must present [env: CRUCIAL_TOKEN].")
-@click.option("--max-frame-size", default=64 * 1024 * 1024, show_default=True, type=click.IntRange(1024), help="Largest frame accepted, in bytes.")
+@click.option(
+    "--max-frame-size",
+    default=64 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1024),
+    help="Largest frame accepted, in bytes.",
+)
 @click.option("--watch-stdin", is_flag=True, help="Exit when standard input closes (for embedded nodes).")
 @click.option("--child", is_flag=True, hidden=True)
 def server(host: str, port: int, nodes: int, token: str | None, max_frame_size: int, watch_stdin: bool, child: bool) -> None:

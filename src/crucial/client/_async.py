@@ -46,7 +46,7 @@ class _AsyncConn(asyncio.Protocol):
                         fut.set_result(f)
                 self.waiters.clear()
                 continue
-            fut = self.waiters.pop(f.req_id, None)
+            fut = self.waiters.pop(f.req_id) if f.req_id in self.waiters else None
             if fut is not None and not fut.done():
                 fut.set_result(f)
 
@@ -116,10 +116,8 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         timeout = self.core.config.connect_timeout
         try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _AsyncConn(self.core, address), host, port), timeout
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
+            _, conn = await asyncio.wait_for(loop.create_connection(lambda: _AsyncConn(self.core, address), host, port), timeout)
+        except (TimeoutError, OSError) as exc:
             raise ConnectError(f"cannot connect to DSO node {address}: {exc or 'timed out'}", address) from exc
         try:
             assert conn.transport is not None
@@ -140,7 +138,7 @@ class AsyncClient:
         conn = await self._conn(address)
         try:
             return await asyncio.wait_for(conn.request(kind, self.core.next_req(), body), timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise CallTimeoutError(f"no reply from DSO node {address} within {timeout} s") from exc
 
     async def call(

@@ -141,7 +141,12 @@ def dumps_class(type_name: str, cls: type) -> bytes:
 
     module = sys.modules.get(cls.__module__)
     path = getattr(module, "__file__", None) or ""
-    by_value = module is not None and cls.__module__ != "__main__" and "-packages" not in path and not cls.__module__.startswith("crucial.")
+    by_value = (
+        module is not None
+        and cls.__module__ != "__main__"
+        and "-packages" not in path
+        and not cls.__module__.startswith("crucial.")
+    )
     with _pickle_lock:
         if by_value:
             cloudpickle.register_pickle_by_value(module)

@@ -118,5 +118,12 @@ def reset_clients() -> None:
         _default = None
 
 
+def _forget_after_fork() -> None:
+    """A forked child must not use its parent's sockets, nor stop its node."""
+    global _default
+    _clients.clear()
+    _default = None
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=lambda: (_clients.clear(), globals().__setitem__("_default", None)))
+    os.register_at_fork(after_in_child=_forget_after_fork)

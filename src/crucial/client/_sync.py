@@ -23,7 +23,7 @@ __all__ = ["Client"]
 
 
 class _Conn:
-    __slots__ = ("address", "sock", "decoder", "frames")
+    __slots__ = ("address", "decoder", "frames", "sock")
 
     def __init__(self, core: ClientCore, address: str) -> None:
         self.address = address

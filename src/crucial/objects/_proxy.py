@@ -71,7 +71,7 @@ class Proxy:
     #: for @shared classes: the user class, sent by value to nodes that lack it
     _user_class: ClassVar[type | None] = None
 
-    __slots__ = ("_key", "_create", "_created", "_seeds", "_transport_cache", "__weakref__")
+    __slots__ = ("__weakref__", "_create", "_created", "_key", "_seeds", "_transport_cache")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -169,4 +169,3 @@ def _rebuild(cls: type[Proxy], key: str | None, create: Any, seeds: tuple[str, .
 def delete(obj: Proxy) -> bool:
     """Delete a shared object (works for @shared classes that define their own ``delete``)."""
     return Proxy.delete(obj)
-

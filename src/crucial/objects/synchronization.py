@@ -564,7 +564,7 @@ class SharedFuture(Proxy):
 
 
 class _Offer:
-    __slots__ = ("value", "reply", "matched")
+    __slots__ = ("matched", "reply", "value")
 
     def __init__(self, value: Any) -> None:
         self.value = value

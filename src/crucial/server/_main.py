@@ -101,10 +101,19 @@ def _supervise(opts: ServerOptions) -> int:
             c.stdin.write(view + "\n")
             c.stdin.flush()
         print("CRUCIAL_DSO=" + ",".join(addresses), flush=True)
-        for c in children:  # a child that dies takes the others down: no half clusters
-            threading.Thread(target=lambda c=c: (c.wait(), done.set()), daemon=True).start()
+
+        def watch_child(c: subprocess.Popen[str]) -> None:
+            c.wait()
+            done.set()  # a child that dies takes the others down: no half clusters
+
+        def watch_stdin() -> None:
+            _wait_eof()
+            ask_stop()
+
+        for c in children:
+            threading.Thread(target=watch_child, args=(c,), daemon=True).start()
         if opts.watch_stdin:
-            threading.Thread(target=lambda: (_wait_eof(), ask_stop()), daemon=True).start()
+            threading.Thread(target=watch_stdin, daemon=True).start()
         while not done.wait(0.5):  # a timed wait keeps signal handlers responsive
             pass
     finally:

@@ -200,7 +200,9 @@ class Node:
 
     def welcome(self) -> bytes:
         assert self.view is not None
-        return P.encode_json({"version": P.PROTOCOL_VERSION, "node_id": self.node_id, "address": self.address, "view": self.view.as_json()})
+        return P.encode_json(
+            {"version": P.PROTOCOL_VERSION, "node_id": self.node_id, "address": self.address, "view": self.view.as_json()}
+        )
 
     def client_opened(self, client_id: str) -> None:
         self._clients[client_id] = self._clients.get(client_id, 0) + 1

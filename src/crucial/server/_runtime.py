@@ -48,7 +48,7 @@ class TimerHandle(Protocol):
 class Invocation:
     """One call on one object, from submission to its result."""
 
-    __slots__ = ("args", "caller", "cell", "g", "kwargs", "method", "on_done", "timer", "finished")
+    __slots__ = ("args", "caller", "cell", "finished", "g", "kwargs", "method", "on_done", "timer")
 
     def __init__(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None, caller: Caller, on_done: Done) -> None:
         self.method = method
@@ -65,7 +65,7 @@ class Invocation:
 class Cell:
     """One hosted object and the calls waiting for it."""
 
-    __slots__ = ("obj", "ref", "queue", "waiters", "held", "running", "alive")
+    __slots__ = ("alive", "held", "obj", "queue", "ref", "running", "waiters")
 
     def __init__(self, ref: Ref, obj: Any) -> None:
         self.ref = ref
@@ -205,7 +205,9 @@ class ObjectTable:
         inv.g = g
         self._step(cell, inv, g.switch, inv.args, inv.kwargs)
 
-    def _step(self, cell: Cell, inv: Invocation, switch: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> None:
+    def _step(
+        self, cell: Cell, inv: Invocation, switch: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+    ) -> None:
         cell.running = True
         try:
             out = switch(*args, **(kwargs or {}))

@@ -24,8 +24,15 @@ __all__ = ["LocalCluster"]
 class LocalCluster:
     """``with LocalCluster(nodes=2, token="t") as cluster: cluster.client()``."""
 
-    def __init__(self, nodes: int = 1, *, token: str | None = None, max_frame_size: int | None = None,
-                 start_timeout: float = 30.0, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        nodes: int = 1,
+        *,
+        token: str | None = None,
+        max_frame_size: int | None = None,
+        start_timeout: float = 30.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.nodes = nodes
         self.token = token
         self.max_frame_size = max_frame_size
