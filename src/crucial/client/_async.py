@@ -41,12 +41,12 @@ class _AsyncConn(asyncio.Protocol):
             return
         for f in frames:
             if f.kind == P.Kind.FAIL and f.req_id not in self.waiters:
-                for fut in self.waiters.values():  # connection-level failure: everyone gets it
-                    if not fut.done():
-                        fut.set_result(f)
+                for waiter in self.waiters.values():  # connection-level failure: everyone gets it
+                    if not waiter.done():
+                        waiter.set_result(f)
                 self.waiters.clear()
                 continue
-            fut = self.waiters.pop(f.req_id) if f.req_id in self.waiters else None
+            fut = self.waiters.pop(f.req_id, None)
             if fut is not None and not fut.done():
                 fut.set_result(f)
 
