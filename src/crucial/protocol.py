@@ -125,9 +125,38 @@ class FrameDecoder:
         return len(self._buf)
 
 
+_PLAIN = frozenset({bytes, str, int, float, bool, type(None), bytearray, complex})
+
+
+def _plain(obj: Any, depth: int = 0) -> bool:
+    """True for data made only of builtin scalars and containers.
+
+    Such data pickles the same with :mod:`pickle` as with cloudpickle, and
+    ~5x faster -- this is the hot path of every call and reply.
+    """
+    t = type(obj)
+    if t in _PLAIN:
+        return True
+    if depth > 3:
+        return False
+    if t is tuple or t is list:
+        for x in obj:
+            if type(x) not in _PLAIN and not _plain(x, depth + 1):
+                return False
+        return True
+    if t is dict:
+        for k, v in obj.items():
+            if type(k) not in _PLAIN or (type(v) not in _PLAIN and not _plain(v, depth + 1)):
+                return False
+        return True
+    return False
+
+
 def dumps(obj: Any, what: str = "value") -> bytes:
     """Pickle with cloudpickle (so lambdas and classes defined in ``__main__`` travel)."""
     try:
+        if _plain(obj):
+            return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # pickling raises many types: normalise them here, once
         raise SerializationError(f"{what} cannot be pickled: {exc}") from exc
