@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -56,6 +58,24 @@ def _forwarder(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return method
 
 
+def _module_name(cls: type) -> str:
+    """A module name every process agrees on, even for classes in ``__main__``.
+
+    A script's module is ``__main__`` in the process that runs it but
+    ``__mp_main__`` in multiprocessing children: name it by its import spec
+    (``python -m pkg.mod``) or its file, so both name the same shared type.
+    """
+    name = cls.__module__
+    if name not in ("__main__", "__mp_main__"):
+        return name
+    module = sys.modules.get(name)
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.name not in ("__main__", "__mp_main__"):
+        return str(spec.name)
+    path = getattr(module, "__file__", None)
+    return f"__main__:{os.path.splitext(os.path.basename(path))[0]}" if path else "__main__"
+
+
 def shared(cls: T) -> T:
     """Class decorator: instances become proxies of objects hosted by the DSO."""
     if not isinstance(cls, type):
@@ -69,7 +89,7 @@ def shared(cls: T) -> T:
         "__qualname__": qualname,
         "_impl": cls,
         "_user_class": cls,
-        "_type_name": f"{cls.__module__}.{qualname}",
+        "_type_name": f"{_module_name(cls)}.{qualname}",
         "_State": cls,
     }
     for klass in reversed(cls.__mro__[:-1]):  # base classes first, so overrides win
