@@ -45,6 +45,10 @@ __all__ = ["Node", "is_loopback"]
 
 log = logging.getLogger("crucial.node")
 
+#: replies kept for replayed calls, at most this many bytes in all (and
+#: ``dedup_window`` entries): a retry comes within seconds, not hours.
+DEDUP_BYTES = 32 * 1024 * 1024
+
 
 def is_loopback(host: str) -> bool:
     if host == "localhost":
@@ -96,6 +100,7 @@ class Node:
         self.table: ObjectTable | None = None
         self._dedup: OrderedDict[tuple[str, int], tuple[int, bytes]] = OrderedDict()
         self._dedup_window = dedup_window
+        self._dedup_bytes = 0
         self._inflight: dict[tuple[str, int], list[tuple[_Connection, int]]] = {}
         self._clients: dict[str, int] = {}  # client id -> open connections
         self.connections: set[_Connection] = set()
@@ -161,9 +166,7 @@ class Node:
                 self._inflight.pop(did, None)
                 # a cancelled call was not applied: a retry must run it again
                 if ok or not isinstance(value, CallCancelledError):
-                    self._dedup[did] = (kind, payload)
-                if len(self._dedup) > self._dedup_window:
-                    self._dedup.popitem(last=False)
+                    self._remember(did, kind, payload)
             for c, rid in targets:
                 c.pending.pop(rid, None)
                 c.send(kind, rid, payload)
@@ -184,6 +187,15 @@ class Node:
         except CrucialError as exc:
             conn.pending.pop(req_id, None)
             on_done(False, exc, "")
+
+    def _remember(self, did: tuple[str, int], kind: int, payload: bytes) -> None:
+        """Keep a reply for replays, within both the count and the byte budget."""
+        dedup = self._dedup
+        dedup[did] = (kind, payload)
+        self._dedup_bytes += len(payload)
+        while len(dedup) > self._dedup_window or self._dedup_bytes > DEDUP_BYTES:
+            _, (_, old) = dedup.popitem(last=False)
+            self._dedup_bytes -= len(old)
 
     def handle_register(self, conn: _Connection, req_id: int, body: bytes) -> None:
         type_name, cls = P.loads(body, what="shared class")
