@@ -16,9 +16,29 @@ from .client import AsyncClient, Client, connect
 from .config import Config, load_config
 from .exceptions import *  # noqa: F403
 from .exceptions import __all__ as _exc_all
-from .objects import *  # noqa: F403
-from .objects import __all__ as _obj_all
+from .objects import Proxy, current_caller, delete, shared, wait_until
+from .objects.atomics import *  # noqa: F403
+from .objects.atomics import __all__ as _atomics_all
+from .objects.containers import *  # noqa: F403
+from .objects.containers import __all__ as _containers_all
+from .objects.synchronization import *  # noqa: F403
+from .objects.synchronization import __all__ as _sync_all
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncClient", "Client", "Config", "connect", "load_config", *_exc_all, *_obj_all]
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "Config",
+    "Proxy",
+    "connect",
+    "current_caller",
+    "delete",
+    "load_config",
+    "shared",
+    "wait_until",
+    *_exc_all,
+    *_atomics_all,
+    *_containers_all,
+    *_sync_all,
+]

@@ -14,7 +14,7 @@ from typing import Any
 from .. import protocol as P
 from ..config import Config
 from ..exceptions import CallTimeoutError, ConnectError, ProtocolError, UnknownTypeError
-from ._core import ClientCore, Redirect, dumps_class, parse_address
+from ._core import Attempts, ClientCore, Redirect, dumps_class, parse_address
 
 __all__ = ["AsyncClient"]
 
@@ -159,28 +159,17 @@ class AsyncClient:
         call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, threading.get_ident())
         body = P.encode_call(call)
         timeout = timeout if timeout is not None else core.config.call_timeout
-        lost = redirects = 0
+        attempts = Attempts(core, type_name, key, cls)
         while True:
             address = core.route(type_name, key)
-            if cls is not None and (address, type_name) not in core.registered:
-                frame = await self._roundtrip(address, P.Kind.REGISTER, dumps_class(type_name, cls))
-                core.result(frame, address)
-                core.registered.add((address, type_name))
             try:
-                frame = await self._roundtrip(address, P.Kind.CALL, body, timeout)
-                return core.result(frame, address)
-            except ConnectError:
-                lost += 1
-                if lost > core.config.retries:
-                    raise
-            except Redirect:
-                redirects += 1
-                if redirects > 8:
-                    raise ProtocolError(f"object {type_name} {key!r} keeps moving between nodes") from None
-            except UnknownTypeError:
-                if cls is None or (address, type_name) not in core.registered:
-                    raise
-                core.registered.discard((address, type_name))
+                if cls is not None and (address, type_name) not in core.registered:
+                    frame = await self._roundtrip(address, P.Kind.REGISTER, dumps_class(type_name, cls))
+                    core.result(frame, address)
+                    core.registered.add((address, type_name))
+                return core.result(await self._roundtrip(address, P.Kind.CALL, body, timeout), address)
+            except (ConnectError, Redirect, UnknownTypeError) as exc:
+                attempts.again(exc, address)
 
     async def delete(self, type_name: str, key: str) -> bool:
         while True:

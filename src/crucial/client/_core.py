@@ -18,12 +18,14 @@ from ..config import Config
 from ..exceptions import (
     AuthenticationError,
     ConfigError,
+    ConnectError,
     ProtocolError,
     RemoteTraceback,
+    UnknownTypeError,
 )
 from ._ring import HashRing
 
-__all__ = ["ClientCore", "Redirect", "parse_address"]
+__all__ = ["Attempts", "ClientCore", "Redirect", "parse_address"]
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -35,6 +37,39 @@ def parse_address(address: str) -> tuple[str, int]:
 
 class Redirect(Exception):
     """Internal: the node does not own the object; the view was refreshed."""
+
+
+class Attempts:
+    """Whether a failed call may be sent again (pure; shared by both clients).
+
+    Safe to resend: the call keeps its id, so a node that already applied
+    it answers from its de-duplication window instead of applying it twice.
+    """
+
+    MAX_REDIRECTS = 8
+
+    def __init__(self, core: ClientCore, type_name: str, key: str, cls: type | None) -> None:
+        self.core = core
+        self.type_name = type_name
+        self.key = key
+        self.cls = cls
+        self.lost = 0
+        self.redirects = 0
+
+    def again(self, exc: Exception, address: str) -> None:
+        """Return to retry after ``exc``; re-raise it when out of tries."""
+        if isinstance(exc, ConnectError):
+            self.lost += 1
+            if self.lost > self.core.config.retries:
+                raise exc
+        elif isinstance(exc, Redirect):
+            self.redirects += 1
+            if self.redirects > self.MAX_REDIRECTS:
+                raise ProtocolError(f"object {self.type_name} {self.key!r} keeps moving between nodes") from None
+        elif isinstance(exc, UnknownTypeError) and self.cls is not None and (address, self.type_name) in self.core.registered:
+            self.core.registered.discard((address, self.type_name))  # the node lost it: register again
+        else:
+            raise exc
 
 
 class ClientCore:

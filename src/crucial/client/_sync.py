@@ -16,8 +16,8 @@ from typing import Any
 
 from .. import protocol as P
 from ..config import Config
-from ..exceptions import CallTimeoutError, ConnectError, ProtocolError, UnknownTypeError
-from ._core import ClientCore, Redirect, parse_address
+from ..exceptions import CallTimeoutError, ConnectError, UnknownTypeError
+from ._core import Attempts, ClientCore, Redirect, parse_address
 
 __all__ = ["Client"]
 
@@ -164,28 +164,17 @@ class Client:
         call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, threading.get_ident())
         body = P.encode_call(call)
         timeout = timeout if timeout is not None else core.config.call_timeout
-        lost = 0
-        redirects = 0
+        attempts = Attempts(core, type_name, key, cls)
         while True:
             address = core.route(type_name, key)
-            if cls is not None and (address, type_name) not in core.registered:
-                self._register(address, type_name, cls)
             try:
-                frame = self._roundtrip(address, P.Kind.CALL, body, timeout)
-                return core.result(frame, address)
-            except ConnectError:
-                self._drop(address)  # the other pooled connections to it are suspect too
-                lost += 1
-                if lost > core.config.retries:
-                    raise
-            except Redirect:
-                redirects += 1
-                if redirects > 8:
-                    raise ProtocolError(f"object {type_name} {key!r} keeps moving between nodes") from None
-            except UnknownTypeError:
-                if cls is None or (address, type_name) not in core.registered:
-                    raise
-                core.registered.discard((address, type_name))  # node lost it: register again
+                if cls is not None and (address, type_name) not in core.registered:
+                    self._register(address, type_name, cls)
+                return core.result(self._roundtrip(address, P.Kind.CALL, body, timeout), address)
+            except (ConnectError, Redirect, UnknownTypeError) as exc:
+                if isinstance(exc, ConnectError):
+                    self._drop(address)  # its other pooled connections are suspect too
+                attempts.again(exc, address)
 
     def _register(self, address: str, type_name: str, cls: type) -> None:
         from ._core import dumps_class
