@@ -176,12 +176,8 @@ def dumps_class(type_name: str, cls: type) -> bytes:
 
     module = sys.modules.get(cls.__module__)
     path = getattr(module, "__file__", None) or ""
-    by_value = (
-        module is not None
-        and cls.__module__ != "__main__"
-        and "-packages" not in path
-        and not cls.__module__.startswith("crucial.")
-    )
+    scripted = cls.__module__ in ("__main__", "__mp_main__")  # a script: never importable on a node
+    by_value = module is not None and (scripted or ("-packages" not in path and not cls.__module__.startswith("crucial.")))
     with _pickle_lock:
         if by_value:
             cloudpickle.register_pickle_by_value(module)
