@@ -82,8 +82,7 @@ class ClientCore:
             parse_address(a)
         self.config = config
         self.seeds = tuple(seeds)
-        self.client_id = uuid.uuid4().hex
-        self._seq = itertools.count(1)
+        self.new_identity()
         self._req = itertools.count(1)
         self._lock = threading.Lock()
         self.epoch = 0
@@ -92,6 +91,13 @@ class ClientCore:
         self.registered: set[tuple[str, str]] = set()
 
     # -- identity and framing ------------------------------------------------
+
+    def new_identity(self) -> None:
+        """A fresh client id and call sequence (at start, and in a forked child:
+        two processes with one id would have their calls de-duplicated
+        against each other)."""
+        self.client_id = uuid.uuid4().hex
+        self._seq = itertools.count(1)
 
     def next_seq(self) -> int:
         return next(self._seq)

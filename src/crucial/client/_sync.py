@@ -10,8 +10,10 @@ from the pool, which grows as threads need it.  A call blocked in
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
+import weakref
 from typing import Any
 
 from .. import protocol as P
@@ -69,6 +71,18 @@ class _Conn:
             pass
 
 
+_live: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for client in list(_live):
+        client._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 class Client:
     """Synchronous, thread-safe DSO client.
 
@@ -83,6 +97,13 @@ class Client:
         self._pools: dict[str, list[_Conn]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        _live.add(self)
+
+    def _after_fork(self) -> None:
+        """In a forked child: own identity, no inherited sockets (they are the parent's)."""
+        self.core.new_identity()
+        self._lock = threading.Lock()
+        self._pools = {}  # dropped, not closed: closing is harmless but the parent owns them
 
     @property
     def seeds(self) -> tuple[str, ...]:
