@@ -719,6 +719,11 @@ def test_create_attach_force_new_delete(dso: Any, key: str) -> None:
     with pytest.raises(ObjectNotFoundError):
         crucial.List.attach(key).to_list()
     assert crucial.List.attach(key).delete() is False
+    creator = crucial.Dict({"a": 1}, key=key)
+    assert creator.copy() == {"a": 1}
+    assert creator.delete() is True
+    with pytest.raises(ObjectNotFoundError):  # a proxy that created its object never silently recreates it
+        creator.copy()
 
 
 def test_class_attribute_takes_its_name_as_key(dso: Any, key: str) -> None:
