@@ -68,8 +68,9 @@ class AtomicIntState:
         return self.value + 1
 
     def compare_and_set(self, expect: int, update: int) -> bool:
+        update = _int(update, "update")  # a bad update is an error even when the compare fails
         if self.value == expect:
-            self.value = _int(update, "update")
+            self.value = update
             return True
         return False
 
