@@ -389,11 +389,6 @@ def test_zero_timeout_does_not_park(h: Harness) -> None:
     assert not h.table.cells[BOX].waiters
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: ObjectTable._expire resumes a waiter while another call holds the object (suspended on a nested call)",
-)
 def test_timeout_while_held_waits_for_the_holder(h: Harness) -> None:
     waiter = h.call("w", BOX, "wait_for", 5, 1.0)
     _hold(h)
@@ -433,11 +428,6 @@ def test_cancel_waiter_lets_others_run(h: Harness) -> None:
     assert other.returned() == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: ObjectTable.cancel throws into a waiter while another call holds the object (suspended on a nested call)",
-)
 def test_cancel_waiter_while_held_waits_for_the_holder(h: Harness) -> None:
     waiter = h.call("w", BOX, "reserve")
     _hold(h)
@@ -628,7 +618,6 @@ def _run(table: ObjectTable, cell: Any, method: str, *args: Any) -> list[Any]:
 LEAK = "BUG: a parked worker greenlet keeps its {} alive (see the report: pass job/outcome as attributes, not switch args)"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LEAK.format("last result"))
 def test_result_is_not_kept_alive() -> None:
     table, cell = _fresh_table()
     ok, ref = _run(table, cell, "make")
@@ -637,7 +626,6 @@ def test_result_is_not_kept_alive() -> None:
     assert ref() is None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LEAK.format("first job's arguments"))
 def test_arguments_are_not_kept_alive() -> None:
     table, cell = _fresh_table()
     blob = Blob()
@@ -648,7 +636,6 @@ def test_arguments_are_not_kept_alive() -> None:
     assert ref() is None
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=LEAK.format("last exception, and so a deleted object,"))
 def test_deleted_object_is_not_kept_alive_by_an_error() -> None:
     table, cell = _fresh_table()
     ref = weakref.ref(cell.obj)

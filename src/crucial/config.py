@@ -59,10 +59,13 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             return tuple(str(a) for a in value)
         if name == "token":
             return None if value in (None, "") else str(value)
-        if name == "call_timeout":
-            return None if value in (None, "", "none", "None") else float(value)
-        if name == "connect_timeout":
-            return float(value)
+        if name in ("call_timeout", "connect_timeout"):
+            if name == "call_timeout" and value in (None, "", "none", "None"):
+                return None
+            t = float(value)
+            if not t > 0:  # also rejects NaN
+                raise ValueError("must be a positive number of seconds")
+            return t
         if name in ("max_frame_size", "pool_size", "retries", "dedup_window"):
             v = int(value)
             if v < 0:
@@ -95,6 +98,8 @@ def load_config(**overrides: Any) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         data = data.get("crucial", data)
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: 'crucial' must be a table")
         _build(data, str(path))  # validate keys with the file named
         values.update(data)
     for name in _FIELDS:

@@ -176,7 +176,7 @@ def encode_json(obj: dict[str, Any]) -> bytes:
 def decode_json(body: bytes, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ProtocolError(f"malformed {what}: {exc}") from exc
     if not isinstance(obj, dict):
         raise ProtocolError(f"malformed {what}: expected an object")
@@ -217,10 +217,12 @@ def decode_call(body: bytes) -> CallRequest:
         raise ProtocolError(f"malformed call: {exc}") from exc
     if not (isinstance(type_name, str) and isinstance(key, str) and isinstance(method, str)):
         raise ProtocolError("malformed call: type, key and method must be strings")
+    if not (isinstance(seq, int) and isinstance(owner, int)):
+        raise ProtocolError("malformed call: seq and owner must be ints")
     if not isinstance(args, tuple) or not (kwargs is None or isinstance(kwargs, dict)):
         raise ProtocolError("malformed call: args must be a tuple and kwargs a dict")
     if create is not None and not (
         isinstance(create, tuple) and len(create) == 2 and isinstance(create[0], tuple) and isinstance(create[1], dict)
     ):
         raise ProtocolError("malformed call: create must be (args, kwargs)")
-    return CallRequest(seq, type_name, key, method, args, kwargs, create, bool(force), int(owner))
+    return CallRequest(seq, type_name, key, method, args, kwargs, create, bool(force), owner)

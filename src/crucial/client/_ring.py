@@ -34,6 +34,8 @@ class HashRing:
         self.nodes: tuple[str, ...] = tuple(sorted(set(nodes)))
         if not self.nodes:
             raise ValueError("a hash ring needs at least one node")
+        if vnodes < 1:
+            raise ValueError(f"vnodes must be at least 1, not {vnodes}")
         points = sorted((_h(f"{node}#{i}".encode()), node) for node in self.nodes for i in range(vnodes))
         self._hashes = [p for p, _ in points]
         self._owners = [n for _, n in points]
@@ -47,6 +49,8 @@ class HashRing:
     def owners(self, type_name: str, key: str, n: int) -> Sequence[str]:
         """The first ``n`` distinct nodes clockwise: the replica set of a reference."""
         n = min(n, len(self.nodes))
+        if n <= 0:
+            return []
         i = bisect.bisect_right(self._hashes, ref_hash(type_name, key))
         found: list[str] = []
         for j in range(len(self._owners)):

@@ -53,6 +53,8 @@ class CallGreenlet(greenlet):  # type: ignore[misc]
     """The greenlet a node runs one call in; it remembers the caller."""
 
     caller: Caller = Caller("", 0)
+    job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None  # set by the table, taken by the worker
+    outcome: Any = None  # the worker's last result, taken by the table at once
 
 
 def current_caller() -> Caller:

@@ -198,7 +198,7 @@ class Node:
             self._dedup_bytes -= len(old)
 
     def handle_register(self, conn: _Connection, req_id: int, body: bytes) -> None:
-        type_name, cls = P.loads(body, what="shared class")
+        type_name, cls = _pair(P.loads(body, what="shared class"), "REGISTER")
         if not isinstance(type_name, str) or not isinstance(cls, type):
             raise ProtocolError("malformed REGISTER: expected (name, class)")
         assert self.table is not None
@@ -206,7 +206,7 @@ class Node:
         conn.send(P.Kind.OK, req_id, P.dumps(True))
 
     def handle_delete(self, conn: _Connection, req_id: int, body: bytes) -> None:
-        type_name, key = P.loads(body, what="delete")
+        type_name, key = _pair(P.loads(body, what="delete"), "DELETE")
         assert self.table is not None
         conn.send(P.Kind.OK, req_id, P.dumps(self.table.delete(str(type_name), str(key))))
 
@@ -227,6 +227,12 @@ class Node:
         self._clients.pop(client_id, None)
         if self.table is not None:
             self.table.client_gone(client_id)
+
+
+def _pair(value: Any, what: str) -> tuple[Any, Any]:
+    if not isinstance(value, tuple) or len(value) != 2:
+        raise ProtocolError(f"malformed {what}: expected a pair")
+    return value[0], value[1]
 
 
 def _encode_result(ok: bool, value: Any, tb: str, call: P.CallRequest) -> tuple[int, bytes]:

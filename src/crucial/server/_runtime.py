@@ -50,7 +50,7 @@ class TimerHandle(Protocol):
 class Invocation:
     """One call on one object, from submission to its result."""
 
-    __slots__ = ("args", "caller", "cell", "finished", "g", "kwargs", "method", "on_done", "timer")
+    __slots__ = ("args", "caller", "cell", "expired", "finished", "g", "kwargs", "method", "on_done", "pending_exc", "timer")
 
     def __init__(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None, caller: Caller, on_done: Done) -> None:
         self.method = method
@@ -62,6 +62,8 @@ class Invocation:
         self.g: CallGreenlet | None = None
         self.timer: TimerHandle | None = None
         self.finished = False
+        self.expired = False  # its wait timed out; woken as soon as the object is free
+        self.pending_exc: BaseException | None = None  # thrown in as soon as the object is free
 
 
 class Cell:
@@ -180,12 +182,10 @@ class ObjectTable:
             cell.queue.remove(inv)
             inv.finished = True
             return
-        for i, (w, _) in enumerate(cell.waiters):
-            if w is inv:
-                del cell.waiters[i]
-                self._throw(cell, inv, CallCancelledError("the caller disconnected"))
-                self._drain(cell)
-                return
+        if any(w is inv for w, _ in cell.waiters):
+            # never run the waiter's cleanup inside a call that holds the object
+            inv.pending_exc = CallCancelledError("the caller disconnected")
+            self._drain(cell)
 
     def client_gone(self, client_id: str) -> None:
         """Every connection of ``client_id`` closed: let objects release what it held."""
@@ -207,7 +207,8 @@ class ObjectTable:
         g = self._idle.pop() if self._idle else CallGreenlet(_worker)
         g.caller = inv.caller
         inv.g = g
-        self._step(cell, inv, g.switch, ((fn, inv.args, inv.kwargs),))
+        g.job = (fn, inv.args, inv.kwargs)
+        self._step(cell, inv, g.switch, ())
 
     def _step(
         self, cell: Cell, inv: Invocation, switch: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
@@ -222,6 +223,8 @@ class ObjectTable:
             cell.running = False
         g = inv.g
         assert g is not None
+        if out is _DONE:
+            out, g.outcome = g.outcome, None
         kind = type(out)
         if kind is _Returned or kind is _Raised:
             inv.g = None
@@ -249,6 +252,12 @@ class ObjectTable:
         while cell.held is None and not cell.running:
             woke = False
             for i, (inv, pred) in enumerate(cell.waiters):
+                if inv.pending_exc is not None:
+                    del cell.waiters[i]
+                    exc, inv.pending_exc = inv.pending_exc, None
+                    self._throw(cell, inv, exc)
+                    woke = True
+                    break
                 try:
                     ready = pred()
                 except BaseException as exc:
@@ -256,9 +265,10 @@ class ObjectTable:
                     self._throw(cell, inv, exc)
                     woke = True
                     break
-                if ready:
+                if ready or inv.expired:
                     del cell.waiters[i]
-                    self._wake(cell, inv, True)
+                    inv.expired = False
+                    self._wake(cell, inv, bool(ready))
                     woke = True
                     break
             if woke:
@@ -290,18 +300,10 @@ class ObjectTable:
         self._step(cell, inv, inv.g.throw, (exc,))
 
     def _expire(self, cell: Cell, inv: Invocation) -> None:
-        for i, (w, pred) in enumerate(cell.waiters):
-            if w is inv:
-                del cell.waiters[i]
-                inv.timer = None
-                try:
-                    value = bool(pred())
-                except BaseException as exc:
-                    self._throw(cell, inv, exc)
-                else:
-                    self._wake(cell, inv, value)
-                self._drain(cell)
-                return
+        inv.timer = None
+        if any(w is inv for w, _ in cell.waiters):
+            inv.expired = True
+            self._drain(cell)  # a no-op while a call holds the object: _resume_held drains
 
     def _resume_held(self, cell: Cell, inv: Invocation, ok: bool, value: Any) -> None:
         cell.held = None
@@ -325,13 +327,21 @@ class _Raised(NamedTuple):
 
 
 _MAX_IDLE = 256
+_DONE = object()  # what a worker switches out with when its job has finished
 _NOBODY = Caller("", 0)
 
 
-def _worker(job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> None:
-    """Body of a worker greenlet: run one job, hand back its outcome, wait for the next."""
+def _worker() -> None:
+    """Body of a worker greenlet: run one job, hand back its outcome, wait for the next.
+
+    Jobs and outcomes travel as attributes, never as switch arguments or
+    locals that outlive the call: a parked worker must not keep a call's
+    arguments, result or traceback (and so its object) alive.
+    """
+    me = getcurrent()
     while True:
-        fn, args, kwargs = job
+        fn, args, kwargs = me.job
+        me.job = None
         try:
             out: _Returned | _Raised = _Returned(fn(*args, **kwargs))
         except GreenletExit:
@@ -339,7 +349,9 @@ def _worker(job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]) -> 
         except BaseException as exc:  # whatever a method raises is its result, even SystemExit
             out = _Raised(exc)
         del fn, args, kwargs
-        job = getcurrent().parent.switch(out)
+        me.outcome = out
+        del out
+        me.parent.switch(_DONE)
 
 
 def _ignore(ok: bool, value: Any, tb: str) -> None:
