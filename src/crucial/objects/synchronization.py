@@ -228,11 +228,12 @@ class RLockState:
         self.count = 0
 
     def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
+        wait = _timeout(blocking, timeout)  # bad arguments fail even for the owner, as in threading
         me = current_caller()
         if self.owner == me:
             self.count += 1
             return True
-        if not wait_until(lambda: self.owner is None, _timeout(blocking, timeout)):
+        if not wait_until(lambda: self.owner is None, wait):
             return False
         self.owner, self.count = me, 1
         return True
@@ -278,7 +279,11 @@ class SemaphoreState:
         self.initial = value
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        if not wait_until(lambda: self.value > 0, _timeout(blocking, timeout)):
+        if not blocking and timeout is not None:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        # threading.Semaphore: None waits forever, a timeout <= 0 does not wait at all
+        wait = 0 if not blocking else None if timeout is None else max(timeout, 0)
+        if not wait_until(lambda: self.value > 0, wait):
             return False
         self.value -= 1
         return True

@@ -257,4 +257,4 @@ def blackhole() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen(16)  # never accept: the kernel completes handshakes, nobody reads
-        yield "127.0.0.1:{}".format(s.getsockname()[1])
+        yield f"127.0.0.1:{s.getsockname()[1]}"
