@@ -137,11 +137,6 @@ def test_bad_call_body_answers_an_error(cluster: LocalCluster, name: str, body: 
     assert_healthy(cluster)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a CALL with a non-int seq/owner, or a REGISTER/DELETE body of the wrong shape, "
-    "raises TypeError/ValueError in the node's data_received: no ERROR reply, the transport is torn down",
-)
 @pytest.mark.parametrize(
     ("kind", "body"),
     [
@@ -176,11 +171,6 @@ def test_oversized_frame_is_refused(small_frames: LocalCluster, key: str) -> Non
     assert_healthy(small_frames)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the sync client sends a frame far over the node's limit, the node "
-    "closes mid-send and sendall's ConnectionResetError/BrokenPipeError escapes as a raw OSError",
-)
 def test_very_oversized_frame_is_a_protocol_error(small_frames: LocalCluster, key: str) -> None:
     client = small_frames.client(retries=0)
     with pytest.raises(crucial.ProtocolError):

@@ -180,11 +180,6 @@ def test_hung_node_async_client_gives_up(key: str) -> None:
         assert time.monotonic() - t0 < 0.5 + 1.5
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: sync Client lets socket.timeout (TimeoutError) escape from the handshake read "
-    "in _Conn.__init__ instead of raising ConnectError naming the node",
-)
 def test_hung_node_sync_client_gives_up(key: str) -> None:
     with blackhole() as address:
         with Client([address], crucial.Config(dso=(address,), connect_timeout=0.5, retries=0)) as client:
@@ -216,11 +211,6 @@ def test_retried_call_is_applied_once(any_cluster: LocalCluster, key: str) -> No
     assert any_cluster.client().call("AtomicInt", key, "get") == 103
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a retry that joins a still-running call is cancelled with it when the "
-    "original connection closes (connection_lost cancels the invocation for every target)",
-)
 def test_retry_of_a_blocked_call_survives_the_lost_connection(cluster: LocalCluster, key: str) -> None:
     address = cluster.addresses[0]
     client_id = uuid.uuid4().hex

@@ -9,6 +9,7 @@ coroutine".
 from __future__ import annotations
 
 import itertools
+import pickle
 import threading
 import uuid
 from typing import Any
@@ -20,6 +21,7 @@ from ..exceptions import (
     ConfigError,
     ConnectError,
     ProtocolError,
+    RemoteError,
     RemoteTraceback,
     UnknownTypeError,
 )
@@ -146,7 +148,10 @@ class ClientCore:
         if kind == P.Kind.OK:
             return P.loads(frame.body, what=f"reply from {address}")
         if kind == P.Kind.ERROR:
-            exc, tb = P.loads(frame.body, what=f"error from {address}")
+            try:
+                exc, tb = pickle.loads(frame.body)
+            except Exception as err:  # it pickled on the node but cannot be rebuilt here
+                raise RemoteError(type(err).__name__, f"an error from node {address} could not be unpickled: {err}") from None
             if not isinstance(exc, BaseException):
                 raise ProtocolError(f"node {address} sent a non-exception error: {exc!r}")
             if tb:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .. import protocol as P
 from ..config import Config
-from ..exceptions import CallTimeoutError, ConnectError, UnknownTypeError
+from ..exceptions import CallTimeoutError, ConnectError, FrameTooLargeError, UnknownTypeError
 from ._core import Attempts, ClientCore, Redirect, parse_address
 
 __all__ = ["Client"]
@@ -41,6 +41,9 @@ class _Conn:
         try:
             self.sock.sendall(core.hello())
             core.welcome(self.read(0, timeout), address)
+        except TimeoutError as exc:  # it accepted but never answered: a hung node
+            self.close()
+            raise ConnectError(f"DSO node {address} did not answer the handshake within {timeout} s", address) from exc
         except BaseException:
             self.close()
             raise
@@ -142,11 +145,25 @@ class Client:
             conn.close()
 
     def _roundtrip(self, address: str, kind: int, body: bytes, timeout: float | None = None) -> P.Frame:
+        limit = self.core.config.max_frame_size
+        if len(body) > limit:  # the node would refuse it from the header: say so without sending
+            raise FrameTooLargeError(len(body), limit)
         conn = self._checkout(address)
         req_id = self.core.next_req()
         try:
-            conn.sock.sendall(P.encode_frame(kind, req_id, body))
-            frame = conn.read(req_id, timeout)
+            try:
+                conn.sock.sendall(P.encode_frame(kind, req_id, body))
+            except OSError as exc:
+                # the node may have refused the frame and closed: its FAIL says why
+                lost = ConnectError(f"connection to DSO node {address} lost: {exc}", address)
+                try:
+                    frame = conn.read(req_id, 1.0)
+                except (TimeoutError, ConnectError):
+                    raise lost from exc
+                if frame.kind != P.Kind.FAIL:
+                    raise lost from exc
+            else:
+                frame = conn.read(req_id, timeout)
         except TimeoutError as exc:
             conn.close()
             raise CallTimeoutError(f"no reply from DSO node {address} within {timeout} s") from exc

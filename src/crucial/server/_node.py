@@ -182,11 +182,24 @@ class Node:
                 on_done(True, None, "")
                 return
             inv = Invocation(call.method, call.args, call.kwargs, Caller(conn.client_id, call.owner), on_done)
-            conn.pending[req_id] = inv
+            conn.pending[req_id] = (inv, did)
             table.submit(cell, inv)
         except CrucialError as exc:
             conn.pending.pop(req_id, None)
             on_done(False, exc, "")
+
+    def hand_over(self, conn: _Connection, inv: Invocation, did: tuple[str, int]) -> bool:
+        """``conn`` closed while running ``inv``: if a retry of that call waits
+        on another connection, that one takes it over and it is not cancelled."""
+        targets = self._inflight.get(did)
+        if not targets:
+            return False
+        targets[:] = [(c, rid) for c, rid in targets if c is not conn and not c.closed]
+        if not targets:
+            return False
+        heir, rid = targets[0]
+        heir.pending[rid] = (inv, did)
+        return True
 
     def _remember(self, did: tuple[str, int], kind: int, payload: bytes) -> None:
         """Keep a reply for replays, within both the count and the byte budget."""
@@ -257,7 +270,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client_id = ""
         self.authenticated = False
-        self.pending: dict[int, Invocation] = {}
+        # request id -> (running call, its dedup id): cancelled if we vanish
+        self.pending: dict[int, tuple[Invocation, tuple[str, int]]] = {}
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -314,6 +328,10 @@ class _Connection(asyncio.Protocol):
                 else:
                     node.stats["errors"] += 1
                     self.send(P.Kind.ERROR, frame.req_id, P.dumps((exc, "")))
+            except Exception as exc:  # a bug of ours must cost one request, not the connection
+                log.exception("error handling frame kind %d", kind)
+                node.stats["errors"] += 1
+                self.send(P.Kind.ERROR, frame.req_id, P.dumps((RemoteError(type(exc).__name__, str(exc)), "")))
 
     def _hello(self, frame: P.Frame) -> None:
         if frame.kind != P.Kind.HELLO:
@@ -339,8 +357,9 @@ class _Connection(asyncio.Protocol):
         node = self.node
         node.connections.discard(self)
         if node.table is not None:
-            for inv in list(self.pending.values()):
-                node.table.cancel(inv)
+            for inv, did in list(self.pending.values()):
+                if not node.hand_over(self, inv, did):
+                    node.table.cancel(inv)
         self.pending.clear()
         if self.authenticated:
             node.client_closed(self.client_id)
