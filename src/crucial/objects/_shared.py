@@ -15,6 +15,13 @@ method of the class; the class itself stays reachable as ``Centroids._State``
 (its ``__qualname__`` says so, so it pickles by reference from installed
 modules and by value from scripts and tests).  Inside a method,
 :func:`crucial.wait_until` blocks monitor-style.
+
+A proxy of such a class pickles as its reference *plus the class code* when
+the class comes from a module a node cannot import (a script, a test, a
+package in the working directory): a proxy passed as an argument to, or held
+by, another shared object must unpickle on a node that never saw its class.
+Where the defining module is importable the proxy class is found by name, so
+it stays the very class the program uses.
 """
 
 from __future__ import annotations
@@ -23,10 +30,11 @@ import functools
 import inspect
 import os
 import sys
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ._proxy import Proxy
+from ._proxy import Proxy, _rebuild
 
 __all__ = ["SharedProxy", "shared"]
 
@@ -46,6 +54,13 @@ class SharedProxy(Proxy):
         except ValueError:  # no signature to check (builtin base class)
             pass
         super().__init__(*args, key=key, force_new=force_new, **kwargs)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        rebuild, (cls, key, create, seeds) = super().__reduce__()
+        code = _class_code(cls)
+        if code is None:  # an installed module: the proxy class travels by reference
+            return rebuild, (cls, key, create, seeds)
+        return _rebuild_shared, (cls.__module__, cls.__qualname__, cls._type_name, code, key, create, seeds)
 
 
 def _forwarder(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,13 +96,23 @@ def shared(cls: type) -> Any:
     if issubclass(cls, Proxy):
         raise TypeError(f"{cls.__qualname__} is already a shared proxy")
     qualname = cls.__qualname__
+    proxy_cls = _make_proxy(cls, qualname, f"{_module_name(cls)}.{qualname}")
+    cls.__qualname__ = f"{qualname}._State"
+    return proxy_cls  # typed Any: no static type says "this class, plus key= and force_new="
+
+
+#: user class -> its proxy class, in this process (``shared`` and unpickling fill it)
+_proxies: weakref.WeakKeyDictionary[type, type[SharedProxy]] = weakref.WeakKeyDictionary()
+
+
+def _make_proxy(cls: type, qualname: str, type_name: str) -> type[SharedProxy]:
     ns: dict[str, Any] = {
         "__doc__": cls.__doc__,
         "__module__": cls.__module__,
         "__qualname__": qualname,
         "_impl": cls,
         "_user_class": cls,
-        "_type_name": f"{_module_name(cls)}.{qualname}",
+        "_type_name": type_name,
         "_State": cls,
     }
     for klass in reversed(cls.__mro__[:-1]):  # base classes first, so overrides win
@@ -96,6 +121,52 @@ def shared(cls: type) -> Any:
                 continue
             if inspect.isfunction(attr):
                 ns[name] = _forwarder(name, attr)
-    proxy_cls = type(cls.__name__, (SharedProxy,), ns)
-    cls.__qualname__ = f"{qualname}._State"
-    return proxy_cls  # typed Any: no static type says "this class, plus key= and force_new="
+    proxy_cls: type[SharedProxy] = type(cls.__name__, (SharedProxy,), ns)
+    _proxies[cls] = proxy_cls
+    return proxy_cls
+
+
+def _class_code(proxy_cls: type[Proxy]) -> bytes | None:
+    """The pickled user class of ``proxy_cls`` when its module is not installed (cached)."""
+    code = proxy_cls.__dict__.get("_class_code", False)
+    if code is False:
+        user = proxy_cls._user_class
+        assert user is not None
+        module = sys.modules.get(user.__module__)
+        path = getattr(module, "__file__", None) or ""
+        installed = module is not None and ("-packages" in path or user.__module__.startswith("crucial."))
+        if installed and user.__module__ not in ("__main__", "__mp_main__"):
+            code = None
+        else:
+            from ..client._core import dumps_class  # by value, as when registering it with a node
+
+            code = dumps_class(proxy_cls._type_name, user)
+        proxy_cls._class_code = code  # type: ignore[attr-defined]
+    return code
+
+
+def _rebuild_shared(
+    module: str, qualname: str, type_name: str, code: bytes, key: str | None, create: Any, seeds: tuple[str, ...]
+) -> Proxy:
+    return _rebuild(_proxy_class(module, qualname, type_name, code), key, create, seeds)
+
+
+def _proxy_class(module: str, qualname: str, type_name: str, code: bytes) -> type[SharedProxy]:
+    """The proxy class of a pickled proxy: by name when this process has it, else from its code."""
+    obj: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if isinstance(obj, type) and issubclass(obj, SharedProxy) and obj._type_name == type_name:
+        return obj
+    return _load_class(code)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_class(code: bytes) -> type[SharedProxy]:
+    from .. import protocol as P
+
+    type_name, user = P.loads(code, what="shared class of a proxy")
+    proxy_cls = _proxies.get(user)  # the class came back to the process that defined it
+    if proxy_cls is None or proxy_cls._type_name != type_name:
+        proxy_cls = _make_proxy(user, user.__qualname__.removesuffix("._State"), type_name)
+    return proxy_cls
