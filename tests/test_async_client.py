@@ -34,24 +34,6 @@ class Notes:
         raise LookupError(f"nothing in {self.title}")
 
 
-def _settle(cluster: LocalCluster, timeout: float = 10) -> None:
-    """Until every node hands out the whole view: works around the announce race
-    (see test_multinode.ANNOUNCE_RACE); a no-op once the nodes are settled."""
-    deadline = time.monotonic() + timeout
-    for a in cluster.addresses:
-        while True:
-            with crucial.Client([a], cluster.config().replace(dso=(a,))) as c:
-                c.ping(a)
-                if len(c.core.nodes) == len(cluster.addresses):
-                    break
-            assert time.monotonic() < deadline, "the nodes never learnt the cluster's view"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _settled(cluster3: LocalCluster) -> None:
-    _settle(cluster3)
-
-
 def _client(cluster: LocalCluster, **overrides: Any) -> crucial.AsyncClient:
     return crucial.AsyncClient(cluster.addresses, cluster.config(**overrides))
 

@@ -11,8 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -72,19 +70,6 @@ def _views(cluster: LocalCluster) -> list[list[str]]:
     return views
 
 
-def settle(cluster: LocalCluster, timeout: float = 10) -> None:
-    """Until every node serves the whole view (works around ANNOUNCE_RACE below)."""
-    deadline = time.monotonic() + timeout
-    while not all(v == sorted(cluster.addresses) for v in _views(cluster)):
-        assert time.monotonic() < deadline, "the nodes never learnt the cluster's view"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _settled(cluster3: LocalCluster) -> Iterator[None]:
-    settle(cluster3)
-    yield
-
-
 # -- discovery and placement -------------------------------------------------------------
 
 
@@ -130,16 +115,8 @@ def test_non_owner_redirects(cluster3: LocalCluster, key: str) -> None:
         assert full.call(INT, k, "get") == 3  # the object lives on its owner
 
 
-ANNOUNCE_RACE = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the supervisor prints CRUCIAL_DSO as soon as it has WRITTEN the view to its children's "
-    "stdin, before they applied it; meanwhile a node serves its own one-node view, with the same epoch (1)",
-)
-
-
-@ANNOUNCE_RACE
 def test_nodes_know_the_cluster_when_it_is_announced() -> None:
-    for _ in range(3):  # the race is lost most of the time; three rounds make a pass with the bug unlikely
+    for _ in range(3):  # a race, if there were one, would be lost most of the time: three rounds
         with LocalCluster(nodes=3) as cluster:
             assert _views(cluster) == [sorted(cluster.addresses)] * 3
 

@@ -325,24 +325,6 @@ def _use(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[cru
         client.close()
 
 
-def _settle(cluster: LocalCluster, timeout: float = 10) -> None:
-    """Until every node hands out the whole view: works around the announce race
-    (see test_multinode.ANNOUNCE_RACE); a no-op once the nodes are settled."""
-    deadline = time.monotonic() + timeout
-    for a in cluster.addresses:
-        while True:
-            with crucial.Client([a], cluster.config().replace(dso=(a,))) as c:
-                c.ping(a)
-                if len(c.core.nodes) == len(cluster.addresses):
-                    break
-            assert time.monotonic() < deadline, "the nodes never learnt the cluster's view"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _settled(cluster3: LocalCluster) -> None:
-    _settle(cluster3)
-
-
 def _key_on(ring: HashRing, type_name: str, want: Callable[[str], bool], prefix: str) -> str:
     """A fresh key of ``type_name`` whose owner satisfies ``want``."""
     for i in range(10_000):
@@ -552,7 +534,6 @@ def _child(shared_proxy: Tally, atomic: crucial.AtomicInt, attached: Account, ou
 @pytest.fixture(scope="module")
 def token_cluster() -> Iterator[LocalCluster]:
     with LocalCluster(nodes=2, token=f"tok-{uuid.uuid4().hex}") as c:
-        _settle(c)
         yield c
 
 
@@ -591,19 +572,8 @@ def test_proxy_reattaches_in_a_spawned_process(token_cluster: LocalCluster, key:
 
 # -- objects inside objects -------------------------------------------------------------
 
-NODE_TRANSPORT_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Node.start never calls set_node_transport(NodeTransport(node)); proxies used inside "
-    "a method fall back to a blocking sync Client, which deadlocks on calls to the same node",
-)
-PICKLE_ON_NODE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Proxy.__reduce__ outside a call greenlet on a node uses default_client() (an embedded "
-    "node started BY the node) when the proxy has no seeds",
-)
 
-
-#: a node that (wrongly, see NODE_TRANSPORT_BUG) connects to itself gives up after 1 s
+#: a node that (wrongly) connected to itself would give up after 1 s instead of hanging
 _GIVE_UP_FAST = {"CRUCIAL_CONNECT_TIMEOUT": "1", "CRUCIAL_RETRIES": "0"}
 
 
@@ -616,7 +586,6 @@ def nested1() -> Iterator[LocalCluster]:
 @pytest.fixture(scope="module")
 def nested3() -> Iterator[LocalCluster]:
     with LocalCluster(nodes=3, env=_GIVE_UP_FAST) as c:
-        _settle(c)
         yield c
 
 
@@ -633,8 +602,8 @@ class Placed:
 
 @pytest.fixture(
     params=[
-        pytest.param("one_node", marks=NODE_TRANSPORT_BUG),
-        pytest.param("same_node_of_three", marks=NODE_TRANSPORT_BUG),
+        "one_node",
+        "same_node_of_three",
         "other_nodes_of_three",
     ]
 )
@@ -689,7 +658,6 @@ def test_nested_call_errors_propagate(placed: Placed) -> None:
     assert group.bump_all() == (1, 10)
 
 
-@NODE_TRANSPORT_BUG
 def test_nested_wait_on_another_node_does_not_block_the_caller_node(
     nested3: LocalCluster, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -719,7 +687,7 @@ def test_nested_wait_on_another_node_does_not_block_the_caller_node(
 
 @pytest.mark.parametrize(
     "where",
-    [pytest.param("one_node", marks=NODE_TRANSPORT_BUG), pytest.param("other_node_of_three", marks=NODE_TRANSPORT_BUG)],
+    ["one_node", "other_node_of_three"],
 )
 def test_member_object_created_on_the_node(
     where: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, key: str
@@ -734,7 +702,6 @@ def test_member_object_created_on_the_node(
         assert crucial.AtomicInt.attach(member_key).get() == 101  # in this cluster, not elsewhere
 
 
-@PICKLE_ON_NODE_BUG
 def test_method_returns_a_proxy_made_on_the_node(nested1: LocalCluster, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with _use(nested1, monkeypatch):
         made = Owner(f"{key}-m", key=key).make(f"{key}-made", 9)
@@ -831,3 +798,28 @@ def test_unknown_and_private_methods(dso: LocalCluster, key: str) -> None:
     with pytest.raises(crucial.UnknownMethodError, match="private"):
         client.call(Account._type_name, key, "__init__", (5,), cls=Account._user_class)
     assert acct.info() == ("nobody", 1)
+
+
+@crucial.shared
+class SelfCaller:
+    """Holds a proxy to itself: calling it from a method would wait forever."""
+
+    def __init__(self) -> None:
+        self.me: Any = None
+
+    def remember(self, me: Any) -> None:
+        self.me = me
+
+    def ping(self) -> str:
+        return "pong"
+
+    def call_myself(self) -> str:
+        return str(self.me.ping())
+
+
+def test_a_method_calling_its_own_object_gets_a_clear_error(dso: LocalCluster, key: str) -> None:
+    obj = SelfCaller(key=key)
+    obj.remember(obj)
+    with pytest.raises(crucial.ObjectError, match="its own object"):
+        obj.call_myself()
+    assert obj.ping() == "pong"  # the object was left usable

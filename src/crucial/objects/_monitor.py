@@ -53,6 +53,7 @@ class CallGreenlet(greenlet):  # type: ignore[misc]
     """The greenlet a node runs one call in; it remembers the caller."""
 
     caller: Caller = Caller("", 0)
+    ref: tuple[str, str] = ("", "")  # the object whose call runs in it
     job: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None  # set by the table, taken by the worker
     outcome: Any = None  # the worker's last result, taken by the table at once
 

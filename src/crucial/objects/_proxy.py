@@ -118,8 +118,15 @@ class Proxy:
         return self._key
 
     def _transport(self) -> Transport:
-        if _node_transport is not None and in_node_call():
-            return _node_transport
+        if _node_transport is not None:
+            if in_node_call():
+                return _node_transport
+            raise ObjectError(
+                f"{self._type_name} {self._key!r}: on a node, proxies can be called only from inside a method "
+                "(not from a constructor or at import time)",
+                self._type_name,
+                self._key,
+            )
         t = self._transport_cache
         if t is None:
             from ..client._default import default_client, get_client
@@ -145,8 +152,15 @@ class Proxy:
         return self._transport().delete(self._type_name, self.key)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        seeds = self._seeds or self._transport().seeds
-        return (_rebuild, (type(self), self._key, None if self._created and self._create is None else self._create, seeds))
+        if self._seeds:
+            seeds = self._seeds
+        elif _node_transport is not None:  # pickled on a node (a reply, a nested call)
+            seeds = _node_transport.seeds
+        else:
+            seeds = self._transport().seeds
+        # once the object exists, copies only attach: a copy must not re-create
+        # an object that was deleted meanwhile, nor carry large initial values
+        return (_rebuild, (type(self), self._key, None if self._created else self._create, seeds))
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.{type(self).__qualname__} key={self._key!r}>"

@@ -53,6 +53,7 @@ async def _run_one(opts: ServerOptions) -> None:
         line = await loop.run_in_executor(None, sys.stdin.readline)
         view = json.loads(line)
         node.set_view(view["epoch"], view["nodes"])
+        print("ready", flush=True)  # the supervisor announces the cluster only after this
     else:
         print(f"CRUCIAL_DSO={address}", flush=True)
     if opts.watch_stdin or opts.child:
@@ -100,6 +101,10 @@ def _supervise(opts: ServerOptions) -> int:
             assert c.stdin is not None
             c.stdin.write(view + "\n")
             c.stdin.flush()
+        for c in children:  # every node serves the full view before anyone is told of it
+            assert c.stdout is not None
+            if c.stdout.readline().strip() != "ready":
+                raise ConfigError(f"a node process failed to take the view (exit code {c.poll()})")
         print("CRUCIAL_DSO=" + ",".join(addresses), flush=True)
 
         def watch_child(c: subprocess.Popen[str]) -> None:

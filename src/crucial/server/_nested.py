@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from greenlet import getcurrent
+
 from ..client._async import AsyncClient
 from ..config import Config
-from ..objects._monitor import current_caller, suspend
+from ..exceptions import CallCancelledError, ObjectError
+from ..objects._monitor import CallGreenlet, current_caller, suspend
 from ._runtime import Invocation
 
 if TYPE_CHECKING:
@@ -53,9 +56,13 @@ class NodeTransport:
     ) -> Any:
         node = self.node
         assert node.view is not None and node.table is not None
+        me = getcurrent()
+        if isinstance(me, CallGreenlet) and me.ref == (type_name, key):
+            # it would wait for itself forever: the object is held by this very call
+            raise ObjectError(f"a method of {type_name} {key!r} called its own object through a proxy; use self", type_name, key)
         if node.view.ring.owner(type_name, key) != node.address:
             coro_args = (type_name, key, method, args, kwargs)
-            return suspend(lambda resume: self._remote(resume, coro_args, create, force, cls))
+            return suspend(lambda resume: self._remote(resume, coro_args, create, force, cls, timeout))
         table = node.table
         if cls is not None and type_name not in table.types:
             table.types[type_name] = cls
@@ -77,14 +84,11 @@ class NodeTransport:
 
         return suspend(start)
 
-    def _remote(self, resume: Any, call: tuple[Any, ...], create: Any, force: bool, cls: type | None) -> None:
-        fut = asyncio.ensure_future(self._client().call(*call, create=create, force=force, cls=cls))
-
-        def done(f: asyncio.Future[Any]) -> None:
-            exc = f.exception()
-            resume(exc is None, exc if exc is not None else f.result())
-
-        fut.add_done_callback(done)
+    def _remote(
+        self, resume: Any, call: tuple[Any, ...], create: Any, force: bool, cls: type | None, timeout: float | None
+    ) -> None:
+        fut = asyncio.ensure_future(self._client().call(*call, create=create, force=force, cls=cls, timeout=timeout))
+        fut.add_done_callback(lambda f: _settle(f, resume))
 
     def delete(self, type_name: str, key: str) -> bool:
         node = self.node
@@ -94,6 +98,15 @@ class NodeTransport:
 
         def start(resume: Any) -> None:
             fut = asyncio.ensure_future(self._client().delete(type_name, key))
-            fut.add_done_callback(lambda f: resume(f.exception() is None, f.exception() or f.result()))
+            fut.add_done_callback(lambda f: _settle(f, resume))
 
         return bool(suspend(start))
+
+
+def _settle(fut: asyncio.Future[Any], resume: Any) -> None:
+    """Hand a finished nested call's outcome to the suspended method."""
+    if fut.cancelled():  # the node is shutting down
+        resume(False, CallCancelledError("the nested call was cancelled"))
+        return
+    exc = fut.exception()
+    resume(exc is None, exc if exc is not None else fut.result())

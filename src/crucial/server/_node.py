@@ -39,6 +39,8 @@ from ..exceptions import (
 )
 from ..objects import builtin_types
 from ..objects._monitor import Caller
+from ..objects._proxy import set_node_transport
+from ._nested import NodeTransport
 from ._runtime import Invocation, ObjectTable
 
 __all__ = ["Node", "is_loopback"]
@@ -116,6 +118,8 @@ class Node:
         self.address = f"{host}:{port}"
         if self.view is None:
             self.view = View(1, [self.address])
+        # proxies used inside methods on this node call through the node itself
+        set_node_transport(NodeTransport(self))
         return self.address
 
     def set_view(self, epoch: int, nodes: list[str]) -> None:

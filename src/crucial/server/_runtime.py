@@ -206,6 +206,7 @@ class ObjectTable:
         # reuse a parked worker greenlet: creating one costs ~10x a switch
         g = self._idle.pop() if self._idle else CallGreenlet(_worker)
         g.caller = inv.caller
+        g.ref = cell.ref
         inv.g = g
         g.job = (fn, inv.args, inv.kwargs)
         self._step(cell, inv, g.switch, ())

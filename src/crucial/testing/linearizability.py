@@ -500,8 +500,8 @@ def _explain(
         f"Smallest failing prefix ({len(prefix)} operations; times in µs from the first invocation):",
     ]
     for op in sorted(prefix, key=lambda o: o.invoke):
-        end = "       ..." if op.response is None else f"{(op.response - t0) / 1000:10.1f}"
-        lines.append(f"  #{index[id(op)]:<3} [{(op.invoke - t0) / 1000:10.1f} ..{end}] {op}")
+        end = "        ..." if op.response is None else f"{(op.response - t0) / 1000:10.3f}"
+        lines.append(f"  #{index[id(op)]:<3} [{(op.invoke - t0) / 1000:10.3f} ..{end}] {op}")
     model = factory()
     done = set(deepest)
     if deepest:
