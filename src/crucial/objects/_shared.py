@@ -132,15 +132,9 @@ def _class_code(proxy_cls: type[Proxy]) -> bytes | None:
     if code is False:
         user = proxy_cls._user_class
         assert user is not None
-        module = sys.modules.get(user.__module__)
-        path = getattr(module, "__file__", None) or ""
-        installed = module is not None and ("-packages" in path or user.__module__.startswith("crucial."))
-        if installed and user.__module__ not in ("__main__", "__mp_main__"):
-            code = None
-        else:
-            from ..client._core import dumps_class  # by value, as when registering it with a node
+        from ..client._core import dumps_class, ships_by_value  # as when registering it with a node
 
-            code = dumps_class(proxy_cls._type_name, user)
+        code = dumps_class(proxy_cls._type_name, user) if ships_by_value(user) else None
         proxy_cls._class_code = code  # type: ignore[attr-defined]
     return code
 
