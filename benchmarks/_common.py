@@ -1,0 +1,353 @@
+"""Helpers shared by the benchmarks: redis-server, crucial nodes, worker processes, results.
+
+Everything here stays on 127.0.0.1 and everything started is stopped by the
+``with`` blocks (also on Ctrl-C, SIGTERM or an exception).  Worker processes
+are started with the "spawn" start method, so this module keeps its imports
+light: crucial and redis-py are imported where they are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def log(*parts: object) -> None:
+    """Progress goes to stderr; stdout's last line is the JSON result."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def ratio(ours: float, peer: float) -> float:
+    return round(ours / peer, 4) if peer else float("inf")
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the result as one JSON object: the last line of stdout."""
+    print(json.dumps(result), flush=True)
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def meta() -> dict[str, Any]:
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git_commit(),
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a short run (under 40 s) to check that it works")
+    p.add_argument("--runs", type=int, default=None, help="repetitions per system (the medians are reported)")
+    return p
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt like Ctrl-C, so ``finally`` blocks run."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+# --------------------------------------------------------------------------- redis-server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def ensure_redis_server() -> str:
+    """The path of Debian's redis-server, installing the package (as root) if missing."""
+    path = shutil.which("redis-server")
+    if path:
+        return path
+    if os.geteuid() != 0:
+        raise SystemExit("redis-server is missing: run `apt-get install -y redis-server` as root")
+    log("installing redis-server with apt-get ...")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "--no-install-recommends", "redis-server"]
+    if subprocess.run(cmd, env=env, stdout=sys.stderr).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, stdout=sys.stderr, check=True)
+        subprocess.run(cmd, env=env, stdout=sys.stderr, check=True)
+    path = shutil.which("redis-server")
+    if not path:
+        raise SystemExit("redis-server still missing after apt-get install")
+    return path
+
+
+class RedisServer:
+    """``with RedisServer() as rs: rs.port`` -- a private redis-server on 127.0.0.1, no persistence."""
+
+    def __init__(self, start_timeout: float = 20.0) -> None:
+        self.start_timeout = start_timeout
+        self.proc: subprocess.Popen[str] | None = None
+        self.port = 0
+
+    def start(self) -> RedisServer:
+        exe = ensure_redis_server()
+        for _attempt in range(5):  # the free port may be taken between probe and bind
+            self.port = free_port()
+            cmd = [exe, "--bind", LOOPBACK, "--port", str(self.port), "--save", "", "--appendonly", "no"]
+            cmd += ["--protected-mode", "yes", "--daemonize", "no", "--loglevel", "notice", "--logfile", ""]
+            cmd += ["--maxclients", "10000", "--dir", "/tmp"]
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+            if self._wait_ready():
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+            self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    def _wait_ready(self) -> bool:
+        assert self.proc is not None and self.proc.stdout is not None
+        timer = threading.Timer(self.start_timeout, self.proc.kill)
+        timer.start()
+        try:
+            for line in self.proc.stdout:
+                if "Ready to accept connections" in line:
+                    return True
+            return False
+        finally:
+            timer.cancel()
+
+    def _drain(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.stdout is not None:
+            with contextlib.suppress(OSError, ValueError):
+                for _ in proc.stdout:
+                    pass
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def redis_client(port: int, **kwargs: Any) -> Any:
+    """A redis-py client the way users make one (hiredis parser when installed)."""
+    import redis
+    from redis.utils import HIREDIS_AVAILABLE
+
+    if not HIREDIS_AVAILABLE:
+        log("warning: hiredis is not installed; redis-py uses its pure-Python parser")
+    return redis.Redis(host=LOOPBACK, port=port, **kwargs)
+
+
+def hiredis_version() -> str | None:
+    try:
+        import hiredis
+
+        return str(hiredis.__version__)
+    except ImportError:
+        return None
+
+
+# --------------------------------------------------------------------------- crucial
+
+
+@contextlib.contextmanager
+def crucial_cluster(nodes: int) -> Iterator[Any]:
+    """Real crucial node processes on free loopback ports (``LocalCluster``)."""
+    from crucial.testing import LocalCluster
+
+    cluster = LocalCluster(nodes=nodes)
+    cluster.start()
+    try:
+        for address in cluster.addresses:
+            host = address.rsplit(":", 1)[0]
+            if host not in (LOOPBACK, "localhost"):
+                raise RuntimeError(f"crucial node listens on {address}, not loopback")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# --------------------------------------------------------------------------- worker processes
+
+
+class Link:
+    """A worker's side of a :class:`ProcessGroup`: meet the others, report results."""
+
+    def __init__(self, index: int, go: list[Any], done: list[Any], queue: Any) -> None:
+        self.index = index
+        self._go = go
+        self._done = done
+        self._phase = 0
+        self._queue = queue
+
+    def start(self) -> None:
+        """Say "ready" and wait until every worker is: all start measuring together."""
+        if self._phase >= len(self._go):
+            raise RuntimeError(f"more phases than the {len(self._go)} the ProcessGroup was made for")
+        self._queue.put((self.index, _READY, None))
+        self._go[self._phase].wait()
+        self._phase += 1
+
+    def report(self, value: Any) -> None:
+        """Send this phase's result; return when every worker has (so no one disturbs a phase in progress)."""
+        self._queue.put((self.index, _RESULT, value))
+        self._done[self._phase - 1].wait()
+
+
+_READY, _RESULT, _FAILED = "ready", "result", "failed"
+
+
+class ProcessGroup:
+    """``n`` worker processes (spawn) that run ``phases`` phases in lockstep with the parent.
+
+    ``target(link, *args)`` runs in each process.  For each phase it gets
+    ready (connects, warms up), calls ``link.start()`` -- which returns once
+    the parent's :meth:`start_phase` has seen every worker ready, so nobody
+    measures before everybody is ready -- then measures and calls
+    ``link.report(value)``; the parent's :meth:`collect` returns the ``n``
+    values in index order.  A worker that raises makes :meth:`start_phase` /
+    :meth:`collect` raise with its traceback; :meth:`stop` (also on leaving
+    the ``with`` block) ends every worker.
+    """
+
+    def __init__(
+        self, n: int, phases: int, target: Callable[..., Any], args: tuple[Any, ...] = (), env: dict[str, str] | None = None
+    ) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self.n = n
+        self.go = [self.ctx.Event() for _ in range(phases)]
+        self.done = [self.ctx.Event() for _ in range(phases)]
+        self.phase = 0
+        self.queue = self.ctx.SimpleQueue()
+        self.procs: list[Any] = []
+        self.target = target
+        self.args = args
+        self.env = env or {}
+
+    def start(self) -> ProcessGroup:
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)  # spawned children inherit the parent's environment
+        try:
+            for i in range(self.n):
+                sync = (self.go, self.done, self.queue)
+                p = self.ctx.Process(target=_worker_main, args=(self.target, i, sync, self.args), daemon=True)
+                p.start()
+                self.procs.append(p)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        return self
+
+    def start_phase(self, timeout: float = 600.0) -> None:
+        """Block until every worker is ready for the next phase; then let them all go at once."""
+        self._gather(_READY, timeout)
+        self.go[self.phase].set()
+        self.phase += 1
+
+    def collect(self, timeout: float = 600.0) -> list[Any]:
+        """The ``n`` values the workers report for this phase, in index order."""
+        values = self._gather(_RESULT, timeout)
+        self.done[self.phase - 1].set()
+        return values
+
+    def _gather(self, kind: str, timeout: float) -> list[Any]:
+        out: list[Any] = [None] * self.n
+        seen = 0
+        deadline = time.monotonic() + timeout
+        while seen < self.n:
+            if self._poll(0.2):
+                index, what, value = self.queue.get()
+            else:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"workers did not report {kind!r} within {timeout} s")
+                if any(p.exitcode is not None for p in self.procs) and not self._poll(1.0):
+                    raise RuntimeError(f"a worker process exited (exit codes: {[p.exitcode for p in self.procs]})")
+                continue
+            if what == _FAILED:
+                raise RuntimeError(f"worker {index} failed:\n{value}")
+            if what != kind:
+                raise RuntimeError(f"worker {index} is out of step: sent {what!r}, expected {kind!r}")
+            out[index] = value
+            seen += 1
+        return out
+
+    def _poll(self, timeout: float) -> bool:
+        return bool(self.queue._reader.poll(timeout))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM: workers are between phases or measuring; nothing to save
+        deadline = time.monotonic() + 10
+        for p in self.procs:
+            p.join(timeout=max(0.0, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+        self.procs.clear()
+
+    def __enter__(self) -> ProcessGroup:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _worker_main(target: Callable[..., Any], index: int, sync: tuple[Any, Any, Any], args: tuple[Any, ...]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    try:
+        target(Link(index, *sync), *args)
+    except BaseException:
+        import traceback
+
+        sync[2].put((index, _FAILED, traceback.format_exc()))

@@ -1,0 +1,131 @@
+"""Barrier crossings with 8, 32 and 128 processes: ``crucial.Barrier`` vs the classic Redis barrier.
+
+    /work/venv/bin/python benchmarks/barrier.py [--quick] [--runs N] [--crossings N] [--sizes 8,32,128]
+
+``max(sizes)`` processes are spawned once; for each size the first ``parties``
+of them cross a fresh barrier ``crossings`` times back to back, the others
+sit the phase out.  Only the crossing loop is timed: every process has
+connected and crossed a few warm-up times, and all start together on a
+``multiprocessing`` barrier.  Time per crossing = (last end - first start) /
+crossings, with ``time.monotonic`` (one clock for all processes).
+
+* crucial: ``crucial.Barrier(parties, key=...).wait()`` on one node.
+* Redis (redis-py + hiredis): each arrival ``INCR``s a generation counter
+  key; the last arrival of a generation ``RPUSH``es ``parties - 1`` tokens to
+  that generation's list, the others ``BLPOP`` it.
+
+The last line of stdout is a JSON object with the median time per crossing
+per system and size and ``ratio_vs_redis_<size>`` = crucial / Redis (goal:
+<= 0.5 at 128).  Workers import only what they use, to stay small.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from _common import Link, ProcessGroup, RedisServer, crucial_cluster, emit, hiredis_version, log, median, meta, parser, ratio
+from _common import terminate_as_interrupt as _sigterm
+
+WARMUP = 3
+
+
+class RedisBarrier:
+    """The INCR + BLPOP barrier that Redis users write."""
+
+    def __init__(self, r: Any, name: str, parties: int) -> None:
+        self.r = r
+        self.parties = parties
+        self.counter = f"{name}:count"
+        self.prefix = f"{name}:go:"
+
+    def wait(self) -> None:
+        n = self.r.incr(self.counter)
+        generation = (n - 1) // self.parties
+        if n % self.parties == 0:  # last arrival of this generation: release the others
+            if self.parties > 1:
+                self.r.rpush(f"{self.prefix}{generation}", *([b"1"] * (self.parties - 1)))
+        else:
+            self.r.blpop([f"{self.prefix}{generation}"], timeout=0)
+
+
+def worker(link: Link, phases: list[tuple[str, int, str]], crossings: int, dso: str, port: int) -> None:
+    """One participant: for each phase it takes part in, warm up, start with everyone, cross, report."""
+    clients: dict[str, Any] = {}
+    for system, parties, name in phases:
+        barrier: Any = None
+        if link.index < parties:
+            if system == "crucial":
+                if "crucial" not in clients:
+                    import crucial
+
+                    clients["crucial"] = crucial.connect(dso)
+                import crucial
+
+                barrier = crucial.Barrier(parties, key=name)
+            else:
+                if "redis" not in clients:
+                    from _common import redis_client
+
+                    clients["redis"] = redis_client(port, socket_timeout=None)  # waits may be long
+                barrier = RedisBarrier(clients["redis"], name, parties)
+            for _ in range(WARMUP):
+                barrier.wait()
+        link.start()
+        if barrier is None:
+            link.report(None)
+            continue
+        t0 = time.monotonic()
+        for _ in range(crossings):
+            barrier.wait()
+        t1 = time.monotonic()
+        link.report((t0, t1))
+    for c in clients.values():
+        c.close()
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--crossings", type=int, default=None, help="timed crossings per run (default 200, 20 with --quick)")
+    p.add_argument("--sizes", default="8,32,128", help="numbers of participant processes (default 8,32,128)")
+    args = p.parse_args()
+    sizes = [int(x) for x in args.sizes.split(",")]
+    crossings = args.crossings or (20 if args.quick else 200)
+    runs = args.runs or (2 if args.quick else 5)
+    phases = [
+        (system, size, f"bench-barrier-{system}-{size}-{run}")
+        for run in range(runs)
+        for size in sizes
+        for system in ("crucial", "redis")
+    ]
+
+    per_crossing: dict[tuple[str, int], list[float]] = {}
+    with _sigterm(), RedisServer() as rs, crucial_cluster(1) as cluster:
+        nprocs = max(sizes)
+        log(f"starting {nprocs} worker processes ...")
+        t = time.monotonic()
+        wargs = (phases, crossings, cluster.dso, rs.port)
+        with ProcessGroup(nprocs, len(phases), worker, wargs, env=cluster.env_vars()) as group:
+            for i, (system, size, _name) in enumerate(phases):
+                group.start_phase()
+                if i == 0:
+                    log(f"workers ready after {time.monotonic() - t:.1f} s")
+                spans = [x for x in group.collect() if x is not None]
+                ms = (max(e for _, e in spans) - min(s for s, _ in spans)) / crossings * 1000
+                per_crossing.setdefault((system, size), []).append(ms)
+                log(f"phase {i + 1}/{len(phases)}: {system:8s} {size:4d} parties  {ms:8.3f} ms per crossing")
+
+    out: dict[str, Any] = {"benchmark": "barrier", "crossings": crossings, "runs": runs, "sizes": sizes}
+    for size in sizes:
+        ours = median(per_crossing[("crucial", size)])
+        peer = median(per_crossing[("redis", size)])
+        out[f"crucial_{size}_ms"] = round(ours, 4)
+        out[f"redis_{size}_ms"] = round(peer, 4)
+        out[f"ratio_vs_redis_{size}"] = ratio(ours, peer)
+    out["hiredis"] = hiredis_version()
+    out.update(meta())
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()
