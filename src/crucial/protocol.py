@@ -25,8 +25,7 @@ from __future__ import annotations
 import json
 import pickle
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
@@ -74,8 +73,7 @@ class Kind:
     ALL = REQUESTS | REPLIES
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
     kind: int
     req_id: int
     body: bytes
@@ -183,8 +181,7 @@ def decode_json(body: bytes, what: str) -> dict[str, Any]:
     return obj
 
 
-@dataclass(frozen=True, slots=True)
-class CallRequest:
+class CallRequest(NamedTuple):
     """One method call on one object.
 
     ``create`` is ``None`` to attach only (a missing object is an error), or
@@ -205,8 +202,14 @@ class CallRequest:
 
 
 def encode_call(call: CallRequest) -> bytes:
-    payload = (call.seq, call.type_name, call.key, call.method, call.args, call.kwargs, call.create, call.force, call.owner)
-    return dumps(payload, what=f"arguments of {call.type_name}.{call.method} (key {call.key!r})")
+    payload = tuple(call)
+    try:
+        if _plain(payload):
+            return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        return cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # the message is built only when it is needed: this is the hot path
+        what = f"arguments of {call.type_name}.{call.method} (key {call.key!r})"
+        raise SerializationError(f"{what} cannot be pickled: {exc}") from exc
 
 
 def decode_call(body: bytes) -> CallRequest:

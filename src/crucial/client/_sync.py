@@ -24,8 +24,21 @@ from ._core import Attempts, ClientCore, Redirect, parse_address
 __all__ = ["Client"]
 
 
+class _ThreadConns:
+    """One thread's own connections, closed when the thread ends."""
+
+    def __init__(self) -> None:
+        self.conns: dict[str, _Conn] = {}
+        weakref.finalize(self, _close_all, self.conns)
+
+
+def _close_all(conns: dict[str, _Conn]) -> None:
+    for conn in conns.values():
+        conn.close()
+
+
 class _Conn:
-    __slots__ = ("address", "decoder", "frames", "sock")
+    __slots__ = ("__weakref__", "address", "decoder", "frames", "sock", "timeout")
 
     def __init__(self, core: ClientCore, address: str) -> None:
         self.address = address
@@ -38,6 +51,7 @@ class _Conn:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.decoder = P.FrameDecoder(core.config.max_frame_size, P.Kind.REPLIES)
         self.frames: list[P.Frame] = []
+        self.timeout: float | None = timeout
         try:
             self.sock.sendall(core.hello())
             core.welcome(self.read(0, timeout), address)
@@ -48,17 +62,20 @@ class _Conn:
             self.close()
             raise
         self.sock.settimeout(None)
+        self.timeout = None
 
     def read(self, req_id: int, timeout: float | None) -> P.Frame:
         """Read until the reply to ``req_id`` (or a FAIL) arrives."""
-        self.sock.settimeout(timeout)
+        if timeout != self.timeout:  # settimeout is a syscall: only when it changes
+            self.sock.settimeout(timeout)
+            self.timeout = timeout
         while True:
             for i, f in enumerate(self.frames):
                 if f.req_id == req_id or f.kind == P.Kind.FAIL:
                     del self.frames[i]
                     return f
             try:
-                data = self.sock.recv(1 << 20)
+                data = self.sock.recv(262144)
             except TimeoutError:
                 raise
             except OSError as exc:
@@ -97,8 +114,10 @@ class Client:
         if isinstance(seeds, str):
             seeds = tuple(a for a in seeds.split(",") if a)
         self.core = ClientCore(config or Config(), tuple(seeds))
-        self._pools: dict[str, list[_Conn]] = {}
+        self._pools: dict[str, list[_Conn]] = {}  # idle connections beyond one per thread
         self._lock = threading.Lock()
+        self._local = threading.local()  # .held: the calling thread's own connections
+        self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()
         self._closed = False
         _live.add(self)
 
@@ -107,6 +126,8 @@ class Client:
         self.core.new_identity()
         self._lock = threading.Lock()
         self._pools = {}  # dropped, not closed: closing is harmless but the parent owns them
+        self._local = threading.local()
+        self._all = weakref.WeakSet()
 
     @property
     def seeds(self) -> tuple[str, ...]:
@@ -124,18 +145,32 @@ class Client:
     def _checkout(self, address: str) -> _Conn:
         if self._closed:
             raise ConnectError("client is closed", address)
+        mine = getattr(self._local, "held", None)
+        if mine is not None:
+            conn = mine.conns.pop(address, None)
+            if conn is not None:  # this thread's own connection: no lock on the hot path
+                return conn
         with self._lock:
             pool = self._pools.get(address)
             if pool:
                 return pool.pop()
-        return _Conn(self.core, address)
+        conn = _Conn(self.core, address)
+        self._all.add(conn)
+        return conn
 
     def _checkin(self, conn: _Conn) -> None:
-        with self._lock:
-            pool = self._pools.setdefault(conn.address, [])
-            if not self._closed and len(pool) < self.core.config.pool_size:
-                pool.append(conn)
+        if not self._closed:
+            mine = getattr(self._local, "held", None)
+            if mine is None:
+                mine = self._local.held = _ThreadConns()
+            if conn.address not in mine.conns:
+                mine.conns[conn.address] = conn
                 return
+            with self._lock:
+                pool = self._pools.setdefault(conn.address, [])
+                if len(pool) < self.core.config.pool_size:
+                    pool.append(conn)
+                    return
         conn.close()
 
     def _drop(self, address: str) -> None:
@@ -202,7 +237,7 @@ class Client:
         call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, threading.get_ident())
         body = P.encode_call(call)
         timeout = timeout if timeout is not None else core.config.call_timeout
-        attempts = Attempts(core, type_name, key, cls)
+        attempts: Attempts | None = None  # made on the first failure only: the hot path has none
         while True:
             address = core.route(type_name, key)
             try:
@@ -212,6 +247,8 @@ class Client:
             except (ConnectError, Redirect, UnknownTypeError) as exc:
                 if isinstance(exc, ConnectError):
                     self._drop(address)  # its other pooled connections are suspect too
+                if attempts is None:
+                    attempts = Attempts(core, type_name, key, cls)
                 attempts.again(exc, address)
 
     def _register(self, address: str, type_name: str, cls: type) -> None:
@@ -238,10 +275,10 @@ class Client:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            pools, self._pools = self._pools, {}
-        for pool in pools.values():
-            for conn in pool:
-                conn.close()
+            self._pools = {}
+            conns = list(self._all)
+        for conn in conns:  # pooled ones and every thread's own
+            conn.close()
 
     def __enter__(self) -> Client:
         return self

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from greenlet import getcurrent, greenlet
 
 from ..exceptions import WouldBlockError
 
-__all__ = ["Caller", "CallGreenlet", "Suspend", "Wait", "current_caller", "suspend", "wait_until"]
+__all__ = ["Caller", "CallGreenlet", "Suspend", "Wait", "current_caller", "suspend", "wait_until", "waits"]
 
 
 class Caller(NamedTuple):
@@ -35,10 +35,15 @@ class Caller(NamedTuple):
 
 
 class Wait(NamedTuple):
-    """What a waiting method hands to the node: the predicate and timeout."""
+    """What a waiting method hands to the node: the predicate and timeout.
+
+    ``quiet`` says the caller changed nothing that another waiter waits for,
+    so the node need not re-check the others' predicates (a barrier arrival).
+    """
 
     predicate: Callable[[], bool]
     timeout: float | None
+    quiet: bool = False
 
 
 class Suspend(NamedTuple):
@@ -58,24 +63,51 @@ class CallGreenlet(greenlet):  # type: ignore[misc]
     outcome: Any = None  # the worker's last result, taken by the table at once
 
 
+class _Inline:
+    """The caller of a method the node runs inline (without a greenlet)."""
+
+    caller: Caller | None = None
+
+
+inline = _Inline()
+
+
 def current_caller() -> Caller:
     """The caller of the method running now (the local thread outside a node)."""
     g = getcurrent()
     if isinstance(g, CallGreenlet):
         return g.caller
+    if inline.caller is not None:
+        return inline.caller
     return Caller("local", threading.get_ident())
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def waits(fn: F) -> F:
+    """Mark a method of a built-in type that may wait (``wait_until``).
+
+    A node runs the other methods of built-in types inline, without a
+    greenlet -- the fast path.  User classes always get a greenlet.
+    """
+    fn._crucial_blocking = True  # type: ignore[attr-defined]
+    return fn
 
 
 def in_node_call() -> bool:
     return isinstance(getcurrent(), CallGreenlet)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float | None = None, *, quiet: bool = False) -> bool:
     """Wait until ``predicate()`` is true, releasing the object meanwhile.
 
     Returns the predicate's last value: ``True``, or ``False`` when
     ``timeout`` seconds passed first (``Condition.wait_for`` semantics).
-    Raises :class:`~crucial.exceptions.CallCancelledError` when the caller
+    ``quiet=True`` promises that this call changed nothing another waiter
+    of the object waits for, which spares the node re-checking them all (a
+    barrier with many parties).  Raises
+    :class:`~crucial.exceptions.CallCancelledError` when the caller
     disconnects; a method that must undo something then catches it.
     """
     if predicate():
@@ -85,7 +117,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float | None = None) -> b
     g = getcurrent()
     if not isinstance(g, CallGreenlet):
         raise WouldBlockError("the sequential model cannot wait for a predicate that is false")
-    return bool(g.parent.switch(Wait(predicate, timeout)))
+    return bool(g.parent.switch(Wait(predicate, timeout, quiet)))
 
 
 def suspend(start: Callable[[Callable[[bool, Any], None]], None]) -> Any:

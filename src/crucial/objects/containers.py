@@ -29,7 +29,7 @@ from typing import Any
 
 from sortedcontainers import SortedDict as _SortedDict
 
-from ._monitor import wait_until
+from ._monitor import wait_until, waits
 from ._proxy import Proxy
 
 __all__ = ["MERGE_FUNCTIONS", "Dict", "List", "Matrix", "Queue", "Set", "SortedDict"]
@@ -987,6 +987,7 @@ class QueueState:
     def _full(self) -> bool:
         return 0 < self.maxsize <= len(self.items)
 
+    @waits
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         t = _queue_timeout(block, timeout)
         if self._full():
@@ -1000,6 +1001,7 @@ class QueueState:
         self.items.append(item)
         self.unfinished += 1
 
+    @waits
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         t = _queue_timeout(block, timeout)
         if not self.items:
@@ -1029,6 +1031,7 @@ class QueueState:
             raise ValueError("task_done() called too many times")
         self.unfinished -= 1
 
+    @waits
     def join(self, timeout: float | None = None) -> bool:
         return wait_until(lambda: self.unfinished == 0, _queue_timeout(True, timeout))
 

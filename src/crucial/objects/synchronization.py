@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..exceptions import BrokenBarrierError, CallCancelledError, CallTimeoutError
-from ._monitor import Caller, current_caller, wait_until
+from ._monitor import Caller, current_caller, wait_until, waits
 from ._proxy import Proxy
 
 __all__ = [
@@ -70,6 +70,7 @@ class BarrierState:
             return f"barrier exists with parties={self.parties}, not {parties}"
         return None
 
+    @waits
     def wait(self, timeout: float | None = None) -> int:
         if self.broken:
             raise BrokenBarrierError("barrier is broken")
@@ -88,7 +89,8 @@ class BarrierState:
         gen, epoch = self.generation, self.epoch
         timeout = self.timeout if timeout is None else timeout
         try:
-            wait_until(lambda: self.generation != gen or self.epoch != epoch, timeout)
+            # quiet: an arrival only counts itself, which no other party waits for
+            wait_until(lambda: self.generation != gen or self.epoch != epoch, timeout, quiet=True)
         except CallCancelledError:
             self._break()  # a party vanished: nobody may wait for it forever
             raise
@@ -181,6 +183,7 @@ class LockState:
     def __init__(self) -> None:
         self.owner: Caller | None = None
 
+    @waits
     def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
         if not wait_until(lambda: self.owner is None, _timeout(blocking, timeout)):
             return False
@@ -227,6 +230,7 @@ class RLockState:
         self.owner: Caller | None = None
         self.count = 0
 
+    @waits
     def acquire(self, blocking: bool = True, timeout: float | None = -1) -> bool:
         wait = _timeout(blocking, timeout)  # bad arguments fail even for the owner, as in threading
         me = current_caller()
@@ -278,6 +282,7 @@ class SemaphoreState:
         self.value = value
         self.initial = value
 
+    @waits
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         if not blocking and timeout is not None:
             raise ValueError("can't specify timeout for non-blocking acquire")
@@ -356,6 +361,7 @@ class ConditionState(RLockState):
         if self.owner != current_caller():
             raise RuntimeError(f"cannot {what} on un-acquired lock")
 
+    @waits
     def wait(self, timeout: float | None = None) -> bool:
         self._owned("wait")
         me, count = self.owner, self.count
@@ -438,6 +444,7 @@ class EventState:
     def clear(self) -> None:
         self.flag = False
 
+    @waits
     def wait(self, timeout: float | None = None) -> bool:
         return wait_until(lambda: self.flag, timeout)
 
@@ -480,6 +487,7 @@ class CountDownLatchState:
     def get_count(self) -> int:
         return self.count
 
+    @waits
     def wait(self, timeout: float | None = None) -> bool:
         return wait_until(lambda: self.count == 0, timeout)
 
@@ -532,6 +540,7 @@ class SharedFutureState:
     def done(self) -> bool:
         return self._done()
 
+    @waits
     def get(self, timeout: float | None = None) -> Any:
         if not wait_until(self._done, timeout):
             raise CallTimeoutError(f"shared future not set within {timeout} s")
@@ -581,6 +590,7 @@ class ExchangerState:
     def __init__(self) -> None:
         self.offer: _Offer | None = None
 
+    @waits
     def exchange(self, value: Any, timeout: float | None = None) -> Any:
         offer = self.offer
         if offer is not None:  # someone is waiting: swap and wake them

@@ -110,7 +110,8 @@ class Node:
 
     async def start(self) -> str:
         loop = self._loop = asyncio.get_running_loop()
-        self.table = ObjectTable(dict(builtin_types()), loop.call_later, loop.call_soon)
+        types = builtin_types()
+        self.table = ObjectTable(dict(types), loop.call_later, loop.call_soon, inline=frozenset(types))
         self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port)
         sock = self._server.sockets[0]
         host, port = sock.getsockname()[:2]
@@ -253,12 +254,12 @@ def _pair(value: Any, what: str) -> tuple[Any, Any]:
 
 
 def _encode_result(ok: bool, value: Any, tb: str, call: P.CallRequest) -> tuple[int, bytes]:
-    what = f"{call.type_name}.{call.method} (key {call.key!r})"
     if ok:
         try:
-            return P.Kind.OK, P.dumps(value, what=f"result of {what}")
+            return P.Kind.OK, P.dumps(value)
         except SerializationError as exc:
-            value, tb = exc, ""
+            what = f"result of {call.type_name}.{call.method} (key {call.key!r})"
+            value, tb = SerializationError(f"{what} cannot be pickled: {exc.__cause__}"), ""
     try:
         return P.Kind.ERROR, P.dumps((value, tb))
     except SerializationError:

@@ -34,7 +34,7 @@ from ..exceptions import (
     UnknownMethodError,
     UnknownTypeError,
 )
-from ..objects._monitor import Caller, CallGreenlet, Suspend, Wait
+from ..objects._monitor import Caller, CallGreenlet, Suspend, Wait, inline
 
 __all__ = ["Done", "Invocation", "ObjectTable", "TimerHandle"]
 
@@ -69,7 +69,7 @@ class Invocation:
 class Cell:
     """One hosted object and the calls waiting for it."""
 
-    __slots__ = ("alive", "held", "obj", "queue", "ref", "running", "waiters")
+    __slots__ = ("alive", "held", "obj", "queue", "quiet", "ref", "running", "waiters")
 
     def __init__(self, ref: Ref, obj: Any) -> None:
         self.ref = ref
@@ -78,6 +78,7 @@ class Cell:
         self.waiters: list[tuple[Invocation, Callable[[], bool]]] = []
         self.held: Invocation | None = None  # suspended on a nested call
         self.running = False  # the scheduler is inside this cell right now
+        self.quiet = False  # the last step parked quietly: skip re-checking the waiters once
         self.alive = True
 
 
@@ -93,6 +94,7 @@ class ObjectTable:
         types: dict[str, type],
         call_later: Callable[[float, Callable[[], None]], TimerHandle],
         call_soon: Callable[[Callable[[], None]], Any],
+        inline: frozenset[str] = frozenset(),
     ) -> None:
         self.types = types
         self.cells: dict[Ref, Cell] = {}
@@ -101,6 +103,9 @@ class ObjectTable:
         # client id -> cells whose object wants to hear when that client is gone
         self._watch: dict[str, set[Cell]] = {}
         self._idle: list[CallGreenlet] = []  # parked worker greenlets, reused
+        # types whose methods mark what waits (@waits): the others run inline
+        self._builtin = inline
+        self._inline_ok: dict[tuple[type, str], bool] = {}
 
     # -- lifecycle of objects -------------------------------------------------
 
@@ -202,7 +207,29 @@ class ObjectTable:
 
     # -- the scheduler ----------------------------------------------------------
 
+    def _inline(self, cell: Cell, method: str, fn: Callable[..., Any]) -> bool:
+        """Built-in methods that never wait run without a greenlet (the fast path)."""
+        key = (type(cell.obj), method)
+        known = self._inline_ok.get(key)
+        if known is None:
+            known = self._inline_ok[key] = cell.ref[0] in self._builtin and not getattr(fn, "_crucial_blocking", False)
+        return known
+
     def _start(self, cell: Cell, inv: Invocation, fn: Callable[..., Any]) -> None:
+        if self._inline(cell, inv.method, fn):
+            cell.running = True
+            inline.caller = inv.caller
+            try:
+                value = fn(*inv.args, **inv.kwargs)
+            except BaseException as exc:  # whatever a method raises is its result
+                ok, value, tb = False, exc, _format_tb(exc)
+            else:
+                ok, tb = True, ""
+            finally:
+                inline.caller = None
+                cell.running = False
+            self._finish(inv, ok, value, tb)
+            return
         # reuse a parked worker greenlet: creating one costs ~10x a switch
         g = self._idle.pop() if self._idle else CallGreenlet(_worker)
         g.caller = inv.caller
@@ -238,6 +265,7 @@ class ObjectTable:
                 self._finish(inv, False, out.exc, _format_tb(out.exc))
         elif kind is Wait:
             cell.waiters.append((inv, out.predicate))
+            cell.quiet = out.quiet
             if out.timeout is not None:
                 inv.timer = self._call_later(out.timeout, lambda: self._expire(cell, inv))
         elif kind is Suspend:
@@ -252,7 +280,10 @@ class ObjectTable:
         """Wake satisfied waiters (oldest first), then run queued calls."""
         while cell.held is None and not cell.running:
             woke = False
+            quiet, cell.quiet = cell.quiet, False
             for i, (inv, pred) in enumerate(cell.waiters):
+                if quiet and inv.pending_exc is None and not inv.expired:
+                    continue  # the last step promised not to satisfy anyone
                 if inv.pending_exc is not None:
                     del cell.waiters[i]
                     exc, inv.pending_exc = inv.pending_exc, None
