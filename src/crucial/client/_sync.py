@@ -24,6 +24,9 @@ from ._core import Attempts, ClientCore, Redirect, parse_address
 __all__ = ["Client"]
 
 
+_HSIZE = P.HEADER.size
+
+
 class _ThreadConns:
     """One thread's own connections, closed when the thread ends."""
 
@@ -69,20 +72,32 @@ class _Conn:
         if timeout != self.timeout:  # settimeout is a syscall: only when it changes
             self.sock.settimeout(timeout)
             self.timeout = timeout
+        if not self.frames and not self.decoder.buffered:
+            # the common case: nothing pending, and the reply arrives as one whole frame
+            data = self._recv()
+            if len(data) >= _HSIZE:
+                length, kind, rid = P.HEADER.unpack_from(data)
+                whole = len(data) == _HSIZE + length and length <= self.decoder.max_frame_size
+                if whole and (rid == req_id or kind == P.Kind.FAIL) and kind in P.Kind.REPLIES:
+                    return P.Frame(kind, rid, data[_HSIZE:])
+            self.frames.extend(self.decoder.feed(data))
         while True:
             for i, f in enumerate(self.frames):
                 if f.req_id == req_id or f.kind == P.Kind.FAIL:
                     del self.frames[i]
                     return f
-            try:
-                data = self.sock.recv(262144)
-            except TimeoutError:
-                raise
-            except OSError as exc:
-                raise ConnectError(f"connection to DSO node {self.address} lost: {exc}", self.address) from exc
-            if not data:
-                raise ConnectError(f"DSO node {self.address} closed the connection", self.address)
-            self.frames.extend(self.decoder.feed(data))
+            self.frames.extend(self.decoder.feed(self._recv()))
+
+    def _recv(self) -> bytes:
+        try:
+            data = self.sock.recv(262144)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise ConnectError(f"connection to DSO node {self.address} lost: {exc}", self.address) from exc
+        if not data:
+            raise ConnectError(f"DSO node {self.address} closed the connection", self.address)
+        return data
 
     def close(self) -> None:
         try:
