@@ -203,14 +203,8 @@ class LockState:
             self.owner = None
 
 
-class Lock(_Context, Proxy):
-    """``threading.Lock`` shared by processes.
-
-    Like ``threading.Lock`` any holder may release it.  Unlike it, a lock held
-    by a client process whose connections all closed is released by the node.
-    """
-
-    _impl = LockState
+class _LockProxy(_Context, Proxy):
+    """What Lock and RLock proxies share: the ``threading`` lock interface."""
 
     def __init__(self, *, key: str | None = None, force_new: bool = False) -> None:
         super().__init__(key=key, force_new=force_new)
@@ -223,6 +217,16 @@ class Lock(_Context, Proxy):
 
     def locked(self) -> bool:
         return self._call("locked")
+
+
+class Lock(_LockProxy):
+    """``threading.Lock`` shared by processes.
+
+    Like ``threading.Lock`` any holder may release it.  Unlike it, a lock held
+    by a client process whose connections all closed is released by the node.
+    """
+
+    _impl = LockState
 
 
 class RLockState:
@@ -257,22 +261,10 @@ class RLockState:
             self.owner, self.count = None, 0
 
 
-class RLock(_Context, Proxy):
+class RLock(_LockProxy):
     """``threading.RLock`` shared by processes; the owner is (client process, thread)."""
 
     _impl = RLockState
-
-    def __init__(self, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(key=key, force_new=force_new)
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return self._call("acquire", blocking, timeout)
-
-    def release(self) -> None:
-        self._call("release")
-
-    def locked(self) -> bool:
-        return self._call("locked")
 
 
 class SemaphoreState:
