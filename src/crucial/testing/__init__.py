@@ -3,6 +3,8 @@ and the linearizability checker).  Never imported by runtime code."""
 
 from ._cluster import LocalCluster
 from .faults import ChildProcess, RawConnection, kill_process, raw_connection, run_in_process
+from .linearizability import History, Operation, assert_linearizable, check
 
 __all__ = ["LocalCluster"]
 __all__ += ["ChildProcess", "RawConnection", "kill_process", "raw_connection", "run_in_process"]
+__all__ += ["History", "Operation", "assert_linearizable", "check"]

@@ -30,9 +30,15 @@ How::
   exceptions by type); at a response whose operation is not yet linearized,
   backtrack.  A cache of ``(set of linearized operations, model state)``
   prunes every configuration already explored, which turns the exponential
-  search into one that is fast on real histories.  Pending operations get a
+  search into one that is fast on most real histories.  Candidates are tried
+  earliest response first.  Pending operations get a
   response at infinity, so they may be linearized anywhere after their
   invocation -- or, equivalently, last, where they change nothing observed.
+* The worst case stays exponential, and FIFO queues meet it: every item
+  still queued whose enqueue overlapped another's doubles the states to keep
+  apart until a dequeue tells them.  Keep queue workloads short-queued (more
+  gets than puts), or give :func:`check` a ``timeout``; a verdict of ``None``
+  means "ran out of time", never "not linearizable".
 * On failure the explanation names the smallest prefix of the history (cut
   after a response) that is already not linearizable, its longest
   linearization and, for every operation that could come next, what the
@@ -368,6 +374,10 @@ def _fingerprint_fn(fingerprint: Callable[[Model], Hashable] | None) -> Callable
     return default
 
 
+def _priority(op: Operation) -> tuple[float, int]:
+    return (float("inf") if op.response is None else op.response, op.invoke)
+
+
 def _search(
     ops: Sequence[Operation],
     factory: Callable[[], Model],
@@ -387,6 +397,10 @@ def _search(
         events.append((op.invoke, 0, i))
         events.append((float("inf") if op.response is None else op.response, 1, i))
     events.sort()
+    # Candidates are tried earliest response first: the operation that must be
+    # over soonest is the likeliest to have taken effect first, and a good first
+    # guess saves whole subtrees on linearizable histories.
+    priority = [_priority(op) for op in ops]
     head = _Entry(-1, False)
     calls: dict[int, _Entry] = {}
     prev = head
@@ -419,41 +433,50 @@ def _search(
         if e.next is not None:
             e.next.prev = e
 
+    def candidates() -> list[_Entry]:
+        """The calls that may be linearized next: those before the first pending response."""
+        out = []
+        e = head.next
+        while e is not None and e.is_call:
+            out.append(e)
+            e = e.next
+        out.sort(key=lambda c: priority[c.index])
+        return out
+
     model = factory()
     linearized = 0
     cache: set[tuple[int, Hashable]] = {(0, fingerprint(model))}
-    stack: list[tuple[_Entry, Model]] = []
+    stack: list[tuple[list[_Entry], int, Model, _Entry]] = []
     deepest: list[int] = []
-    entry = head.next
+    cands, pos = candidates(), 0
     while head.next is not None:
         if budget.exhausted():
             return None, [], deepest
-        assert entry is not None
-        if entry.is_call:
-            op = ops[entry.index]
-            new_model, matches = _apply(model, op, copier)
-            if matches:
-                bits = linearized | (1 << entry.index)
-                key = (bits, fingerprint(new_model))
-                if key not in cache:
-                    cache.add(key)
-                    stack.append((entry, model))
-                    model, linearized = new_model, bits
-                    lift(entry)
-                    if len(stack) > len(deepest):
-                        deepest = [e.index for e, _ in stack]
-                    entry = head.next
-                    continue
-            entry = entry.next
+        if pos < len(cands):
+            entry = cands[pos]
+            pos += 1
+            new_model, matches = _apply(model, ops[entry.index], copier)
+            if not matches:
+                continue
+            bits = linearized | (1 << entry.index)
+            key = (bits, fingerprint(new_model))
+            if key in cache:
+                continue
+            cache.add(key)
+            stack.append((cands, pos, model, entry))
+            model, linearized = new_model, bits
+            lift(entry)
+            if len(stack) > len(deepest):
+                deepest = [f[3].index for f in stack]
+            cands, pos = candidates(), 0
         else:
-            # a response whose operation is not linearized yet: undo the last choice
+            # no candidate fits before the first response still due: undo the last choice
             if not stack:
                 return False, [], deepest
-            entry, model = stack.pop()
+            cands, pos, model, entry = stack.pop()
             linearized &= ~(1 << entry.index)
             unlift(entry)
-            entry = entry.next
-    return True, [e.index for e, _ in stack], deepest
+    return True, [f[3].index for f in stack], deepest
 
 
 def _factory_for(model_factory: ModelFactory, obj: Hashable) -> Callable[[], Model]:
