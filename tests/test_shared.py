@@ -823,3 +823,19 @@ def test_a_method_calling_its_own_object_gets_a_clear_error(dso: LocalCluster, k
     with pytest.raises(crucial.ObjectError, match="its own object"):
         obj.call_myself()
     assert obj.ping() == "pong"  # the object was left usable
+
+
+def longest(old: str, new: str) -> str:
+    """A merge function of this test module, which no node can import."""
+    return new if len(new) > len(old) else old
+
+
+def test_functions_of_local_modules_travel_by_value(dso: LocalCluster, key: str) -> None:
+    # cloudpickle would send `longest` by reference (module test_shared), and the node
+    # would fail with ModuleNotFoundError: its module must travel by value too
+    d = crucial.Dict(key=key)
+    d.merge_all({"a": "xx", "b": "y"}, longest)
+    d.merge_all({"a": "x", "b": "yyy"}, fn=longest)
+    assert d.copy() == {"a": "xx", "b": "yyy"}
+    ref = crucial.AtomicReference("ab", key=key)
+    assert ref.update_and_get(str.upper) == "AB"  # a builtin still goes by reference

@@ -25,6 +25,12 @@ from __future__ import annotations
 import json
 import pickle
 import struct
+import sys
+import sysconfig
+import threading
+import types
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import cloudpickle
@@ -39,6 +45,7 @@ __all__ = [
     "Frame",
     "FrameDecoder",
     "Kind",
+    "by_value",
     "decode_call",
     "decode_json",
     "dumps",
@@ -46,6 +53,7 @@ __all__ = [
     "encode_frame",
     "encode_json",
     "loads",
+    "ships_by_value",
 ]
 
 PROTOCOL_VERSION = 1
@@ -160,6 +168,54 @@ def dumps(obj: Any, what: str = "value") -> bytes:
         raise SerializationError(f"{what} cannot be pickled: {exc}") from exc
 
 
+def ships_by_value(obj: Any) -> bool:
+    """Whether nodes need the code of function or class ``obj`` (a script, a
+    test, a package in the working directory) rather than importing it by
+    name (site-packages, the stdlib, crucial itself)."""
+    name = getattr(obj, "__module__", None)
+    if not isinstance(name, str):
+        return False
+    module = sys.modules.get(name)
+    if module is None:  # it came by value: pass it on by value
+        return True
+    if name in ("__main__", "__mp_main__"):  # a script: never importable on a node
+        return True
+    path = getattr(module, "__file__", None) or ""
+    return bool(path) and "-packages" not in path and not name.startswith("crucial.") and not path.startswith(_STDLIB)
+
+
+_STDLIB = sysconfig.get_paths()["stdlib"]
+_by_value_lock = threading.Lock()
+
+
+@contextmanager
+def by_value(objs: Iterable[Any]) -> Iterator[None]:
+    """Pickle the modules of these functions/classes by value meanwhile.
+
+    cloudpickle pickles functions of importable modules by reference; a node
+    (or a cloud function) cannot import the user's local modules, so their
+    code must travel -- the ``ModuleNotFoundError`` users of other systems
+    meet.  cloudpickle's switch is per module and global, hence the lock.
+    """
+    modules = {sys.modules[o.__module__] for o in objs if ships_by_value(o) and o.__module__ in sys.modules}
+    if not modules:
+        yield
+        return
+    with _by_value_lock:
+        for m in modules:
+            cloudpickle.register_pickle_by_value(m)
+        try:
+            yield
+        finally:
+            for m in modules:
+                cloudpickle.unregister_pickle_by_value(m)
+
+
+def _code_objects(values: Iterable[Any]) -> list[Any]:
+    """Functions and classes among ``values`` (one level deep: args, kwargs)."""
+    return [v for v in values if isinstance(v, (types.FunctionType, type))]
+
+
 def loads(data: bytes, what: str = "value") -> Any:
     try:
         return pickle.loads(data)
@@ -206,7 +262,13 @@ def encode_call(call: CallRequest) -> bytes:
     try:
         if _plain(payload):
             return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-        return cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        code = _code_objects(call.args)
+        if call.kwargs:
+            code += _code_objects(call.kwargs.values())
+        if call.create is not None:
+            code += _code_objects(call.create[0]) + _code_objects(call.create[1].values())
+        with by_value(code):
+            return cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # the message is built only when it is needed: this is the hot path
         what = f"arguments of {call.type_name}.{call.method} (key {call.key!r})"
         raise SerializationError(f"{what} cannot be pickled: {exc}") from exc

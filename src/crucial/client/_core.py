@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import pickle
-import sys
 import threading
 import uuid
 from typing import Any
@@ -173,37 +172,11 @@ class ClientCore:
         raise ProtocolError(message)
 
 
-_pickle_lock = threading.Lock()
-
-
-def ships_by_value(cls: type) -> bool:
-    """Whether nodes need ``cls``'s code (a script, a test, a local package),
-    rather than importing it by name (site-packages, the stdlib, crucial)."""
-    name = cls.__module__
-    module = sys.modules.get(name)
-    if module is None:  # a class that came by value: pass it on by value
-        return True
-    if name in ("__main__", "__mp_main__"):  # a script: never importable on a node
-        return True
-    path = getattr(module, "__file__", None) or ""
-    return "-packages" not in path and not name.startswith("crucial.")
-
-
 def dumps_class(type_name: str, cls: type) -> bytes:
-    """Pickle a user class *by value*, so nodes need not import its module.
+    """Pickle a user class *by value* when nodes cannot import its module.
 
     Classes from installed distributions (site-packages, the stdlib, crucial
     itself) still travel by reference: nodes have those.
     """
-    import cloudpickle
-
-    module = sys.modules.get(cls.__module__)
-    by_value = module is not None and ships_by_value(cls)  # an unknown module goes by value anyway
-    with _pickle_lock:
-        if by_value:
-            cloudpickle.register_pickle_by_value(module)
-        try:
-            return P.dumps((type_name, cls), what=f"shared class {type_name}")
-        finally:
-            if by_value:
-                cloudpickle.unregister_pickle_by_value(module)
+    with P.by_value((cls,)):
+        return P.dumps((type_name, cls), what=f"shared class {type_name}")

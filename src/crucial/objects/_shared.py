@@ -132,7 +132,8 @@ def _class_code(proxy_cls: type[Proxy]) -> bytes | None:
     if code is False:
         user = proxy_cls._user_class
         assert user is not None
-        from ..client._core import dumps_class, ships_by_value  # as when registering it with a node
+        from ..client._core import dumps_class  # as when registering it with a node
+        from ..protocol import ships_by_value
 
         code = dumps_class(proxy_cls._type_name, user) if ships_by_value(user) else None
         proxy_cls._class_code = code  # type: ignore[attr-defined]
