@@ -139,7 +139,7 @@ def run_phase(
 def worker(link: Link, nprocs: int, threads: int, objects: int, duration: float, phases: list[Any], dso: str, port: int):
     """One client process: its share of the threads, phase after phase."""
     mine = [g for g in range(threads) if g % nprocs == link.index]
-    crucial.connect(dso, pool_size=len(mine) + 4)  # one idle connection per thread (the default keeps 16)
+    crucial.connect(dso)  # defaults, as users get them: each thread keeps its own connection per node
     r = redis_client(port)
     state: dict[str, Any] = {"redis": r, "script": r.register_script(LUA_MULTIPLY)}
     for system, kind in phases:
