@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,6 +11,7 @@ import pytest
 
 import crucial
 from crucial.testing import LocalCluster
+from crucial.testing.faults import blackhole, closed_port
 
 INT = crucial.AtomicInt._type_name
 BARRIER = crucial.Barrier._type_name
@@ -38,21 +38,16 @@ def _client(cluster: LocalCluster, **overrides: Any) -> crucial.AsyncClient:
     return crucial.AsyncClient(cluster.addresses, cluster.config(**overrides))
 
 
-def _dead_address() -> str:
-    """An address nobody listens on (a port the OS just gave out and took back)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"127.0.0.1:{port}"
+@pytest.fixture
+def dead_address() -> Iterator[str]:
+    with closed_port() as address:
+        yield address
 
 
 @pytest.fixture
 def silent_address() -> Iterator[str]:
-    """A socket that accepts connections (in the kernel) but never answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(8)
-        yield f"127.0.0.1:{s.getsockname()[1]}"
+    with blackhole() as address:
+        yield address
 
 
 def test_calls(any_cluster: LocalCluster, key: str) -> None:
@@ -154,9 +149,9 @@ def test_async_and_sync_clients_see_the_same_objects(cluster: LocalCluster, key:
     assert sync.call(INT, key, "get") == 7
 
 
-def test_connect_error_to_a_dead_address() -> None:
+def test_connect_error_to_a_dead_address(dead_address: str) -> None:
     async def main() -> None:
-        client = crucial.AsyncClient([_dead_address()], crucial.Config(connect_timeout=2))
+        client = crucial.AsyncClient([dead_address], crucial.Config(connect_timeout=2))
         t0 = time.monotonic()
         with pytest.raises(crucial.ConnectError) as info:
             await client.call(INT, "k", "get")

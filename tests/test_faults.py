@@ -20,18 +20,9 @@ import crucial
 from crucial import protocol as P
 from crucial.client import Client
 from crucial.testing import LocalCluster, raw_connection, run_in_process
-from crucial.testing.faults import blackhole, closed_port, owner_address
+from crucial.testing.faults import blackhole, closed_port, eventually, owner_address
 
 WAIT = 20.0
-
-
-def eventually(pred: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout} s")
-        pause.wait(0.005)
 
 
 def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:

@@ -22,6 +22,7 @@ import pytest
 
 import crucial
 from crucial.testing import LocalCluster, run_in_process
+from crucial.testing.faults import eventually
 
 WAIT = 20.0  # generous bound for things that must happen "soon"
 
@@ -72,16 +73,6 @@ def outcome(fn: Callable[[], Any]) -> Any:
         return fn()
     except Exception as exc:
         return ("raise", std_kind(exc))
-
-
-def eventually(pred: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    """Poll ``pred`` until it holds (a deadline, not a sleep: fails loudly if it never does)."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout} s")
-        pause.wait(0.005)
 
 
 def start_threads(n: int, target: Callable[[int], Any]) -> tuple[list[threading.Thread], dict[int, Any]]:

@@ -20,6 +20,8 @@ import multiprocessing
 import os
 import signal
 import socket
+import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,6 +39,7 @@ __all__ = [
     "RawConnection",
     "blackhole",
     "closed_port",
+    "eventually",
     "garbage",
     "kill_process",
     "oversized_header",
@@ -258,3 +261,17 @@ def blackhole() -> Iterator[str]:
         s.bind(("127.0.0.1", 0))
         s.listen(16)  # never accept: the kernel completes handshakes, nobody reads
         yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def eventually(pred: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll ``pred`` until it holds: a deadline, not a sleep -- fails loudly if it never does.
+
+    For states only observable by asking (a node's waiter count), where no
+    event can be waited on.
+    """
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        pause.wait(0.005)
