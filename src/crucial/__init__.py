@@ -28,6 +28,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "CloudThread",
+    "Retry",
+    "ServerlessExecutor",
     "Client",
     "Config",
     "Proxy",
@@ -42,3 +45,15 @@ __all__ = [
     *_containers_all,
     *_sync_all,
 ]
+
+
+_COMPUTE = {"CloudThread", "Retry", "ServerlessExecutor"}
+
+
+def __getattr__(name: str) -> object:
+    """The compute tier is imported on first use: programs that only share objects never load it."""
+    if name in _COMPUTE:
+        from . import compute
+
+        return getattr(compute, name)
+    raise AttributeError(f"module 'crucial' has no attribute {name!r}")

@@ -41,6 +41,8 @@ class Config:
     pool_size: int = 16
     #: times a call is retried after its connection was lost (safe: call ids).
     retries: int = 2
+    #: compute backend for cloud threads and executors: local, inline, lithops.
+    backend: str = "local"
     #: calls remembered per node to answer a retried call once.
     dedup_window: int = 100_000
 

@@ -16,6 +16,10 @@
      │    ├── UnknownMethodError (AttributeError)
      │    └── ObjectCreationError       the constructor raised or args are wrong
      ├── CallCancelledError             the caller of a blocked call went away
+ ├── InvocationError                a cloud function failed on the platform's side
+ │    ├── WorkerDiedError           its worker died mid-call (killed, crashed)
+ │    ├── CapacityError             the backend's concurrency cap is reached
+ │    └── InvocationTimeoutError (TimeoutError)
      ├── WouldBlockError                the sequential model cannot wait
      ├── RemoteError                    an exception that could not travel as itself
      └── BrokenBarrierError (threading.BrokenBarrierError)
@@ -38,6 +42,10 @@ __all__ = [
     "ConnectError",
     "CrucialError",
     "FrameTooLargeError",
+    "CapacityError",
+    "InvocationError",
+    "InvocationTimeoutError",
+    "WorkerDiedError",
     "ObjectCreationError",
     "ObjectError",
     "ObjectNotFoundError",
@@ -122,6 +130,23 @@ class ObjectCreationError(ObjectError):
 
 class CallCancelledError(CrucialError):
     """A blocked call was cancelled because its caller disconnected."""
+
+
+class InvocationError(CrucialError):
+    """A cloud function did not run to its end for a reason of the platform's,
+    not of its code (the code's own exceptions come back as themselves)."""
+
+
+class WorkerDiedError(InvocationError):
+    """The worker running a cloud function died (killed, crashed, ``os._exit``)."""
+
+
+class CapacityError(InvocationError):
+    """The backend runs as many functions as its cap allows; raise the cap or wait."""
+
+
+class InvocationTimeoutError(InvocationError, TimeoutError):
+    """A cloud function ran past its timeout and was stopped."""
 
 
 class WouldBlockError(CrucialError):

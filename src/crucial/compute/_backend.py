@@ -1,0 +1,74 @@
+"""The small interface every compute backend implements, and how one is chosen.
+
+A backend runs *invocations*: it takes the bytes of a task
+(:func:`~crucial.compute._task.encode_task`) and returns a
+:class:`concurrent.futures.Future` that resolves to the bytes
+:func:`~crucial.compute._task.run_task` produced, or fails with an
+:class:`~crucial.exceptions.InvocationError` when the platform, not the
+code, failed.  Backends are imported by name, only when chosen.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from abc import ABC, abstractmethod
+from concurrent.futures import Future
+from typing import Any
+
+from ..exceptions import ConfigError
+
+__all__ = ["BACKENDS", "Backend", "get_backend"]
+
+#: name -> "module:Class"; imported only when chosen
+BACKENDS = {
+    "local": "crucial.compute.local:LocalBackend",
+    "inline": "crucial.compute.inline:InlineBackend",
+    "lithops": "crucial.compute.lithops:LithopsBackend",
+}
+
+
+class Backend(ABC):
+    """Runs invocations; one instance is shared by every thread and executor that names it."""
+
+    name = "?"
+
+    @abstractmethod
+    def invoke(self, task: bytes, timeout: float | None = None) -> Future[bytes]:
+        """Start one invocation now (or fail the future with CapacityError)."""
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """How many invocations may run at once (``None``: no known cap)."""
+        return None
+
+    def close(self) -> None:  # noqa: B027  (a default that does nothing is right for most backends)
+        """Release workers; idempotent."""
+
+
+_lock = threading.Lock()
+_shared: dict[tuple[str, tuple[tuple[str, Any], ...]], Backend] = {}
+
+
+def get_backend(name: str | Backend | None = None, **options: Any) -> Backend:
+    """The process-wide backend called ``name`` (default: the configured one, else ``local``)."""
+    if isinstance(name, Backend):
+        return name
+    if name is None:
+        from ..config import load_config
+
+        name = load_config().backend
+    target = BACKENDS.get(name)
+    if target is None:
+        raise ConfigError(f"unknown compute backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}")
+    key = (name, tuple(sorted(options.items())))
+    with _lock:
+        backend = _shared.get(key)
+        if backend is None:
+            module_name, cls_name = target.split(":")
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise ConfigError(f"the {name!r} backend needs an extra: pip install 'crucial[{name}]' ({exc})") from exc
+            backend = _shared[key] = getattr(module, cls_name)(**options)
+        return backend

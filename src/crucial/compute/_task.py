@@ -1,0 +1,111 @@
+"""What travels to a cloud function and back, and what runs there.
+
+Pure apart from running the user's function: a backend ships the bytes of
+:func:`encode_task` to a worker (a local process, a Lithops function, the
+caller's own thread), which hands them to :func:`run_task` and ships back
+the bytes it returns; :func:`decode_outcome` turns them into a value or
+re-raises the function's exception in the caller, with the worker's
+traceback chained as ``__cause__``.
+
+The task carries the DSO address and token, so functions need no
+configuration of their own: the first shared object they touch connects to
+the caller's cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import traceback
+import types
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from .. import protocol as P
+from ..exceptions import RemoteError, RemoteTraceback, SerializationError
+
+__all__ = ["Outcome", "Task", "decode_outcome", "encode_task", "run_task"]
+
+
+class Task(NamedTuple):
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    dso: tuple[str, ...]  # where the caller's DSO nodes are
+    token: str | None
+
+
+class Outcome(NamedTuple):
+    ok: bool
+    value: Any  # the result, or the exception
+    tb: str  # the worker's traceback text when not ok
+
+
+def encode_task(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], dso: tuple[str, ...], token: str | None
+) -> bytes:
+    """Pickle a call for a function: code by value where nodes/workers cannot import it."""
+    what = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    code = [fn, type(fn), *args, *kwargs.values()]
+    try:
+        with P.by_value([c for c in code if isinstance(c, (type, types.FunctionType))]):
+            return _cp_dumps(Task(fn, args, kwargs, dso, token))
+    except Exception as exc:
+        raise SerializationError(f"cloud function {what!r} or its arguments cannot be pickled: {exc}") from exc
+
+
+def _cp_dumps(obj: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def run_task(data: bytes, point: bool = True) -> bytes:
+    """Run one task (in the worker) and return its pickled :class:`Outcome`. Never raises.
+
+    ``point=False`` leaves this process's DSO settings alone (the inline
+    backend runs in the caller, whose default client is the task's cluster).
+    """
+    try:
+        task: Task = pickle.loads(data)
+        if point:
+            _point_at(task.dso, task.token)
+        outcome = Outcome(True, task.fn(*task.args, **task.kwargs), "")
+    except BaseException as exc:  # the function's failure is its outcome, even SystemExit
+        outcome = Outcome(False, exc, traceback.format_exc())
+    try:
+        return _cp_dumps(outcome)
+    except Exception as exc:
+        if outcome.ok:
+            err: BaseException = SerializationError(f"the result of the cloud function cannot be pickled: {exc}")
+            return _cp_dumps(Outcome(False, err, ""))
+        return _cp_dumps(Outcome(False, RemoteError(type(outcome.value).__name__, str(outcome.value)), outcome.tb))
+
+
+def _point_at(dso: tuple[str, ...], token: str | None) -> None:
+    """Make the task's cluster the default of this worker process."""
+    want = ",".join(dso)
+    if not dso or (os.environ.get("CRUCIAL_DSO") == want and os.environ.get("CRUCIAL_TOKEN") == token):
+        return
+    from ..client import _default
+
+    os.environ["CRUCIAL_DSO"] = want
+    if token:
+        os.environ["CRUCIAL_TOKEN"] = token
+    else:
+        os.environ.pop("CRUCIAL_TOKEN", None)
+    _default.reset_clients()
+
+
+def decode_outcome(data: bytes, where: str) -> Any:
+    """The function's value, or raise its exception with the worker traceback as ``__cause__``."""
+    try:
+        outcome: Outcome = pickle.loads(data)
+    except Exception as exc:
+        raise RemoteError(type(exc).__name__, f"the outcome from {where} could not be unpickled: {exc}") from None
+    if outcome.ok:
+        return outcome.value
+    error: BaseException = outcome.value
+    if outcome.tb:
+        error.__cause__ = RemoteTraceback(f'\n"""\n(in {where})\n{outcome.tb}"""')
+    raise error

@@ -1,0 +1,215 @@
+"""The ``local`` backend: an elastic pool of warm worker processes on this machine.
+
+::
+
+    invoke() ──► idle worker? ──yes──► send task ──pipe──► worker: run_task ──► result
+                     │ no                                                        │
+                     ▼                                                           ▼
+               below the cap? ──yes──► fork a worker (from the fork server,    monitor thread:
+                     │ no               crucial already imported)              result → future,
+                     ▼                                                         death → WorkerDiedError,
+               CapacityError (never a hang)                                    deadline → kill, timeout
+
+Each worker runs one invocation at a time, as a FaaS instance does, so N
+cloud threads waiting on a barrier of N parties get N workers: the pool
+grows on demand up to ``max_workers`` and shrinks again after
+``idle_timeout`` seconds without work.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from concurrent.futures import Future
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from ..exceptions import CapacityError, ConfigError, InvocationTimeoutError, WorkerDiedError
+from ._backend import Backend
+
+__all__ = ["LocalBackend"]
+
+
+class _Worker:
+    __slots__ = ("conn", "deadline", "future", "idle_since", "process")
+
+    def __init__(self, process: Any, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+        self.future: Future[bytes] | None = None
+        self.deadline: float | None = None
+        self.idle_since = time.monotonic()
+
+
+class LocalBackend(Backend):
+    """``LocalBackend(max_workers=256, idle_timeout=60.0, start_method="forkserver")``."""
+
+    name = "local"
+
+    def __init__(self, max_workers: int = 256, idle_timeout: float = 60.0, start_method: str | None = None) -> None:
+        if max_workers < 1:
+            raise ConfigError(f"max_workers must be at least 1, not {max_workers}")
+        method = start_method or ("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+        self._ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            self._ctx.set_forkserver_preload(["crucial.compute._worker"])
+        self._max = max_workers
+        self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self._busy: dict[Connection, _Worker] = {}
+        self._workers: set[_Worker] = set()
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
+        self._closed = False
+        self._monitor = threading.Thread(target=self._run, name="crucial-local-backend", daemon=True)
+        self._monitor.start()
+        self.stats = {"invocations": 0, "workers_started": 0, "workers_died": 0, "workers_reaped": 0}
+
+    @property
+    def max_concurrency(self) -> int:
+        return self._max
+
+    @property
+    def size(self) -> int:
+        """Worker processes alive now (busy and idle)."""
+        return len(self._workers)
+
+    def invoke(self, task: bytes, timeout: float | None = None) -> Future[bytes]:
+        fut: Future[bytes] = Future()
+        fut.set_running_or_notify_cancel()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the local backend is closed")
+            worker = self._idle.pop() if self._idle else None
+            if worker is None:
+                if len(self._workers) >= self._max:
+                    raise CapacityError(
+                        f"the local backend already runs {self._max} invocations (its max_workers); "
+                        "raise max_workers, or let fewer cloud threads run at once"
+                    )
+                worker = self._spawn()
+            worker.future = fut
+            worker.deadline = None if timeout is None else time.monotonic() + timeout
+            self._busy[worker.conn] = worker
+            self.stats["invocations"] += 1
+            try:
+                worker.conn.send_bytes(task)
+            except OSError:
+                pass  # it died: the monitor sees its sentinel and fails the future
+        self._wake_w.send_bytes(b"")
+        return fut
+
+    def _spawn(self) -> _Worker:
+        from . import _worker
+
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(  # type: ignore[attr-defined]
+            target=_worker.main, args=(child,), daemon=True, name="crucial-worker"
+        )
+        process.start()
+        child.close()
+        worker = _Worker(process, parent)
+        self._workers.add(worker)
+        self.stats["workers_started"] += 1
+        return worker
+
+    # -- the monitor thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    return
+                busy = dict(self._busy)
+                sentinels = {w.process.sentinel: w for w in self._workers}
+                deadlines = [w.deadline for w in busy.values() if w.deadline is not None]
+            now = time.monotonic()
+            wait_for = min([60.0, self.idle_timeout, *(d - now for d in deadlines)])
+            ready = wait([self._wake_r, *busy, *sentinels], timeout=max(wait_for, 0.0))
+            for r in ready:
+                if r is self._wake_r:
+                    self._wake_r.recv_bytes()
+                elif r in busy:
+                    self._reply(busy[r])
+            for r in ready:
+                if isinstance(r, int) and r in sentinels:
+                    self._died(sentinels[r])
+            self._expire(time.monotonic())
+
+    def _reply(self, worker: _Worker) -> None:
+        try:
+            data = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            self._died(worker)
+            return
+        with self._lock:
+            fut, worker.future = worker.future, None
+            self._busy.pop(worker.conn, None)
+            worker.deadline = None
+            worker.idle_since = time.monotonic()
+            if not self._closed:
+                self._idle.append(worker)
+        if fut is not None:
+            fut.set_result(data)
+
+    def _died(self, worker: _Worker, error: Exception | None = None) -> None:
+        with self._lock:
+            if worker not in self._workers:
+                return
+            self._workers.discard(worker)
+            self._busy.pop(worker.conn, None)
+            if worker in self._idle:
+                self._idle.remove(worker)
+            fut, worker.future = worker.future, None
+            self.stats["workers_died"] += 1
+        worker.process.join(5)
+        worker.conn.close()
+        if fut is not None and not fut.done():
+            if error is None:
+                code = worker.process.exitcode
+                how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
+                error = WorkerDiedError(f"the worker process (pid {worker.process.pid}) {how} while running the invocation")
+            fut.set_exception(error)
+
+    def _expire(self, now: float) -> None:
+        with self._lock:
+            late = [w for w in self._busy.values() if w.deadline is not None and w.deadline <= now]
+            stale = [w for w in self._idle if now - w.idle_since > self.idle_timeout]
+            for w in stale:
+                self._idle.remove(w)
+                self._workers.discard(w)
+                self.stats["workers_reaped"] += 1
+        for w in late:
+            w.process.kill()
+            self._died(
+                w, InvocationTimeoutError(f"the invocation ran past its timeout and its worker (pid {w.process.pid}) was stopped")
+            )
+        for w in stale:
+            w.conn.close()  # the worker exits when its pipe closes
+            w.process.join(5)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            workers = list(self._workers)
+            self._workers.clear()
+            self._idle.clear()
+            busy = list(self._busy.values())
+            self._busy.clear()
+        self._wake_w.send_bytes(b"")
+        self._monitor.join(5)
+        for w in workers:
+            w.conn.close()
+        for w in workers:
+            w.process.join(2)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+        for w in busy:
+            if w.future is not None and not w.future.done():
+                w.future.set_exception(WorkerDiedError("the local backend was closed while the invocation ran"))
+        self._wake_r.close()
+        self._wake_w.close()
