@@ -12,6 +12,8 @@ With no configuration the first use starts an embedded node on this machine.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .client import AsyncClient, Client, connect
 from .config import Config, load_config
 from .exceptions import *  # noqa: F403
@@ -23,6 +25,9 @@ from .objects.containers import *  # noqa: F403
 from .objects.containers import __all__ as _containers_all
 from .objects.synchronization import *  # noqa: F403
 from .objects.synchronization import __all__ as _sync_all
+
+if TYPE_CHECKING:  # imported lazily at run time, see __getattr__ below
+    from .compute import CloudThread, Retry, ServerlessExecutor
 
 __version__ = "0.1.0"
 
