@@ -66,9 +66,9 @@ def get_backend(name: str | Backend | None = None, **options: Any) -> Backend:
         backend = _shared.get(key)
         if backend is None:
             module_name, cls_name = target.split(":")
-            try:
-                module = importlib.import_module(module_name)
+            try:  # a backend may import its platform's library when built, too
+                backend = getattr(importlib.import_module(module_name), cls_name)(**options)
             except ImportError as exc:
                 raise ConfigError(f"the {name!r} backend needs an extra: pip install 'crucial[{name}]' ({exc})") from exc
-            backend = _shared[key] = getattr(module, cls_name)(**options)
+            _shared[key] = backend
         return backend
