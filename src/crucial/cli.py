@@ -31,9 +31,23 @@ def cli() -> None:
     type=click.IntRange(1024),
     help="Largest frame accepted, in bytes.",
 )
+@click.option(
+    "--advertise",
+    default=None,
+    help="Host name or address to give clients and functions (default: the bound host; this machine's name for 0.0.0.0).",
+)
 @click.option("--watch-stdin", is_flag=True, help="Exit when standard input closes (for embedded nodes).")
 @click.option("--child", is_flag=True, hidden=True)
-def server(host: str, port: int, nodes: int, token: str | None, max_frame_size: int, watch_stdin: bool, child: bool) -> None:
+def server(
+    host: str,
+    port: int,
+    nodes: int,
+    token: str | None,
+    max_frame_size: int,
+    advertise: str | None,
+    watch_stdin: bool,
+    child: bool,
+) -> None:
     """Run DSO node(s) until SIGINT/SIGTERM.
 
     Prints one line, CRUCIAL_DSO=HOST:PORT[,HOST:PORT...], that clients can
@@ -43,7 +57,7 @@ def server(host: str, port: int, nodes: int, token: str | None, max_frame_size: 
 
     if nodes > 1 and port:
         raise click.BadParameter("with --nodes > 1 each node takes a free port; leave --port at 0", param_hint="--port")
-    opts = ServerOptions(host, port, nodes, token, max_frame_size, watch_stdin, child)
+    opts = ServerOptions(host, port, nodes, token, max_frame_size, watch_stdin, child, advertise)
     try:
         code = run_nodes(opts)
     except CrucialError as exc:

@@ -47,7 +47,7 @@ class Backend(ABC):
 
 
 _lock = threading.Lock()
-_shared: dict[tuple[str, tuple[tuple[str, Any], ...]], Backend] = {}
+_shared: dict[tuple[str, str], Backend] = {}
 
 
 def get_backend(name: str | Backend | None = None, **options: Any) -> Backend:
@@ -61,7 +61,7 @@ def get_backend(name: str | Backend | None = None, **options: Any) -> Backend:
     target = BACKENDS.get(name)
     if target is None:
         raise ConfigError(f"unknown compute backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}")
-    key = (name, tuple(sorted(options.items())))
+    key = (name, repr(sorted(options.items())))  # repr: options may be dicts (a Lithops config)
     with _lock:
         backend = _shared.get(key)
         if backend is None:

@@ -39,10 +39,11 @@ class ServerOptions:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     watch_stdin: bool = False  # exit when stdin closes (embedded and child nodes)
     child: bool = False  # a node under a supervisor: read the view from stdin
+    advertise: str | None = None  # the host name clients and functions should use
 
 
 async def _run_one(opts: ServerOptions) -> None:
-    node = Node(opts.host, opts.port, token=opts.token, max_frame_size=opts.max_frame_size)
+    node = Node(opts.host, opts.port, token=opts.token, max_frame_size=opts.max_frame_size, advertise=opts.advertise)
     address = await node.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -72,6 +73,8 @@ def _wait_eof() -> None:
 def _supervise(opts: ServerOptions) -> int:
     cmd = [sys.executable, "-m", "crucial.server", "--child", "--host", opts.host, "--port", "0"]
     cmd += ["--max-frame-size", str(opts.max_frame_size)]
+    if opts.advertise:
+        cmd += ["--advertise", opts.advertise]
     env = dict(os.environ)
     if opts.token:
         env["CRUCIAL_TOKEN"] = opts.token

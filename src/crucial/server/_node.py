@@ -20,6 +20,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import socket
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -61,6 +62,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _reachable(host: str) -> str:
+    """The name others should use for a node bound to ``host``.
+
+    A wildcard bind (0.0.0.0, ::) is not an address anyone can connect to:
+    advertise this machine's name instead (``--advertise`` overrides it)."""
+    if host in ("0.0.0.0", "::", ""):
+        return socket.getfqdn()
+    return host
+
+
 class View:
     """The membership a node serves under: an epoch and the node addresses."""
 
@@ -84,6 +95,7 @@ class Node:
         token: str | None = None,
         max_frame_size: int = P.DEFAULT_MAX_FRAME_SIZE,
         dedup_window: int = 100_000,
+        advertise: str | None = None,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ConfigError(
@@ -91,6 +103,7 @@ class Node:
                 "so off-loopback they must authenticate clients (pass --token or CRUCIAL_TOKEN)"
             )
         self.host = host
+        self.advertise = advertise
         self.port = port
         self.token = token
         self.max_frame_size = max_frame_size
@@ -116,7 +129,7 @@ class Node:
         sock = self._server.sockets[0]
         host, port = sock.getsockname()[:2]
         self.port = port
-        self.address = f"{host}:{port}"
+        self.address = f"{self.advertise or _reachable(host)}:{port}"
         if self.view is None:
             self.view = View(1, [self.address])
         # proxies used inside methods on this node call through the node itself
