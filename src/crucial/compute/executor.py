@@ -56,6 +56,7 @@ class ServerlessExecutor(Executor):
         self._queue: deque[tuple[Future[Any], bytes, str]] = deque()
         self._running = 0
         self._shutdown = False
+        self._pumping = False  # a thread is in _pump's loop
         self._idle = threading.Condition(self._lock)
 
     @property
@@ -77,20 +78,38 @@ class ServerlessExecutor(Executor):
         return fut
 
     def _pump(self) -> None:
-        """Start queued tasks while fewer than ``max_workers`` run."""
-        while True:
+        """Start queued tasks while fewer than ``max_workers`` run.
+
+        One pump at a time: a task that fails as it starts (CapacityError, a
+        closed backend) runs ``_one_done`` -> ``_pump`` inside this loop, which
+        would otherwise recurse once per queued task (RecursionError, tasks
+        left queued forever).  The running pump sees their changes on its next
+        turn, since it only stops after checking, under the lock, that there
+        is nothing to start.
+        """
+        with self._lock:
+            if self._pumping:
+                return
+            self._pumping = True
+        try:
+            while True:
+                with self._lock:
+                    if self._running >= self._max or not self._queue:
+                        self._pumping = False
+                        return
+                    fut, data, where = self._queue.popleft()
+                    if not fut.set_running_or_notify_cancel():
+                        continue  # cancelled while queued
+                    self._running += 1
+                fut.add_done_callback(self._one_done)
+                try:
+                    start_invocation(self._backend, data, retry=self._retry, timeout=self._timeout, where=where, result=fut)
+                except BaseException as exc:  # CapacityError, a closed backend: the task fails, not the pump
+                    fut.set_exception(exc)
+        except BaseException:
             with self._lock:
-                if self._running >= self._max or not self._queue:
-                    return
-                fut, data, where = self._queue.popleft()
-                if not fut.set_running_or_notify_cancel():
-                    continue  # cancelled while queued
-                self._running += 1
-            fut.add_done_callback(self._one_done)
-            try:
-                start_invocation(self._backend, data, retry=self._retry, timeout=self._timeout, where=where, result=fut)
-            except BaseException as exc:  # CapacityError, a closed backend: the task fails, not the pump
-                fut.set_exception(exc)
+                self._pumping = False
+            raise
 
     def _one_done(self, _: Future[Any]) -> None:
         with self._lock:

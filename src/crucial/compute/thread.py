@@ -15,6 +15,7 @@ are there on the other side.
 from __future__ import annotations
 
 import itertools
+import types
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -70,7 +71,10 @@ class CloudThread:
         if type(self).run is CloudThread.run:
             fn, args, kwargs = self._target or _nothing, self._args, self._kwargs
         else:
-            fn, args, kwargs = self.run, (), {}
+            # the plain function with the thread as its argument, not the bound method: the
+            # subclass's module then travels by value (workers cannot import the user's modules)
+            run = type(self).run
+            fn, args, kwargs = (run, (self,), {}) if isinstance(run, types.FunctionType) else (self.run, (), {})
         data = prepare(fn, args, kwargs)
         self._future = start_invocation(
             backend, data, retry=self._retry, timeout=self._timeout, where=f"cloud thread {self.name!r}"
