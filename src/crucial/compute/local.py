@@ -50,6 +50,8 @@ class LocalBackend(Backend):
     def __init__(self, max_workers: int = 256, idle_timeout: float = 60.0, start_method: str | None = None) -> None:
         if max_workers < 1:
             raise ConfigError(f"max_workers must be at least 1, not {max_workers}")
+        if not idle_timeout >= 0:  # also NaN
+            raise ConfigError(f"idle_timeout must be a number of seconds >= 0, not {idle_timeout}")
         method = start_method or ("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
@@ -124,8 +126,9 @@ class LocalBackend(Backend):
                 busy = dict(self._busy)
                 sentinels = {w.process.sentinel: w for w in self._workers}
                 deadlines = [w.deadline for w in busy.values() if w.deadline is not None]
+                deadlines += [w.idle_since + self.idle_timeout for w in self._idle]  # when each may be reaped
             now = time.monotonic()
-            wait_for = min([60.0, self.idle_timeout, *(d - now for d in deadlines)])
+            wait_for = min([60.0, *(d - now for d in deadlines)])
             ready = wait([self._wake_r, *busy, *sentinels], timeout=max(wait_for, 0.0))
             for r in ready:
                 if r is self._wake_r:
@@ -175,7 +178,7 @@ class LocalBackend(Backend):
     def _expire(self, now: float) -> None:
         with self._lock:
             late = [w for w in self._busy.values() if w.deadline is not None and w.deadline <= now]
-            stale = [w for w in self._idle if now - w.idle_since > self.idle_timeout]
+            stale = [w for w in self._idle if now - w.idle_since >= self.idle_timeout]
             for w in stale:
                 self._idle.remove(w)
                 self._workers.discard(w)
