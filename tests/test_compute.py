@@ -552,3 +552,35 @@ def test_script_without_main_guard(dso1, tmp_path: Path):
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "result 42" in done.stdout
+
+
+def _exit_with(code: object) -> None:
+    raise SystemExit(code)
+
+
+def test_sys_exit_in_a_cloud_thread_is_like_in_a_thread(dso) -> None:
+    # threading.Thread ends quietly on exit(0); another code must not end the caller
+    ok = crucial.CloudThread(target=_exit_with, args=(0,))
+    ok.start()
+    assert ok.result(60) is None
+    bad = crucial.CloudThread(target=_exit_with, args=(3,))
+    bad.start()
+    with pytest.raises(crucial.InvocationError, match=r"sys.exit\(3\)"):
+        bad.result(60)
+
+
+def _wait_for_event(key: str) -> bool:
+    return crucial.Event(key=key).wait(60)
+
+
+def test_inline_backend_honours_the_timeout(dso, key) -> None:
+    t = crucial.CloudThread(target=_wait_for_event, args=(key,), backend="inline", timeout=0.2)
+    t.start()
+    with pytest.raises(crucial.InvocationTimeoutError):
+        t.result(30)
+    crucial.Event(key=key).set()  # let the thread it left behind end
+
+
+def test_unknown_start_method_is_a_config_error() -> None:
+    with pytest.raises(crucial.ConfigError, match="start_method"):
+        LocalBackend(start_method="nope")

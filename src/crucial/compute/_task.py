@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .. import protocol as P
-from ..exceptions import RemoteError, RemoteTraceback, SerializationError
+from ..exceptions import InvocationError, RemoteError, RemoteTraceback, SerializationError
 
 __all__ = ["Outcome", "Task", "decode_outcome", "encode_task", "run_task"]
 
@@ -71,7 +71,13 @@ def run_task(data: bytes, point: bool = True) -> bytes:
         if point:
             _point_at(task.dso, task.token)
         outcome = Outcome(True, task.fn(*task.args, **task.kwargs), "")
-    except BaseException as exc:  # the function's failure is its outcome, even SystemExit
+    except SystemExit as exc:  # as a thread's: exit(0) just ends it; another code is an error
+        if exc.code in (None, 0):
+            outcome = Outcome(True, None, "")
+        else:
+            exited = InvocationError(f"the cloud function called sys.exit({exc.code!r})")
+            outcome = Outcome(False, exited, traceback.format_exc())
+    except BaseException as exc:  # the function's failure is its outcome
         outcome = Outcome(False, exc, traceback.format_exc())
     try:
         return _cp_dumps(outcome)

@@ -9,8 +9,9 @@ a print in the function works as in any thread.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 
+from ..exceptions import InvocationTimeoutError
 from ._backend import Backend
 from ._task import run_task
 
@@ -25,7 +26,24 @@ class InlineBackend(Backend):
         fut.set_running_or_notify_cancel()
 
         def body() -> None:
-            fut.set_result(run_task(task, point=False))
+            data = run_task(task, point=False)
+            try:
+                fut.set_result(data)
+            except InvalidStateError:  # it had timed out
+                pass
 
         threading.Thread(target=body, name="crucial-inline", daemon=True).start()
+        if timeout is not None:  # a thread cannot be stopped: the caller stops waiting for it
+            timer = threading.Timer(timeout, _expire, (fut, timeout))
+            timer.daemon = True
+            timer.start()
         return fut
+
+
+def _expire(fut: Future[bytes], timeout: float) -> None:
+    try:
+        fut.set_exception(
+            InvocationTimeoutError(f"the inline invocation ran past its timeout of {timeout} s (it goes on in its thread)")
+        )
+    except InvalidStateError:  # it finished in time
+        pass

@@ -53,6 +53,9 @@ class LocalBackend(Backend):
         if not idle_timeout >= 0:  # also NaN
             raise ConfigError(f"idle_timeout must be a number of seconds >= 0, not {idle_timeout}")
         method = start_method or ("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+        if method not in multiprocessing.get_all_start_methods():
+            known = ", ".join(multiprocessing.get_all_start_methods())
+            raise ConfigError(f"unknown start_method {method!r}; this platform has: {known}")
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             self._ctx.set_forkserver_preload(["crucial.compute._worker"])
