@@ -1,87 +1,109 @@
-"""Monte Carlo estimate of pi by several processes sharing DSO objects.
+"""Monte Carlo estimate of pi by cloud threads sharing one counter.
 
-Each worker process throws random points at the unit square and adds the
-hits inside the quarter circle to one shared ``Counter`` -- one call per
-batch, the seed's Listing 1.  A shared ``Barrier`` makes every worker wait
-until all have added their share, after which each reads the same final
-tally; a ``@shared`` class keeps per-worker statistics on the node.
+The seed's Listing 1: every cloud thread throws random points at the unit
+square, counts those inside the quarter circle, and adds its count to one
+shared ``AtomicInt`` with a single ``add_and_get`` at the end.  The ratio of
+hits to points tends to pi/4.  ``--mode executor`` runs the same estimators
+through ``ServerlessExecutor.invoke_all`` instead: the seed's Listing 2.
 
-With no ``CRUCIAL_DSO`` set, the first shared object starts an embedded node
-that the worker processes reach through the environment it exports.
+With nothing configured, the first shared object starts an embedded DSO node
+and the cloud threads run on the ``local`` backend (warm worker processes).
 
-    python -m crucial.examples.montecarlo --workers 4 --points 2000000
+    python -m crucial.examples.montecarlo --threads 4 --points 1000000
+    python -m crucial.examples.montecarlo --mode executor
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
+import os
 import random
 import time
+import uuid
+from dataclasses import dataclass
 
 import crucial
 
 
-@crucial.shared
-class RunStats:
-    """Per-worker statistics, updated on the node one call at a time."""
+class PiEstimator:
+    """Listing 1, lines 1-17: a plain callable whose only shared state is ``counter``."""
 
-    def __init__(self) -> None:
-        self.points: dict[int, int] = {}
-        self.seconds: dict[int, float] = {}
+    def __init__(self, counter: crucial.AtomicInt, iterations: int, seed: int) -> None:
+        self.counter = counter  # the @Shared AtomicLong of line 5: a proxy, it travels with the thread
+        self.iterations = iterations
+        self.seed = seed
 
-    def report(self, worker: int, points: int, seconds: float) -> int:
-        self.points[worker] = self.points.get(worker, 0) + points
-        self.seconds[worker] = self.seconds.get(worker, 0.0) + seconds
-        return len(self.points)
-
-    def summary(self) -> dict[str, float]:
-        return {"workers": len(self.points), "points": sum(self.points.values()), "max_seconds": max(self.seconds.values())}
-
-
-def worker(index: int, points: int, batch: int, run: str, parties: int) -> tuple[int, float]:
-    hits = crucial.Counter(key=f"{run}/hits")
-    stats = RunStats(key=f"{run}/stats")
-    done = crucial.Barrier(parties, key=f"{run}/done")
-    rng = random.Random(index)
-    start = time.perf_counter()
-    left = points
-    while left:
-        n = min(batch, left)
-        inside = sum(1 for _ in range(n) if rng.random() ** 2 + rng.random() ** 2 <= 1.0)
-        hits.increment(inside)
-        left -= n
-    stats.report(index, points, time.perf_counter() - start)
-    done.wait(timeout=600)  # everyone has added their hits past this point
-    return index, 4.0 * hits.tally() / (points * parties)
+    def __call__(self) -> int:  # run(), lines 7-16
+        rand = random.Random(self.seed).random
+        count = 0
+        for _ in range(self.iterations):
+            x, y = rand(), rand()
+            if x * x + y * y <= 1.0:
+                count += 1
+        self.counter.add_and_get(count)  # line 15: one call to the DSO per thread
+        return count
 
 
-def main(argv: list[str] | None = None) -> None:
+@dataclass
+class Result:
+    estimate: float
+    counter: int  # the shared counter at the end
+    counts: list[int]  # what each cloud thread added
+    threads: int
+    points: int  # in all
+    seconds: float
+
+
+def with_threads(tasks: list[PiEstimator], backend: str | None) -> list[int]:
+    """Listing 1, lines 19-24: fork-join with cloud threads."""
+    threads = [crucial.CloudThread(target=task, backend=backend) for task in tasks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return [t.result() for t in threads]  # re-raises a thread's exception, if any
+
+
+def with_executor(tasks: list[PiEstimator], backend: str | None) -> list[int]:
+    """Listing 2: the same fork-join through the serverless executor."""
+    with crucial.ServerlessExecutor(backend) as se:
+        return [f.result() for f in se.invoke_all(tasks)]
+
+
+def main(argv: list[str] | None = None) -> Result:
     parser = argparse.ArgumentParser(prog="python -m crucial.examples.montecarlo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", type=int, default=4, help="worker processes (default 4)")
-    parser.add_argument("--points", type=int, default=1_000_000, help="points per worker (default 1e6)")
-    parser.add_argument("--batch", type=int, default=100_000, help="points per shared-counter update")
+    parser.add_argument(
+        "--mode",
+        choices=("threads", "executor"),
+        default="threads",
+        help="Listing 1 (CloudThread, the default) or Listing 2 (ServerlessExecutor.invoke_all)",
+    )
+    parser.add_argument("--threads", type=int, default=4, help="cloud threads (default 4)")
+    parser.add_argument("--points", type=int, default=1_000_000, help="points per cloud thread (default 1e6)")
+    parser.add_argument("--backend", default=None, help="compute backend: local (default), inline, lithops")
+    parser.add_argument("--seed", type=int, default=0, help="thread i draws from random.Random(seed + i)")
     args = parser.parse_args(argv)
-    if args.workers < 1 or args.points < 1 or args.batch < 1:
-        parser.error("--workers, --points and --batch must be positive")
+    if args.threads < 1 or args.points < 1:
+        parser.error("--threads and --points must be positive")
 
-    run = f"montecarlo-{time.time_ns()}"
-    client = crucial.connect()  # CRUCIAL_DSO if set, else an embedded node
-    print(f"DSO nodes: {', '.join(client.nodes)}")
+    counter = crucial.AtomicInt(0, key=f"montecarlo-{uuid.uuid4().hex}/counter")
+    counter.get()  # the first call creates it (and starts the embedded node if none is configured)
+    print(f"DSO nodes: {os.environ.get('CRUCIAL_DSO', '(from the configuration file)')}")
+    tasks = [PiEstimator(counter, args.points, args.seed + i) for i in range(args.threads)]
     start = time.perf_counter()
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(args.workers) as pool:
-        results = pool.starmap(worker, [(i, args.points, args.batch, run, args.workers) for i in range(args.workers)])
+    run = with_threads if args.mode == "threads" else with_executor
+    counts = run(tasks, args.backend)
     elapsed = time.perf_counter() - start
-    estimates = {est for _, est in results}
-    summary = RunStats.attach(f"{run}/stats").summary()
-    total = int(summary["points"])
-    print(f"pi ~= {estimates.pop():.6f} from {total:,} points by {int(summary['workers'])} processes")
-    print(f"every worker read the same tally after the barrier: {not estimates}")
-    print(f"{total / elapsed:,.0f} points/s ({elapsed:.2f} s wall, slowest worker {summary['max_seconds']:.2f} s)")
-    crucial.Counter.attach(f"{run}/hits").delete()
-    RunStats.attach(f"{run}/stats").delete()
-    crucial.Barrier.attach(f"{run}/done").delete()
+    total = args.threads * args.points
+    hits = counter.get()
+    output = 4.0 * hits / total  # line 25
+    counter.delete()
+
+    what = "cloud threads" if args.mode == "threads" else "functions of ServerlessExecutor.invoke_all"
+    print(f"pi ~= {output:.6f} from {total:,} points by {args.threads} {what}")
+    print(f"the shared counter holds the sum of the threads' counts: {hits == sum(counts)}")
+    print(f"{total / elapsed:,.0f} points/s ({elapsed:.2f} s wall)")
+    return Result(output, hits, counts, args.threads, total, elapsed)
 
 
 if __name__ == "__main__":
