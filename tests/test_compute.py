@@ -584,3 +584,39 @@ def test_inline_backend_honours_the_timeout(dso, key) -> None:
 def test_unknown_start_method_is_a_config_error() -> None:
     with pytest.raises(crucial.ConfigError, match="start_method"):
         LocalBackend(start_method="nope")
+
+
+SCRIPT_WITH_SHARED_CLASS = """
+import crucial
+
+@crucial.shared
+class Box:
+    def __init__(self):
+        self.v = 0
+    def set(self, v):
+        self.v = v
+    def get(self):
+        return self.v
+
+box = Box(key="box")
+
+def work():
+    box.set(41)
+
+if __name__ == "__main__":
+    t = crucial.CloudThread(target=work)
+    t.start()
+    t.result(60)
+    print("box", box.get())
+"""
+
+
+def test_script_function_holding_a_shared_proxy(tmp_path) -> None:
+    # the task ships __main__ by value, and so does the proxy's class inside it: nested
+    # by-value pickling once deadlocked start() on its own lock
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT_WITH_SHARED_CLASS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("box 41")

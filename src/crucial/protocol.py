@@ -185,7 +185,8 @@ def ships_by_value(obj: Any) -> bool:
 
 
 _STDLIB = sysconfig.get_paths()["stdlib"]
-_by_value_lock = threading.Lock()
+_by_value_lock = threading.RLock()  # re-entrant: pickling a proxy may ship its class inside a task
+_by_value_refs: dict[str, int] = {}
 
 
 @contextmanager
@@ -195,7 +196,9 @@ def by_value(objs: Iterable[Any]) -> Iterator[None]:
     cloudpickle pickles functions of importable modules by reference; a node
     (or a cloud function) cannot import the user's local modules, so their
     code must travel -- the ``ModuleNotFoundError`` users of other systems
-    meet.  cloudpickle's switch is per module and global, hence the lock.
+    meet.  cloudpickle's switch is per module and global: hence the lock,
+    and a count per module so nested uses (a task holding a proxy whose
+    class ships by value) undo only what they did.
     """
     modules = {sys.modules[o.__module__] for o in objs if ships_by_value(o) and o.__module__ in sys.modules}
     if not modules:
@@ -203,12 +206,19 @@ def by_value(objs: Iterable[Any]) -> Iterator[None]:
         return
     with _by_value_lock:
         for m in modules:
-            cloudpickle.register_pickle_by_value(m)
+            n = _by_value_refs.get(m.__name__, 0)
+            if n == 0:
+                cloudpickle.register_pickle_by_value(m)
+            _by_value_refs[m.__name__] = n + 1
         try:
             yield
         finally:
             for m in modules:
-                cloudpickle.unregister_pickle_by_value(m)
+                n = _by_value_refs.pop(m.__name__) - 1
+                if n:
+                    _by_value_refs[m.__name__] = n
+                else:
+                    cloudpickle.unregister_pickle_by_value(m)
 
 
 def _code_objects(values: Iterable[Any]) -> list[Any]:

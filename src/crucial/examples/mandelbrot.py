@@ -111,8 +111,4 @@ def main(argv: list[str] | None = None) -> list[list[int]]:
 
 
 if __name__ == "__main__":
-    # Run the installed module's main, not this __main__ copy: its functions and its
-    # @shared class then travel by reference, as they would from any installed package.
-    from crucial.examples import mandelbrot
-
-    mandelbrot.main()
+    main()
