@@ -429,17 +429,15 @@ def test_negative_idle_timeout_is_refused():
 
 
 def test_zero_idle_timeout_does_not_spin(new_backend, monkeypatch: pytest.MonkeyPatch):
-    from crucial.compute import local
-
     polls = itertools.count()
-
-    def counted_wait(*args: Any, **kwargs: Any) -> Any:
-        next(polls)
-        return real_wait(*args, **kwargs)
-
-    real_wait = local.wait
-    monkeypatch.setattr(local, "wait", counted_wait)  # the monitor thread's poll
     backend = new_backend(idle_timeout=0)
+    real_select = backend._sel.select
+
+    def counted_select(*args: Any, **kwargs: Any) -> Any:
+        next(polls)
+        return real_select(*args, **kwargs)
+
+    monkeypatch.setattr(backend._sel, "select", counted_select)  # the monitor thread's poll
     assert _started(CloudThread(target=add, args=(1,), backend=backend)).result(WAIT) == 1
     eventually(lambda: backend.size == 0, WAIT, "the worker reaped at once")
     before = next(polls)
@@ -620,3 +618,14 @@ def test_script_function_holding_a_shared_proxy(tmp_path) -> None:
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("box 41")
+
+
+def test_a_missing_main_guard_is_named_in_the_error(dso1, tmp_path: Path) -> None:
+    # the documented limitation above must at least say what is wrong
+    script = tmp_path / "unguarded.py"
+    script.write_text("import crucial\n\nt = crucial.CloudThread(target=abs, args=(-1,))\nt.start()\nprint(t.result(60))\n")
+    env = {**os.environ, **dso1.env_vars()}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "WorkerDiedError" in done.stderr
+    assert '__name__ == "__main__"' in done.stderr

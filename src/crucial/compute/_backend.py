@@ -11,6 +11,7 @@ code, failed.  Backends are imported by name, only when chosen.
 from __future__ import annotations
 
 import importlib
+import os
 import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import Future
@@ -50,14 +51,28 @@ _lock = threading.Lock()
 _shared: dict[tuple[str, str], Backend] = {}
 
 
+def _default_name() -> str:
+    """The configured backend; the file is read once per process (start() is a hot path)."""
+    global _configured
+    env = os.environ.get("CRUCIAL_BACKEND")
+    if env:
+        return env
+    if _configured is None:
+        from ..config import load_config
+
+        _configured = load_config().backend
+    return _configured
+
+
+_configured: str | None = None
+
+
 def get_backend(name: str | Backend | None = None, **options: Any) -> Backend:
     """The process-wide backend called ``name`` (default: the configured one, else ``local``)."""
     if isinstance(name, Backend):
         return name
     if name is None:
-        from ..config import load_config
-
-        name = load_config().backend
+        name = _default_name()
     target = BACKENDS.get(name)
     if target is None:
         raise ConfigError(f"unknown compute backend {name!r}; known backends: {', '.join(sorted(BACKENDS))}")
