@@ -37,7 +37,7 @@ class Config:
     call_timeout: float | None = None
     #: largest frame either side accepts, in bytes.
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-    #: idle connections kept per node by the synchronous client.
+    #: idle connections per node the thread client keeps beyond each thread's own one.
     pool_size: int = 16
     #: times a call is retried after its connection was lost (safe: call ids).
     retries: int = 2
