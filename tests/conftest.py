@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from crucial.client import _default
+from crucial.compute.local import LocalBackend
 from crucial.testing import LocalCluster
 
 
@@ -31,15 +33,40 @@ def any_cluster(request: pytest.FixtureRequest) -> LocalCluster:
     return request.getfixturevalue("cluster" if request.param == "one_node" else "cluster3")
 
 
+def _as_default(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
+    for k, v in cluster.env_vars().items():
+        monkeypatch.setenv(k, v)
+    client = _default.connect(cluster.dso)
+    yield cluster
+    _default.reset_clients()
+    client.close()
+
+
 @pytest.fixture
 def dso(any_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
     """Make ``any_cluster`` the default for proxies created in this test."""
-    for k, v in any_cluster.env_vars().items():
-        monkeypatch.setenv(k, v)
-    client = _default.connect(any_cluster.dso)
-    yield any_cluster
-    _default.reset_clients()
-    client.close()
+    yield from _as_default(any_cluster, monkeypatch)
+
+
+@pytest.fixture
+def dso1(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
+    """The one-node cluster as this test's default (``dso`` runs on one and three nodes)."""
+    yield from _as_default(cluster, monkeypatch)
+
+
+@pytest.fixture
+def new_backend() -> Iterator[Callable[..., LocalBackend]]:
+    """Private local backends (to count invocations, or to break); closed after the test."""
+    made: list[LocalBackend] = []
+
+    def make(**options: Any) -> LocalBackend:
+        backend = LocalBackend(**options)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.close()
 
 
 @pytest.fixture

@@ -16,49 +16,20 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import crucial
-from crucial.client import _default
 from crucial.compute import CloudThread, Retry, get_backend
 from crucial.compute.local import LocalBackend
-from crucial.testing import LocalCluster
 from crucial.testing.faults import blackhole, closed_port, eventually
 
 WAIT = 30.0  # the longest any function or join waits: a broken test fails, it does not hang
 
 
 # -- fixtures ----------------------------------------------------------------------
-
-
-@pytest.fixture
-def dso1(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
-    """The one-node cluster as this test's default (``dso`` runs on one and three nodes)."""
-    for k, v in cluster.env_vars().items():
-        monkeypatch.setenv(k, v)
-    client = _default.connect(cluster.dso)
-    yield cluster
-    _default.reset_clients()
-    client.close()
-
-
-@pytest.fixture
-def new_backend() -> Iterator[Callable[..., LocalBackend]]:
-    """Private local backends for fault tests (the shared one stays undisturbed); closed after."""
-    made: list[LocalBackend] = []
-
-    def make(**options: Any) -> LocalBackend:
-        backend = LocalBackend(**options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
 
 
 # -- functions shipped to the workers -------------------------------------------------

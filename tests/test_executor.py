@@ -7,45 +7,15 @@ import concurrent.futures as cf
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 import crucial
-from crucial.client import _default
 from crucial.compute import Retry, ServerlessExecutor
-from crucial.compute.local import LocalBackend
-from crucial.testing import LocalCluster
 from crucial.testing.faults import eventually
 
 WAIT = 30.0  # the longest any function or result waits: a broken test fails, it does not hang
-
-
-@pytest.fixture
-def dso1(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
-    """The one-node cluster as this test's default (``dso`` runs on one and three nodes)."""
-    for k, v in cluster.env_vars().items():
-        monkeypatch.setenv(k, v)
-    client = _default.connect(cluster.dso)
-    yield cluster
-    _default.reset_clients()
-    client.close()
-
-
-@pytest.fixture
-def new_backend() -> Iterator[Callable[..., LocalBackend]]:
-    """Private local backends (to count invocations, or to break); closed after the test."""
-    made: list[LocalBackend] = []
-
-    def make(**options: Any) -> LocalBackend:
-        backend = LocalBackend(**options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.close()
 
 
 # -- functions shipped to the workers -------------------------------------------------

@@ -14,7 +14,6 @@ from concurrent.futures import as_completed
 import pytest
 
 import crucial
-from crucial.client import _default
 from crucial.compute import CloudThread, Retry, ServerlessExecutor, get_backend
 from crucial.exceptions import RemoteTraceback
 from crucial.testing import LocalCluster
@@ -35,17 +34,6 @@ def backend() -> Iterator[LithopsBackend]:
     b = LithopsBackend(LOCALHOST, max_workers=16)
     yield b
     b.close()
-
-
-@pytest.fixture
-def dso1(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
-    """The session's one-node cluster as this test's default."""
-    for k, v in cluster.env_vars().items():
-        monkeypatch.setenv(k, v)
-    client = _default.connect(cluster.dso)
-    yield cluster
-    _default.reset_clients()
-    client.close()
 
 
 # -- what the cloud functions do (shipped by value: tests are not importable there) --
