@@ -65,6 +65,32 @@ def server(
     sys.exit(code)
 
 
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def ipc(args: tuple[str, ...]) -> None:
+    """Run one IPC verb: crucial ipc VERB -n NAME OPERATION [-1 X ...].
+
+    VERB is counter, barrier, latch, rdv, map, treemap or list (`crucial ipc
+    map -h` for its usage).  Reads stdin when it is piped and the operation
+    takes it (put-all, merge-all without -1).  Inside `sshell` (where
+    CRUCIAL_IPC_PORT is set) the call goes to the executor's verb server.
+    """
+    from .shell import ipc as _ipc
+
+    stdin = sys.stdin.read() if _ipc.wants_stdin(args) and not sys.stdin.isatty() else None
+    code, out, err = _ipc.run_here_or_served(args, stdin)
+    if out:
+        sys.stdout.write(out)
+        sys.stdout.flush()
+    if err:
+        sys.stderr.write(err)
+        sys.stderr.flush()
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None, prog_name: str = "crucial") -> None:
     cli.main(args=argv, prog_name=prog_name)
 
