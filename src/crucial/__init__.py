@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .client import AsyncClient, Client, connect
+from .client import Client, connect
 from .config import Config, load_config
 from .exceptions import *  # noqa: F403
 from .exceptions import __all__ as _exc_all
@@ -27,6 +27,7 @@ from .objects.synchronization import *  # noqa: F403
 from .objects.synchronization import __all__ as _sync_all
 
 if TYPE_CHECKING:  # imported lazily at run time, see __getattr__ below
+    from .client import AsyncClient
     from .compute import CloudThread, Retry, ServerlessExecutor
 
 __version__ = "0.1.0"
@@ -56,9 +57,14 @@ _COMPUTE = {"CloudThread", "Retry", "ServerlessExecutor"}
 
 
 def __getattr__(name: str) -> object:
-    """The compute tier is imported on first use: programs that only share objects never load it."""
+    """The compute tier and asyncio are imported on first use: a program that only
+    shares objects, or a shell verb, does not pay for them."""
     if name in _COMPUTE:
         from . import compute
 
         return getattr(compute, name)
+    if name == "AsyncClient":
+        from .client import AsyncClient
+
+        return AsyncClient
     raise AttributeError(f"module 'crucial' has no attribute {name!r}")

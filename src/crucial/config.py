@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
@@ -91,12 +89,15 @@ def load_config(**overrides: Any) -> Config:
     """Build the effective configuration (see the module docstring for the order)."""
     values: dict[str, Any] = {}
     path_s = os.environ.get("CRUCIAL_CONFIG")
-    path = Path(path_s) if path_s else Path.home() / ".config" / "crucial" / "config.toml"
-    if path_s and not path.is_file():
+    path = path_s or os.path.join(os.path.expanduser("~"), ".config", "crucial", "config.toml")
+    if path_s and not os.path.isfile(path):
         raise ConfigError(f"CRUCIAL_CONFIG names {path_s!r}, which is not a file")
-    if path.is_file():
+    if os.path.isfile(path):
+        import tomllib  # only when there is a file to read
+
         try:
-            data = tomllib.loads(path.read_text())
+            with open(path, encoding="utf-8") as f:
+                data = tomllib.loads(f.read())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
         data = data.get("crucial", data)

@@ -33,8 +33,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-import cloudpickle
-
 from .exceptions import FrameTooLargeError, ProtocolError, SerializationError
 
 __all__ = [
@@ -134,6 +132,14 @@ class FrameDecoder:
 _PLAIN = frozenset({bytes, str, int, float, bool, type(None), bytearray, complex})
 
 
+def _cloudpickle() -> Any:
+    """cloudpickle, imported when first needed: plain data never needs it (a shell verb
+    starts faster without it)."""
+    import cloudpickle
+
+    return cloudpickle
+
+
 def _plain(obj: Any, depth: int = 0) -> bool:
     """True for data made only of builtin scalars and containers.
 
@@ -163,7 +169,7 @@ def dumps(obj: Any, what: str = "value") -> bytes:
     try:
         if _plain(obj):
             return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return _cloudpickle().dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # pickling raises many types: normalise them here, once
         raise SerializationError(f"{what} cannot be pickled: {exc}") from exc
 
@@ -208,7 +214,7 @@ def by_value(objs: Iterable[Any]) -> Iterator[None]:
         for m in modules:
             n = _by_value_refs.get(m.__name__, 0)
             if n == 0:
-                cloudpickle.register_pickle_by_value(m)
+                _cloudpickle().register_pickle_by_value(m)
             _by_value_refs[m.__name__] = n + 1
         try:
             yield
@@ -218,7 +224,7 @@ def by_value(objs: Iterable[Any]) -> Iterator[None]:
                 if n:
                     _by_value_refs[m.__name__] = n
                 else:
-                    cloudpickle.unregister_pickle_by_value(m)
+                    _cloudpickle().unregister_pickle_by_value(m)
 
 
 def _code_objects(values: Iterable[Any]) -> list[Any]:
@@ -278,7 +284,7 @@ def encode_call(call: CallRequest) -> bytes:
         if call.create is not None:
             code += _code_objects(call.create[0]) + _code_objects(call.create[1].values())
         with by_value(code):
-            return cloudpickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+            return _cloudpickle().dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # the message is built only when it is needed: this is the hot path
         what = f"arguments of {call.type_name}.{call.method} (key {call.key!r})"
         raise SerializationError(f"{what} cannot be pickled: {exc}") from exc

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import atexit
 import os
-import secrets
-import subprocess
 import sys
 import threading
+from typing import Any
 
 from ..config import Config, load_config
 from ..exceptions import ConnectError
@@ -26,13 +25,16 @@ __all__ = ["connect", "default_client", "get_client", "reset_clients", "start_em
 _lock = threading.RLock()
 _clients: dict[tuple[str, ...], Client] = {}
 _default: Client | None = None
-_embedded: subprocess.Popen[str] | None = None
+_embedded: Any = None  # the embedded node's subprocess.Popen
 _embedded_pid = 0
 
 
 def start_embedded(nodes: int = 1, timeout: float = 30.0) -> tuple[tuple[str, ...], str]:
     """Start a local node (or ``nodes`` nodes) as a child process; return (addresses, token)."""
     global _embedded, _embedded_pid
+    import secrets
+    import subprocess
+
     token = secrets.token_hex(16)
     env = dict(os.environ, CRUCIAL_TOKEN=token)
     env.pop("CRUCIAL_DSO", None)
@@ -65,6 +67,8 @@ def stop_embedded() -> None:
     proc, _embedded = _embedded, None
     if proc is None or os.getpid() != _embedded_pid:
         return
+    import subprocess
+
     try:
         assert proc.stdin is not None
         proc.stdin.close()  # the node exits when its stdin closes

@@ -27,8 +27,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
-from sortedcontainers import SortedDict as _SortedDict
-
 from ._monitor import wait_until, waits
 from ._proxy import Proxy
 
@@ -511,6 +509,8 @@ class SortedDictState(DictState):
 
     def __init__(self, data: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None = None) -> None:
         try:
+            from sortedcontainers import SortedDict as _SortedDict  # on the node, when first used
+
             self.data = _SortedDict(data or {})
         except TypeError as exc:
             raise TypeError(f"SortedDict keys must be hashable and mutually comparable: {exc}") from None
