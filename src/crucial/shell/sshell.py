@@ -1,0 +1,600 @@
+"""``sshell``: run a shell command as one cloud function and stream its output back.
+
+::
+
+    client: sshell CMD                     DSO node                     worker (one cloud thread)
+    ──────────────────                     ────────                     ─────────────────────────
+    find the DSO (--dso, CRUCIAL_DSO,
+      else this user's persistent node)
+    Queue "sshell/<id>/out" ─────────────► created
+    CloudThread(_execute).start() ───────────────────────────────────► run_shell("bash -c CMD")
+    q.get(timeout) ◄─── (1|2, chunk) ◄──── put, while bash runs ◄──── stdout/stderr callbacks
+      └► write to fd 1 / fd 2
+    q.get() ◄────────── (0, status, stats) ◄──────────────────────────── bash exited
+    exit(status)
+
+The output travels through a bounded DSO queue, so the client writes each
+chunk as soon as the command prints it (``get`` blocks on the node: no
+polling) and a slow reader slows the command down instead of filling memory.
+The exit status is the command's: 127 for a missing command, 128+N for a
+signal, as bash reports them.  sshell's own failures use the codes of
+``timeout(1)`` and ``env(1)``: 124 when ``--timeout`` expires, 125 when the
+DSO or the backend fails, 2 for bad usage.
+
+With no DSO configured (``--dso``, ``CRUCIAL_DSO`` or the config file) sshell
+uses a *persistent per-user node* it starts on first use (``crucial server``
+on 127.0.0.1, detached, with a random token) and records in
+``~/.cache/crucial/dso``: every ``sshell`` of this user, and every command
+they run, then share one DSO, as ``xargs -P`` pipelines need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import multiprocessing
+import os
+import pwd
+import queue
+import resource
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["Job", "main", "user_node", "stop_user_node"]
+
+#: sshell's own failures (as timeout(1) and env(1) use them)
+EXIT_TIMEOUT = 124
+EXIT_FAILURE = 125
+
+#: chunks the output queue holds before the command waits for the client
+QUEUE_CHUNKS = 256
+#: how long the function waits for a client that stopped reading before it drops the output
+STALLED_CLIENT = 60.0
+#: the client checks its invocation is alive this often while no output arrives
+LIVENESS = 0.5
+#: seconds a --timeout invocation gets past its deadline to report before the backend kills it
+GRACE = 10.0
+
+
+# --------------------------------------------------------------------------- the function
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one invocation runs; travels to the worker by pickle."""
+
+    id: str
+    command: str  # the bash command, or the script's name (its $0) when a script is given
+    script: str | None = None  # a script's text, run by bash with its lines intact
+    env: dict[str, str] = field(default_factory=dict)
+    shared_dir: str | None = None
+    timeout: float | None = None
+    stream: bool = True  # False for --async: the output is dropped
+    forked: bool = False  # the worker was forked by the sshell client (local backend): die with it
+
+    @property
+    def queue_key(self) -> str:
+        return f"sshell/{self.id}/out"
+
+
+def _execute(job: Job) -> int:
+    """The cloud function: run the command, push its output to the job's queue, return its status."""
+    from ..objects.containers import Queue
+    from .ipc import run_shell
+
+    if job.forked:
+        _die_with_parent()
+    out = Queue(QUEUE_CHUNKS, key=job.queue_key) if job.stream else None
+    stalled = threading.Event()
+
+    def sink(fd: int) -> Callable[[bytes], None]:
+        def push(chunk: bytes) -> None:
+            if out is None or stalled.is_set() or not chunk:
+                return
+            try:
+                out.put((fd, chunk), timeout=STALLED_CLIENT)
+            except queue.Full:  # the client went away: run on, output dropped
+                stalled.set()
+
+        return push
+
+    env = dict(job.env)
+    env.setdefault("SSHELL_ID", job.id)
+    for name in ("CRUCIAL_DSO", "CRUCIAL_TOKEN"):  # a command's own crucial programs reach the same DSO
+        if name in os.environ:
+            env.setdefault(name, os.environ[name])
+    if job.shared_dir:
+        os.makedirs(job.shared_dir, exist_ok=True)
+        env.setdefault("SSHELL_SHARED", job.shared_dir)
+    timer = None
+    timed_out = threading.Event()
+    if job.timeout is not None:
+
+        def expire() -> None:
+            timed_out.set()
+            _kill_descendants()
+
+        timer = threading.Timer(job.timeout, expire)
+        timer.daemon = True
+        timer.start()
+    start = time.perf_counter()
+    try:
+        status = run_shell(job.command, env=env, script=job.script, stdout=sink(1), stderr=sink(2))
+    finally:
+        if timer is not None:
+            timer.cancel()
+    stats = {
+        "duration_ms": (time.perf_counter() - start) * 1000,
+        "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "command_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+        "timed_out": timed_out.is_set(),
+    }
+    if out is not None and not stalled.is_set():
+        with contextlib.suppress(queue.Full):
+            out.put((0, status, stats), timeout=STALLED_CLIENT)
+    return status
+
+
+def _die_with_parent() -> None:
+    """Tie this forked worker, and the command under it, to the sshell that forked it.
+
+    When sshell dies (Ctrl-C, kill, a closed terminal) Linux sends this
+    worker SIGTERM (``PR_SET_PDEATHSIG``), and SIGTERM or SIGINT here kill the
+    command's process tree before the worker exits: nothing lingers.  The
+    handlers also make bash start with SIGINT at its default (the pool's
+    workers ignore it, and an ignored signal stays ignored across exec).
+    """
+
+    def end(signum: int, frame: Any) -> None:
+        _kill_descendants()
+        os._exit(128 + signum)
+
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, end)
+    signal.signal(signal.SIGINT, end)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent or parent == 1:  # it died before the request took effect
+        end(signal.SIGTERM, None)
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process below this one (the command's whole tree), walking /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])  # the name may hold spaces and parentheses
+        children.setdefault(ppid, []).append(int(entry))
+    todo, found = [os.getpid()], []
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    for pid in found:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------- finding the DSO
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "crucial"
+
+
+def _read_node_file(path: Path) -> dict[str, str]:
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def _reachable(address: str, timeout: float = 2.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _alive(info: dict[str, str]) -> bool:
+    dso = info.get("CRUCIAL_DSO", "")
+    return bool(dso) and all(_reachable(a) for a in dso.split(","))
+
+
+def user_node(start: bool = True, timeout: float = 30.0) -> tuple[str, str] | None:
+    """This user's persistent DSO node as ``(address, token)``, started detached if it is not running.
+
+    The node is recorded in ``~/.cache/crucial/dso`` (``$XDG_CACHE_HOME``
+    honoured; mode 0600, since it holds the token); a file lock makes sure
+    that fifty sshells starting at once start one node, not fifty.
+    """
+    path = _cache_dir() / "dso"
+    info = _read_node_file(path)
+    if _alive(info):
+        return info["CRUCIAL_DSO"], info.get("CRUCIAL_TOKEN", "")
+    if not start:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path.parent / "dso.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        info = _read_node_file(path)  # another sshell may have started it while we waited
+        if _alive(info):
+            return info["CRUCIAL_DSO"], info.get("CRUCIAL_TOKEN", "")
+        token = secrets.token_hex(16)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+        env["CRUCIAL_TOKEN"] = token
+        with open(path.parent / "dso.log", "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "crucial.server", "--host", "127.0.0.1", "--port", "0"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                env=env,
+                start_new_session=True,  # outlives this sshell and its terminal
+                cwd="/",
+            )
+        assert proc.stdout is not None
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            line = proc.stdout.readline().decode()
+        finally:
+            timer.cancel()
+            proc.stdout.close()  # a single node prints nothing after its address
+        if not line.startswith("CRUCIAL_DSO="):
+            raise click.ClickException(f"the per-user DSO node did not start; see {path.parent / 'dso.log'}")
+        address = line.strip().split("=", 1)[1]
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"CRUCIAL_DSO={address}\nCRUCIAL_TOKEN={token}\nPID={proc.pid}\n")
+        os.replace(tmp, path)
+        return address, token
+
+
+def stop_user_node() -> bool:
+    """Stop this user's persistent node; ``True`` if one was running."""
+    path = _cache_dir() / "dso"
+    info = _read_node_file(path)
+    with contextlib.suppress(OSError):
+        path.unlink()
+    pid = int(info.get("PID", "0") or 0)
+    if pid and _alive(info):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+            return True
+    return False
+
+
+def _resolve_dso(dso: str | None) -> tuple[tuple[str, ...], str | None, str]:
+    """(addresses, token, where they came from)."""
+    from ..config import load_config
+
+    config = load_config()
+    if dso:
+        return tuple(a.strip() for a in dso.split(",") if a.strip()), config.token, "--dso"
+    if config.dso:
+        return config.dso, config.token, "CRUCIAL_DSO" if os.environ.get("CRUCIAL_DSO") else "the config file"
+    node = user_node()
+    assert node is not None
+    return (node[0],), node[1] or None, f"the per-user node ({_cache_dir() / 'dso'})"
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class _Failure(Exception):
+    """sshell itself failed: print the message, exit with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+@contextlib.contextmanager
+def _dso_errors(dso: tuple[str, ...], origin: str) -> Iterator[None]:
+    from ..exceptions import AuthenticationError, ConnectError, CrucialError
+
+    try:
+        yield
+    except (ConnectError, OSError) as exc:
+        hint = "start one with `crucial server` and export the CRUCIAL_DSO it prints"
+        if origin.startswith("the per-user"):
+            hint = "run `sshell --stop-dso` and try again"
+        raise _Failure(f"cannot reach the DSO at {','.join(dso)} (from {origin}): {exc}; {hint}") from exc
+    except AuthenticationError as exc:
+        raise _Failure(f"the DSO at {','.join(dso)} refused the token (set CRUCIAL_TOKEN): {exc}") from exc
+    except CrucialError as exc:
+        raise _Failure(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _connect(dso: tuple[str, ...], token: str | None, origin: str) -> None:
+    import crucial
+
+    with _dso_errors(dso, origin):
+        crucial.connect(dso, token=token, connect_timeout=5.0).ping()
+
+
+def _run(job: Job, backend: str | None, timeout: float | None, debug: bool, dso: tuple[str, ...], origin: str) -> int:
+    """Invoke the job and stream its output; the command's exit status."""
+    from ..exceptions import InvocationTimeoutError
+    from ..objects.containers import Queue
+
+    started = time.perf_counter()
+    with _dso_errors(dso, origin):
+        out = Queue(QUEUE_CHUNKS, key=job.queue_key, force_new=True) if job.stream else None
+    if debug:
+        _write(2, f"RequestId: {job.id}\n".encode())
+    thread = _start(job, backend, timeout, dso, origin)
+    if out is None:
+        return 0
+    status: int | None = None
+    stats: dict[str, Any] = {}
+    try:
+        with _dso_errors(dso, origin):
+            while status is None:
+                try:
+                    item = out.get(timeout=LIVENESS)
+                except queue.Empty:
+                    if thread.is_alive():
+                        continue
+                    if out.qsize():  # it ended while we waited: its last items are there
+                        continue
+                    exc = thread.exception()
+                    if isinstance(exc, InvocationTimeoutError):
+                        raise _Failure(f"the command ran past --timeout {timeout:g} s", EXIT_TIMEOUT) from exc
+                    if exc is not None:
+                        raise _Failure(f"the invocation failed: {type(exc).__name__}: {exc}") from exc
+                    raise _Failure("the invocation ended without reporting its exit status")
+                if item[0] == 0:
+                    status, stats = item[1], item[2]
+                else:
+                    try:
+                        _write(item[0], item[1])
+                    except BrokenPipeError:  # our reader went away (`sshell seq 1 1e9 | head`)
+                        return 128 + signal.SIGPIPE
+    finally:
+        if out is not None:
+            with contextlib.suppress(Exception):
+                out.delete()
+    if stats.get("timed_out"):
+        _write(2, f"sshell: the command ran past --timeout {timeout:g} s and was killed\n".encode())
+        status = EXIT_TIMEOUT
+    if debug:
+        total = (time.perf_counter() - started) * 1000
+        rss, cmd_rss = stats.get("rss_kb", 0) / 1024, stats.get("command_rss_kb", 0) / 1024
+        _write(
+            2,
+            f"Duration: {stats.get('duration_ms', 0):.0f} ms Memory Used: {rss + cmd_rss:.0f} MB "
+            f"(worker {rss:.0f} MB, command {cmd_rss:.0f} MB; {total:.0f} ms end to end)\n".encode(),
+        )
+    return status
+
+
+def _fire_and_forget(
+    job: Job, backend: str | None, timeout: float | None, dso: tuple[str, ...], token: str | None, origin: str
+) -> int:
+    """``--async``: a detached child invokes and waits; we exit once it says the invocation started.
+
+    The waiter is needed on the local backend, whose workers are children of
+    the invoking process; it owns no terminal and holds none of our streams,
+    so ``parallel`` and ``$(...)`` return at once.
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid:  # the parent: report what the child says (one line: the worker inherits the pipe)
+        os.close(w)
+        with os.fdopen(r, "rb") as pipe:
+            answer = pipe.readline().rstrip(b"\n")
+        if answer == b"ok":
+            click.echo(job.id)
+            return 0
+        raise _Failure(answer.decode(errors="replace") or "the detached invoker died before invoking")
+    os.close(r)
+    code = 0
+    try:
+        os.setsid()
+        null = os.open(os.devnull, os.O_RDWR)  # before any worker exists: none may hold the caller's streams
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        _connect(dso, token, origin)
+        thread = _start(job, backend, timeout, dso, origin)
+        os.write(w, b"ok\n")
+        os.close(w)
+        thread.join()
+        for child in multiprocessing.active_children():  # the idle worker would wait for work forever
+            child.kill()
+    except _Failure as exc:
+        os.write(w, str(exc).replace("\n", " ").encode() + b"\n")
+        code = exc.code
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.write(w, f"{type(exc).__name__}: {exc}".replace("\n", " ").encode() + b"\n")
+        code = EXIT_FAILURE
+    finally:
+        os._exit(code)
+
+
+def _backend(name: str | None) -> Any:
+    """The backend to use; ``local`` forks its one worker from this process.
+
+    A forked worker starts warm without a fork server's fresh interpreter: it
+    halves the CPU an ``sshell`` costs, which is what ``xargs -P 50`` pays for.
+    """
+    from ..compute import get_backend
+    from ..compute._backend import _default_name
+
+    name = name or _default_name()
+    if name == "local":
+        return get_backend("local", start_method="fork", max_workers=1, idle_timeout=0)
+    return get_backend(name)
+
+
+def _start(job: Job, backend: str | None, timeout: float | None, dso: tuple[str, ...], origin: str) -> Any:
+    from ..compute import CloudThread
+
+    chosen = _backend(backend)
+    if chosen.name == "local":
+        job = dataclasses.replace(job, forked=True)
+    deadline = None if timeout is None else timeout + GRACE
+    thread = CloudThread(_execute, (job,), name=f"sshell-{job.id}", backend=chosen, timeout=deadline)
+    try:
+        with _dso_errors(dso, origin):
+            thread.start()
+    except _Failure:
+        raise
+    except Exception as exc:
+        raise _Failure(f"could not invoke the command on the {backend or 'configured'} backend: {exc}") from exc
+    return thread
+
+
+def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE with a shell variable name", param_hint="-e/--env")
+        env[name] = value
+    return env
+
+
+def _backend_names() -> list[str]:
+    from ..compute._backend import BACKENDS
+
+    return sorted(BACKENDS)
+
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+@click.command(context_settings=CONTEXT | {"allow_interspersed_args": False})
+@click.option(
+    "--async", "async_", is_flag=True, help="Fire and forget: print the invocation id and exit 0; the output is dropped."
+)
+@click.option(
+    "-f",
+    "--file",
+    "script",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    help="Run this bash script (its text is sent, lines intact) instead of CMD.",
+)
+@click.option(
+    "--backend", type=click.Choice(_backend_names()), default=None, help="Compute backend [default: configured, else local]."
+)
+@click.option(
+    "--dso", default=None, metavar="ADDR", help="DSO node(s) host:port[,...] [default: CRUCIAL_DSO, else the per-user node]."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Kill the command after this long (exit 124).",
+)
+@click.option(
+    "-e", "--env", "env", multiple=True, metavar="KEY=VALUE", help="Set a variable in the command's environment (repeatable)."
+)
+@click.option(
+    "--shared-dir",
+    envvar="CRUCIAL_SHARED_DIR",
+    default=None,
+    metavar="DIR",
+    help="Directory every invocation sees as $SSHELL_SHARED, created if missing "
+    "[env: CRUCIAL_SHARED_DIR; default: /tmp/crucial-shared-$USER].",
+)
+@click.option("--debug", is_flag=True, help="Print the invocation id, duration and memory used to stderr.")
+@click.option("--stop-dso", is_flag=True, help="Stop this user's persistent DSO node (started by sshell) and exit.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def sshell(
+    async_: bool,
+    script: Path | None,
+    backend: str | None,
+    dso: str | None,
+    timeout: float | None,
+    env: tuple[str, ...],
+    shared_dir: str | None,
+    debug: bool,
+    stop_dso: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run a shell command (or -f FILE) as a cloud function; its output and exit status are the command's.
+
+    CMD's words are joined with spaces and run by `bash -c`, as ssh does:
+    quote what the local shell must not expand (sshell 'echo $HOSTNAME').
+    """
+    if stop_dso:
+        click.echo("stopped" if stop_user_node() else "no per-user DSO node was running")
+        return
+    if script is not None and command:
+        raise click.UsageError("give either -f FILE or CMD, not both")
+    if script is None and not command:
+        raise click.UsageError("missing CMD (or -f FILE)")
+    variables = _parse_env(env)
+    if script is not None:
+        try:
+            text = script.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.BadParameter(f"cannot read {script}: {exc}", param_hint="-f/--file") from exc
+    user = os.environ.get("USER") or pwd.getpwuid(os.getuid()).pw_name
+    job = Job(
+        id=uuid.uuid4().hex,
+        command=str(script) if script is not None else " ".join(command),  # a script's $0 is its name
+        script=text if script is not None else None,
+        env=variables,
+        shared_dir=shared_dir or f"/tmp/crucial-shared-{user}",
+        timeout=timeout,
+        stream=not async_,
+    )
+    try:
+        addresses, token, origin = _resolve_dso(dso)
+        if async_:
+            sys.exit(_fire_and_forget(job, backend, timeout, addresses, token, origin))
+        _connect(addresses, token, origin)
+        code = _run(job, backend, timeout, debug, addresses, origin)
+    except _Failure as exc:
+        click.echo(f"sshell: {exc}", err=True)
+        sys.exit(exc.code)
+    except KeyboardInterrupt:
+        sys.exit(128 + signal.SIGINT)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    sshell.main(args=argv, prog_name="sshell")
+
+
+if __name__ == "__main__":
+    main()
