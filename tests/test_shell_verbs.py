@@ -536,3 +536,14 @@ def test_dso_down(monkeypatch: pytest.MonkeyPatch) -> None:
             assert r.err.count("\n") == 1
     finally:
         _default.reset_clients()
+
+
+def test_every_verb_can_delete_its_object(dso, key) -> None:
+    assert run_verb(["counter", "-n", key, "increment"]).out == "1\n"
+    assert run_verb(["counter", "-n", key, "delete"]) == VerbResult(0, "true\n", "")
+    assert run_verb(["counter", "-n", key, "delete"]) == VerbResult(0, "false\n", "")
+    assert run_verb(["counter", "-n", key, "tally"]).out == "0\n"  # a new counter: the old one is gone
+    assert run_verb(["map", "-n", key, "put", "-1", "a", "-2", "1"]).code == 0
+    assert run_verb(["map", "-n", key, "delete"]).out == "true\n"
+    assert run_verb(["map", "-n", key, "size"]).out == "0\n"
+    assert run_verb(["barrier", "-n", key, "-p", "2", "delete"]).out == "false\n"  # never created

@@ -29,6 +29,7 @@ from ..exceptions import (
     ObjectCreationError,
     ObjectNotFoundError,
 )
+from ..objects._proxy import Proxy
 from ..objects.atomics import Counter
 from ..objects.containers import MERGE_FUNCTIONS, Dict, List, SortedDict
 from ..objects.synchronization import Barrier, CountDownLatch, SharedFuture
@@ -83,6 +84,7 @@ _MAP_OPS: dict[str, _OpSpec] = {
     "values": (),
     "items": (),
     "clear": (),
+    "delete": (),
     "put-all": (_Operand("-1", _ITEMS, "KEY=VALUE", required=False),),
     "merge": (_K1, _V2, _Operand("-3", _FN, "FN", required=False, default="sum")),
     "merge-all": (_Operand("-1", _ITEMS, "KEY=VALUE", required=False), _Operand("-2", _FN, "FN", required=False, default="sum")),
@@ -102,10 +104,10 @@ _STEP = _Operand("-1", _INT, "X", required=False, default=1)
 
 #: verb -> (its own options: flag -> (kind, metavar)), operations
 _GRAMMAR: dict[str, tuple[dict[str, tuple[str, str]], dict[str, _OpSpec]]] = {
-    "counter": ({"-c": (_INT, "INIT")}, {"increment": (_STEP,), "decrement": (_STEP,), "tally": (), "reset": ()}),
-    "barrier": ({"-p": ("pos", "PARTIES")}, {"await": (), "reset": ()}),
-    "latch": ({"-c": (_NAT, "COUNT")}, {"count-down": (), "await": (), "count": ()}),
-    "rdv": ({}, {"put": (_Operand("-1", _RAW, "VALUE"),), "get": ()}),
+    "counter": ({"-c": (_INT, "INIT")}, {"increment": (_STEP,), "decrement": (_STEP,), "tally": (), "reset": (), "delete": ()}),
+    "barrier": ({"-p": ("pos", "PARTIES")}, {"await": (), "reset": (), "delete": ()}),
+    "latch": ({"-c": (_NAT, "COUNT")}, {"count-down": (), "await": (), "count": (), "delete": ()}),
+    "rdv": ({}, {"put": (_Operand("-1", _RAW, "VALUE"),), "get": (), "delete": ()}),
     "map": ({}, _MAP_OPS),
     "treemap": ({}, _TREEMAP_OPS),
     "list": (
@@ -121,6 +123,7 @@ _GRAMMAR: dict[str, tuple[dict[str, tuple[str, str]], dict[str, _OpSpec]]] = {
             "slice": (_Operand("-1", _INT, "I"), _Operand("-2", _INT, "J")),
             "all": (),
             "clear": (),
+            "delete": (),
         },
     ),
 }
@@ -546,6 +549,17 @@ _RUN: dict[str, Callable[[Command, Any], str]] = {
 }
 
 
+#: the shared type behind each verb (for ``delete``)
+_TYPES: dict[str, type[Proxy]] = {
+    "counter": Counter,
+    "barrier": Barrier,
+    "latch": CountDownLatch,
+    "rdv": SharedFuture,
+    "map": Dict,
+    "treemap": SortedDict,
+    "list": List,
+}
+
 _OBJECT_PREFIX = re.compile(r"^[A-Za-z]\w* '[^']*': ")
 
 
@@ -571,6 +585,8 @@ def execute(command: Command, stdin: str | None = None) -> VerbResult:
             return VerbResult(2, "", f"{c.verb}: {exc}\n")
     where = f"{c.verb} {c.name}"
     try:
+        if c.op == "delete":  # every verb: remove the object (prints whether it existed)
+            return VerbResult(0, _line(_TYPES[c.verb].attach(c.name).delete()), "")
         return VerbResult(0, _RUN[c.verb](c, items), "")
     except _Failed as exc:
         return VerbResult(1, "", f"{where}: {exc}\n")
