@@ -96,7 +96,7 @@ def _execute(job: Job) -> int:
     from .ipc import run_shell
 
     if job.forked:
-        _die_with_parent()
+        die_with_parent()
     out = Queue(QUEUE_CHUNKS, key=job.queue_key) if job.stream else None
     stalled = threading.Event()
 
@@ -111,6 +111,20 @@ def _execute(job: Job) -> int:
 
         return push
 
+    env = job_env(job)
+    timed_out = threading.Event()
+    start = time.perf_counter()
+    with deadline(job.timeout, timed_out):
+        status = run_shell(job.command, env=env, script=job.script, stdout=sink(1), stderr=sink(2))
+    stats = run_stats(start, timed_out)
+    if out is not None and not stalled.is_set():
+        with contextlib.suppress(queue.Full):
+            out.put((0, status, stats), timeout=STALLED_CLIENT)
+    return status
+
+
+def job_env(job: Job) -> dict[str, str]:
+    """The variables the command gets besides the worker's own: ``-e``, ``SSHELL_*``, the DSO's address."""
     env = dict(job.env)
     env.setdefault("SSHELL_ID", job.id)
     for name in ("CRUCIAL_DSO", "CRUCIAL_TOKEN"):  # a command's own crucial programs reach the same DSO
@@ -119,36 +133,40 @@ def _execute(job: Job) -> int:
     if job.shared_dir:
         os.makedirs(job.shared_dir, exist_ok=True)
         env.setdefault("SSHELL_SHARED", job.shared_dir)
-    timer = None
-    timed_out = threading.Event()
-    if job.timeout is not None:
+    return env
 
-        def expire() -> None:
-            timed_out.set()
-            _kill_descendants()
 
-        timer = threading.Timer(job.timeout, expire)
-        timer.daemon = True
-        timer.start()
-    start = time.perf_counter()
+@contextlib.contextmanager
+def deadline(timeout: float | None, timed_out: threading.Event) -> Iterator[None]:
+    """Kill this process's descendants (the command's tree) if the block runs past ``timeout`` seconds."""
+    if timeout is None:
+        yield
+        return
+
+    def expire() -> None:
+        timed_out.set()
+        kill_descendants()
+
+    timer = threading.Timer(timeout, expire)
+    timer.daemon = True
+    timer.start()
     try:
-        status = run_shell(job.command, env=env, script=job.script, stdout=sink(1), stderr=sink(2))
+        yield
     finally:
-        if timer is not None:
-            timer.cancel()
-    stats = {
+        timer.cancel()
+
+
+def run_stats(start: float, timed_out: threading.Event) -> dict[str, Any]:
+    """What ``--debug`` reports about an invocation that started at ``start`` (``perf_counter``)."""
+    return {
         "duration_ms": (time.perf_counter() - start) * 1000,
         "rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
         "command_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         "timed_out": timed_out.is_set(),
     }
-    if out is not None and not stalled.is_set():
-        with contextlib.suppress(queue.Full):
-            out.put((0, status, stats), timeout=STALLED_CLIENT)
-    return status
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Tie this forked worker, and the command under it, to the sshell that forked it.
 
     When sshell dies (Ctrl-C, kill, a closed terminal) Linux sends this
@@ -159,7 +177,7 @@ def _die_with_parent() -> None:
     """
 
     def end(signum: int, frame: Any) -> None:
-        _kill_descendants()
+        kill_descendants()
         os._exit(128 + signum)
 
     parent = os.getppid()
@@ -175,7 +193,7 @@ def _die_with_parent() -> None:
         end(signal.SIGTERM, None)
 
 
-def _kill_descendants() -> None:
+def kill_descendants() -> None:
     """SIGKILL every process below this one (the command's whole tree), walking /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -448,7 +466,7 @@ def _fire_and_forget(
         os._exit(code)
 
 
-def _backend(name: str | None) -> Any:
+def _backend(name: str | None, workers: int = 1) -> Any:
     """The backend to use; ``local`` forks its one worker from this process.
 
     A forked worker starts warm without a fork server's fresh interpreter: it
@@ -459,18 +477,28 @@ def _backend(name: str | None) -> Any:
 
     name = name or _default_name()
     if name == "local":
-        return get_backend("local", start_method="fork", max_workers=1, idle_timeout=0)
+        return get_backend("local", start_method="fork", max_workers=workers, idle_timeout=0)
     return get_backend(name)
 
 
-def _start(job: Job, backend: str | None, timeout: float | None, dso: tuple[str, ...], origin: str) -> Any:
+def _start(
+    job: Job,
+    backend: str | None,
+    timeout: float | None,
+    dso: tuple[str, ...],
+    origin: str,
+    function: Callable[[Any], int] = _execute,
+    make_arg: Callable[[Job], Any] = lambda job: job,
+    workers: int = 1,
+) -> Any:
+    """Invoke ``function(make_arg(job))`` as a cloud thread (``_execute(job)`` by default)."""
     from ..compute import CloudThread
 
-    chosen = _backend(backend)
+    chosen = _backend(backend, workers)
     if chosen.name == "local":
         job = dataclasses.replace(job, forked=True)
-    deadline = None if timeout is None else timeout + GRACE
-    thread = CloudThread(_execute, (job,), name=f"sshell-{job.id}", backend=chosen, timeout=deadline)
+    limit = None if timeout is None else timeout + GRACE
+    thread = CloudThread(function, (make_arg(job),), name=f"sshell-{job.id}", backend=chosen, timeout=limit)
     try:
         with _dso_errors(dso, origin):
             thread.start()
@@ -536,6 +564,27 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
     "[env: CRUCIAL_SHARED_DIR; default: /tmp/crucial-shared-$USER].",
 )
 @click.option("--debug", is_flag=True, help="Print the invocation id, duration and memory used to stderr.")
+@click.option(
+    "--pipe",
+    is_flag=True,
+    help="CMD is a pipeline 'a | b | c': run each stage as its own invocation, stage linked to stage.",
+)
+@click.option(
+    "--pipe-via",
+    type=click.Choice(["tcp", "dir"]),
+    default="tcp",
+    show_default=True,
+    help="How --pipe stages are linked: TCP sockets met through a DSO rendezvous, or chunk files in $SSHELL_SHARED.",
+)
+@click.option(
+    "--pipe-host",
+    envvar="SSHELL_PIPE_HOST",
+    default=None,
+    metavar="HOST",
+    help="The address a --pipe stage listens at, as the other functions reach it "
+    "[env: SSHELL_PIPE_HOST; default: 127.0.0.1 on the local backend, else the address that routes to the DSO].",
+)
+@click.option("--pipefail", is_flag=True, help="With --pipe: exit with the last non-zero stage status (bash's pipefail).")
 @click.option("--stop-dso", is_flag=True, help="Stop this user's persistent DSO node (started by sshell) and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def sshell(
@@ -547,6 +596,10 @@ def sshell(
     env: tuple[str, ...],
     shared_dir: str | None,
     debug: bool,
+    pipe: bool,
+    pipe_via: str,
+    pipe_host: str | None,
+    pipefail: bool,
     stop_dso: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -563,6 +616,18 @@ def sshell(
     if script is None and not command:
         raise click.UsageError("missing CMD (or -f FILE)")
     variables = _parse_env(env)
+    stages: list[str] = []
+    if pipe:
+        from .pipes import PipeSyntaxError, split_pipeline
+
+        if script is not None or async_:
+            raise click.UsageError("--pipe takes CMD, and cannot be combined with -f or --async")
+        try:
+            stages = split_pipeline(" ".join(command))
+        except PipeSyntaxError as exc:
+            raise click.UsageError(f"--pipe: {exc}") from exc
+    elif pipefail or pipe_via != "tcp":
+        raise click.UsageError("--pipe-via and --pipefail go with --pipe")
     if script is not None:
         try:
             text = script.read_text()
@@ -583,7 +648,23 @@ def sshell(
         if async_:
             sys.exit(_fire_and_forget(job, backend, timeout, addresses, token, origin))
         _connect(addresses, token, origin)
-        code = _run(job, backend, timeout, debug, addresses, origin)
+        if pipe:
+            from .pipes import run_pipe
+
+            code = run_pipe(
+                stages,
+                job,
+                backend=backend,
+                timeout=timeout,
+                debug=debug,
+                dso=addresses,
+                origin=origin,
+                via=pipe_via,
+                host=pipe_host,
+                pipefail=pipefail,
+            )
+        else:
+            code = _run(job, backend, timeout, debug, addresses, origin)
     except _Failure as exc:
         click.echo(f"sshell: {exc}", err=True)
         sys.exit(exc.code)
