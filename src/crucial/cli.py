@@ -1,98 +1,41 @@
-"""The ``crucial`` command.  Commands parse options and call the library."""
+"""The ``crucial`` command: a fast path for shell verbs, click for the rest.
+
+``crucial ipc VERB …`` is what shell scripts call once per verb, so it skips
+click and exits without interpreter teardown: a client-side verb call is
+mostly Python start-up, and every millisecond of it counts.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 
-import click
-
-from .exceptions import CrucialError
-
-__all__ = ["main"]
+__all__ = ["main", "run_ipc"]
 
 
-@click.group()
-@click.version_option(package_name="crucial")
-def cli() -> None:
-    """crucial: stateful serverless computing with distributed shared objects."""
+def run_ipc(args: list[str]) -> int:
+    """Run one verb (here, or through the invocation's verb server) and print its output."""
+    from .shell import ipc
 
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind. Off loopback a token is required.")
-@click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port to bind (0: any free port).")
-@click.option(
-    "--nodes", default=1, show_default=True, type=click.IntRange(1, 256), help="Node processes to start (one per core)."
-)
-@click.option("--token", envvar="CRUCIAL_TOKEN", default=None, help="Shared secret clients must present [env: CRUCIAL_TOKEN].")
-@click.option(
-    "--max-frame-size",
-    default=64 * 1024 * 1024,
-    show_default=True,
-    type=click.IntRange(1024),
-    help="Largest frame accepted, in bytes.",
-)
-@click.option(
-    "--advertise",
-    default=None,
-    help="Host name or address to give clients and functions (default: the bound host; this machine's name for 0.0.0.0).",
-)
-@click.option("--watch-stdin", is_flag=True, help="Exit when standard input closes (for embedded nodes).")
-@click.option("--child", is_flag=True, hidden=True)
-def server(
-    host: str,
-    port: int,
-    nodes: int,
-    token: str | None,
-    max_frame_size: int,
-    advertise: str | None,
-    watch_stdin: bool,
-    child: bool,
-) -> None:
-    """Run DSO node(s) until SIGINT/SIGTERM.
-
-    Prints one line, CRUCIAL_DSO=HOST:PORT[,HOST:PORT...], that clients can
-    use as their CRUCIAL_DSO setting.
-    """
-    from .server import ServerOptions, run_nodes
-
-    if nodes > 1 and port:
-        raise click.BadParameter("with --nodes > 1 each node takes a free port; leave --port at 0", param_hint="--port")
-    opts = ServerOptions(host, port, nodes, token, max_frame_size, watch_stdin, child, advertise)
-    try:
-        code = run_nodes(opts)
-    except CrucialError as exc:
-        raise click.ClickException(str(exc)) from exc
-    sys.exit(code)
-
-
-@cli.command(
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False},
-    add_help_option=False,
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def ipc(args: tuple[str, ...]) -> None:
-    """Run one IPC verb: crucial ipc VERB -n NAME OPERATION [-1 X ...].
-
-    VERB is counter, barrier, latch, rdv, map, treemap or list (`crucial ipc
-    map -h` for its usage).  Reads stdin when it is piped and the operation
-    takes it (put-all, merge-all without -1).  Inside `sshell` (where
-    CRUCIAL_IPC_PORT is set) the call goes to the executor's verb server.
-    """
-    from .shell import ipc as _ipc
-
-    stdin = sys.stdin.read() if _ipc.wants_stdin(args) and not sys.stdin.isatty() else None
-    code, out, err = _ipc.run_here_or_served(args, stdin)
+    stdin = sys.stdin.read() if ipc.wants_stdin(args) and not sys.stdin.isatty() else None
+    code, out, err = ipc.run_here_or_served(args, stdin)
     if out:
         sys.stdout.write(out)
-        sys.stdout.flush()
     if err:
         sys.stderr.write(err)
-        sys.stderr.flush()
-    sys.exit(code)
+    return code
 
 
 def main(argv: list[str] | None = None, prog_name: str = "crucial") -> None:
-    cli.main(args=argv, prog_name=prog_name)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["ipc"] and argv is None:
+        code = run_ipc(args[1:])
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # nothing to tear down: the connection dies with the process
+    from ._commands import cli
+
+    cli.main(args=args, prog_name=prog_name)
 
 
 if __name__ == "__main__":
