@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -52,6 +53,16 @@ def dso(any_cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def dso1(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalCluster]:
     """The one-node cluster as this test's default (``dso`` runs on one and three nodes)."""
     yield from _as_default(cluster, monkeypatch)
+
+
+@pytest.fixture
+def sshell_env(cluster: LocalCluster, tmp_path: Path) -> dict[str, str]:
+    """The environment of an sshell pointed at the session's node, with a private cache and shared dir."""
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("CRUCIAL_", "SSHELL_"))}
+    e.update(cluster.env_vars())
+    e["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # a stray per-user node would land here, not in ~
+    e["CRUCIAL_SHARED_DIR"] = str(tmp_path / "shared")
+    return e
 
 
 @pytest.fixture

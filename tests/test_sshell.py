@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,26 +28,13 @@ PY = shlex.quote(sys.executable)
 
 
 @pytest.fixture
-def env(cluster: LocalCluster, tmp_path: Path) -> dict[str, str]:
-    """The environment of an sshell pointed at the session's node, with a private cache and shared dir."""
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("CRUCIAL_", "SSHELL_"))}
-    e.update(cluster.env_vars())
-    e["XDG_CACHE_HOME"] = str(tmp_path / "cache")  # a stray per-user node would land here, not in ~
-    e["CRUCIAL_SHARED_DIR"] = str(tmp_path / "shared")
-    return e
+def env(sshell_env: dict[str, str]) -> dict[str, str]:
+    return sshell_env
 
 
 @pytest.fixture
-def client(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Make the session's node the default of this test process (for Event, Counter...)."""
-    for k, v in cluster.env_vars().items():
-        monkeypatch.setenv(k, v)
-    from crucial.client import _default
-
-    c = _default.connect(cluster.dso)
-    yield
-    _default.reset_clients()
-    c.close()
+def client(dso1: LocalCluster) -> None:
+    """The session's node as this test process's default (for Event, Counter...)."""
 
 
 def sshell(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[bytes]:

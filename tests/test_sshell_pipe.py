@@ -8,12 +8,10 @@ pipeline goes through DSO objects, never sleeps.
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,24 +26,13 @@ PY = shlex.quote(sys.executable)
 
 
 @pytest.fixture
-def env(cluster: LocalCluster, tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("CRUCIAL_", "SSHELL_"))}
-    e.update(cluster.env_vars())
-    e["XDG_CACHE_HOME"] = str(tmp_path / "cache")
-    e["CRUCIAL_SHARED_DIR"] = str(tmp_path / "shared")
-    return e
+def env(sshell_env: dict[str, str]) -> dict[str, str]:
+    return sshell_env
 
 
 @pytest.fixture
-def client(cluster: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for k, v in cluster.env_vars().items():
-        monkeypatch.setenv(k, v)
-    from crucial.client import _default
-
-    c = _default.connect(cluster.dso)
-    yield
-    _default.reset_clients()
-    c.close()
+def client(dso1: LocalCluster) -> None:
+    """The session's node as this test process's default (for Event, Counter...)."""
 
 
 @pytest.fixture(params=["tcp", "dir"])
