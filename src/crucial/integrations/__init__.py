@@ -1,0 +1,1 @@
+"""Integrations of crucial with other libraries (joblib)."""
