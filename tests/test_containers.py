@@ -23,37 +23,9 @@ from crucial.objects.containers import (
     SetState,
     SortedDictState,
 )
+from crucial.testing.faults import eventually, run_threads
 
 JOIN = 30  # seconds: every thread join and blocking call is bounded
-
-
-def run_threads(targets: list[Callable[[], Any]]) -> list[BaseException]:
-    """Run ``targets`` in threads, join them (bounded) and return what they raised."""
-    errors: list[BaseException] = []
-
-    def wrap(fn: Callable[[], Any]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                fn()
-            except BaseException as exc:
-                errors.append(exc)
-
-        return run
-
-    threads = [threading.Thread(target=wrap(fn), daemon=True) for fn in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(JOIN)
-        assert not t.is_alive(), "thread did not finish"
-    return errors
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = JOIN) -> None:
-    """Poll a node-side observation (no sleep) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
 
 
 def test_registry_has_every_container() -> None:
@@ -570,7 +542,7 @@ def test_queue_blocked_consumer_woken_by_producer(dso: Any, key: str) -> None:
     got: list[Any] = []
     consumer = threading.Thread(target=lambda: got.append(q.get(timeout=JOIN)), daemon=True)
     consumer.start()
-    wait_for(lambda: q.statistics()["getters_waiting"] == 1)  # it is parked on the node
+    eventually(lambda: q.statistics()["getters_waiting"] == 1)  # it is parked on the node
     assert got == []
     producer = threading.Thread(target=lambda: q.put({"job": 1}), daemon=True)
     producer.start()
@@ -612,7 +584,7 @@ def test_queue_blocked_producer_woken_by_consumer(dso: Any, key: str) -> None:
 
     t = threading.Thread(target=produce, daemon=True)
     t.start()
-    wait_for(lambda: q.statistics()["putters_waiting"] == 1)
+    eventually(lambda: q.statistics()["putters_waiting"] == 1)
     assert not done.is_set()
     assert q.get() == "first"
     assert done.wait(JOIN)
@@ -696,7 +668,7 @@ def test_deleting_a_queue_wakes_its_waiter(dso: Any, key: str) -> None:
 
     t = threading.Thread(target=consume, daemon=True)
     t.start()
-    wait_for(lambda: q.statistics()["getters_waiting"] == 1)
+    eventually(lambda: q.statistics()["getters_waiting"] == 1)
     assert q.delete() is True
     t.join(JOIN)
     assert len(raised) == 1 and isinstance(raised[0], ObjectNotFoundError)

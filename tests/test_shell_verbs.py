@@ -13,7 +13,7 @@ import pytest
 from crucial.client import _default
 from crucial.config import load_config
 from crucial.shell.verbs import ALIASES, VERBS, Command, UsageError, VerbResult, coerce, parse, parse_pairs, run_verb, usage
-from crucial.testing import LocalCluster
+from crucial.testing import LocalCluster, faults
 
 # --------------------------------------------------------------------------- parsing (no server)
 
@@ -285,24 +285,7 @@ def test_counter_concurrent(dso: LocalCluster, key: str) -> None:
 
 
 def run_threads(targets: list[Callable[[], Any]], timeout: float = 10.0) -> None:
-    errors: list[BaseException] = []
-
-    def wrap(fn: Callable[[], Any]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                fn()
-            except BaseException as exc:
-                errors.append(exc)
-
-        return run
-
-    threads = [threading.Thread(target=wrap(t), daemon=True) for t in targets]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + timeout
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
-    assert not any(t.is_alive() for t in threads), "a verb call did not return"
+    errors = faults.run_threads(targets, timeout)
     if errors:
         raise errors[0]
 

@@ -40,6 +40,7 @@ __all__ = [
     "blackhole",
     "closed_port",
     "eventually",
+    "run_threads",
     "garbage",
     "kill_process",
     "oversized_header",
@@ -275,3 +276,30 @@ def eventually(pred: Callable[[], bool], timeout: float = 20.0, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} did not hold within {timeout} s")
         pause.wait(0.005)
+
+
+def run_threads(targets: list[Callable[[], Any]], timeout: float = 30.0) -> list[BaseException]:
+    """Run each target in a thread, join them all within ``timeout`` and return what they raised.
+
+    A thread still running at the deadline fails the test: a blocked call is a
+    bug to see, never a hang.
+    """
+    errors: list[BaseException] = []
+
+    def wrap(fn: Callable[[], Any]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:
+                errors.append(exc)
+
+        return run
+
+    threads = [threading.Thread(target=wrap(fn), daemon=True) for fn in targets]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), f"a thread did not finish within {timeout} s"
+    return errors
