@@ -44,6 +44,7 @@ __all__ = [
     "FrameDecoder",
     "Kind",
     "by_value",
+    "pickle_bytes",
     "decode_call",
     "decode_json",
     "dumps",
@@ -164,12 +165,24 @@ def _plain(obj: Any, depth: int = 0) -> bool:
     return False
 
 
-def dumps(obj: Any, what: str = "value") -> bytes:
-    """Pickle with cloudpickle (so lambdas and classes defined in ``__main__`` travel)."""
-    try:
-        if _plain(obj):
-            return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+def pickle_bytes(obj: Any, code: Iterable[Any] = ()) -> bytes:
+    """The one pickling policy of crucial; raises whatever pickling raises.
+
+    Plain data goes through :mod:`pickle` (the hot path); anything else
+    through cloudpickle, with the modules of the functions and classes among
+    ``code`` pickled by value when nodes and workers cannot import them.
+    ``code`` is only looked at when needed, so it may be a generator.
+    """
+    if _plain(obj):
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    with by_value(_code_objects(code)):
         return _cloudpickle().dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def dumps(obj: Any, what: str = "value", code: Iterable[Any] = ()) -> bytes:
+    """:func:`pickle_bytes`, with its failures turned into a SerializationError naming ``what``."""
+    try:
+        return pickle_bytes(obj, code)
     except Exception as exc:  # pickling raises many types: normalise them here, once
         raise SerializationError(f"{what} cannot be pickled: {exc}") from exc
 
@@ -274,20 +287,21 @@ class CallRequest(NamedTuple):
 
 
 def encode_call(call: CallRequest) -> bytes:
-    payload = tuple(call)
     try:
-        if _plain(payload):
-            return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-        code = _code_objects(call.args)
-        if call.kwargs:
-            code += _code_objects(call.kwargs.values())
-        if call.create is not None:
-            code += _code_objects(call.create[0]) + _code_objects(call.create[1].values())
-        with by_value(code):
-            return _cloudpickle().dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle_bytes(tuple(call), _call_code(call))
     except Exception as exc:  # the message is built only when it is needed: this is the hot path
         what = f"arguments of {call.type_name}.{call.method} (key {call.key!r})"
         raise SerializationError(f"{what} cannot be pickled: {exc}") from exc
+
+
+def _call_code(call: CallRequest) -> Iterator[Any]:
+    """What may carry code in a call: its arguments and its constructor arguments."""
+    yield from call.args
+    if call.kwargs:
+        yield from call.kwargs.values()
+    if call.create is not None:
+        yield from call.create[0]
+        yield from call.create[1].values()
 
 
 def decode_call(body: bytes) -> CallRequest:

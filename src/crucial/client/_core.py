@@ -178,5 +178,4 @@ def dumps_class(type_name: str, cls: type) -> bytes:
     Classes from installed distributions (site-packages, the stdlib, crucial
     itself) still travel by reference: nodes have those.
     """
-    with P.by_value((cls,)):
-        return P.dumps((type_name, cls), what=f"shared class {type_name}")
+    return P.dumps((type_name, cls), what=f"shared class {type_name}", code=(cls,))

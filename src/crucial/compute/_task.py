@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import pickle
 import traceback
-import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -46,18 +45,10 @@ def encode_task(
 ) -> bytes:
     """Pickle a call for a function: code by value where nodes/workers cannot import it."""
     what = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    code = [fn, type(fn), *args, *kwargs.values()]
     try:
-        with P.by_value([c for c in code if isinstance(c, (type, types.FunctionType))]):
-            return _cp_dumps(Task(fn, args, kwargs, dso, token))
+        return P.pickle_bytes(Task(fn, args, kwargs, dso, token), code=[fn, type(fn), *args, *kwargs.values()])
     except Exception as exc:
         raise SerializationError(f"cloud function {what!r} or its arguments cannot be pickled: {exc}") from exc
-
-
-def _cp_dumps(obj: Any) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def run_task(data: bytes, point: bool = True) -> bytes:
@@ -80,12 +71,12 @@ def run_task(data: bytes, point: bool = True) -> bytes:
     except BaseException as exc:  # the function's failure is its outcome
         outcome = Outcome(False, exc, traceback.format_exc())
     try:
-        return _cp_dumps(outcome)
+        return P.pickle_bytes(outcome)
     except Exception as exc:
         if outcome.ok:
             err: BaseException = SerializationError(f"the result of the cloud function cannot be pickled: {exc}")
-            return _cp_dumps(Outcome(False, err, ""))
-        return _cp_dumps(Outcome(False, RemoteError(type(outcome.value).__name__, str(outcome.value)), outcome.tb))
+            return P.pickle_bytes(Outcome(False, err, ""))
+        return P.pickle_bytes(Outcome(False, RemoteError(type(outcome.value).__name__, str(outcome.value)), outcome.tb))
 
 
 def _point_at(dso: tuple[str, ...], token: str | None) -> None:
