@@ -50,7 +50,20 @@ class TimerHandle(Protocol):
 class Invocation:
     """One call on one object, from submission to its result."""
 
-    __slots__ = ("args", "caller", "cell", "expired", "finished", "g", "kwargs", "method", "on_done", "pending_exc", "timer")
+    __slots__ = (
+        "args",
+        "caller",
+        "cell",
+        "expired",
+        "finished",
+        "fn",
+        "g",
+        "kwargs",
+        "method",
+        "on_done",
+        "pending_exc",
+        "timer",
+    )
 
     def __init__(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None, caller: Caller, on_done: Done) -> None:
         self.method = method
@@ -59,6 +72,7 @@ class Invocation:
         self.caller = caller
         self.on_done = on_done
         self.cell: Cell | None = None
+        self.fn: Callable[..., Any] | None = None  # the bound method, resolved once when submitted
         self.g: CallGreenlet | None = None
         self.timer: TimerHandle | None = None
         self.finished = False
@@ -165,17 +179,21 @@ class ObjectTable:
 
     def submit(self, cell: Cell, inv: Invocation) -> None:
         """Queue ``inv`` on ``cell`` and run what can run."""
-        fn = _resolve(cell, inv.method)
-        inv.cell = cell
+        inv.fn = _resolve(cell, inv.method)
         watch = getattr(cell.obj, "_crucial_client_gone", None)
         if watch is not None:
             self._watch.setdefault(inv.caller.client_id, set()).add(cell)
+        self._enqueue(cell, inv)
+
+    def _enqueue(self, cell: Cell, inv: Invocation) -> None:
+        """Run ``inv`` now if the object is free and nobody is ahead of it, else queue it."""
+        inv.cell = cell
         if cell.running or cell.held is not None or cell.queue:
             cell.queue.append(inv)
             if not cell.running and cell.held is None:
                 self._drain(cell)
             return
-        self._start(cell, inv, fn)
+        self._start(cell, inv)
         self._drain(cell)
 
     def cancel(self, inv: Invocation) -> None:
@@ -198,12 +216,8 @@ class ObjectTable:
             if not cell.alive:
                 continue
             inv = Invocation("_crucial_client_gone", (client_id,), None, Caller(client_id, 0), _ignore)
-            inv.cell = cell
-            if cell.running or cell.held is not None:
-                cell.queue.append(inv)
-            else:
-                self._start(cell, inv, cell.obj._crucial_client_gone)
-                self._drain(cell)
+            inv.fn = cell.obj._crucial_client_gone
+            self._enqueue(cell, inv)
 
     # -- the scheduler ----------------------------------------------------------
 
@@ -215,7 +229,9 @@ class ObjectTable:
             known = self._inline_ok[key] = cell.ref[0] in self._builtin and not getattr(fn, "_crucial_blocking", False)
         return known
 
-    def _start(self, cell: Cell, inv: Invocation, fn: Callable[..., Any]) -> None:
+    def _start(self, cell: Cell, inv: Invocation) -> None:
+        fn = inv.fn
+        assert fn is not None
         if self._inline(cell, inv.method, fn):
             cell.running = True
             inline.caller = inv.caller
@@ -310,12 +326,7 @@ class ObjectTable:
             inv = cell.queue.popleft()
             if inv.finished:
                 continue
-            try:
-                fn = _resolve(cell, inv.method) if inv.method != "_crucial_client_gone" else cell.obj._crucial_client_gone
-            except Exception as exc:
-                self._finish(inv, False, exc, "")
-                continue
-            self._start(cell, inv, fn)
+            self._start(cell, inv)
 
     def _wake(self, cell: Cell, inv: Invocation, value: bool) -> None:
         if inv.timer is not None:
