@@ -35,6 +35,7 @@ from ..exceptions import (
     UnknownTypeError,
 )
 from ..objects._monitor import Caller, CallGreenlet, Suspend, Wait, inline
+from ..objects._threadlike import adopt
 
 __all__ = ["Done", "Invocation", "ObjectTable", "TimerHandle"]
 
@@ -136,7 +137,7 @@ class ObjectTable:
         if cls is None:
             raise UnknownTypeError(f"unknown shared type {type_name!r} (key {key!r})", type_name, key)
         try:
-            obj = cls(*args, **kwargs)
+            obj = adopt(cls(*args, **kwargs))  # threading locks/conditions become node monitors
         except Exception as exc:
             raise ObjectCreationError(
                 f"creating {type_name} {key!r} failed: {type(exc).__name__}: {exc}", type_name, key
