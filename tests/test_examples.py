@@ -2,7 +2,9 @@
 
 montecarlo also runs end to end as ``python -m`` in a fresh process with
 nothing configured (embedded node, local backend); the others run through
-``main()`` against the ``dso`` fixture's cluster.
+``main()`` against the ``dso`` fixture's cluster.  The single-machine
+originals (crucial.examples.original) run too, and must compute what their
+ports compute: the same hits for the same seeds, the same pixels.
 """
 
 from __future__ import annotations
@@ -16,26 +18,64 @@ import subprocess
 import sys
 import zlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from crucial.examples import mandelbrot, montecarlo, wordcount
+from crucial.examples.original import mandelbrot as mandelbrot_original
+from crucial.examples.original import montecarlo as montecarlo_original
 from crucial.testing import LocalCluster
+
+
+@pytest.fixture
+def examples_dso(dso1: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> LocalCluster:
+    """The one-node cluster, and fresh proxies for the class attributes the examples share state through.
+
+    ``PiEstimator.hits`` and ``Mandelbrot.image`` are made at import time and
+    keep the client of their first call, which the ``dso1`` fixture closes
+    after each test: every test gets proxies of its own.  Warm workers import
+    the examples once and keep their proxies too, so these tests stay on the
+    one cluster, as a program does.
+    """
+    monkeypatch.setattr(montecarlo.PiEstimator, "hits", montecarlo.Counter(key="hits"))
+    monkeypatch.setattr(mandelbrot.Mandelbrot, "image", mandelbrot.MandelbrotImage(key="image"))
+    return dso1
+
 
 # -- montecarlo (Listings 1 and 2) ---------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["threads", "executor"])
-def test_montecarlo_estimates_pi(dso: LocalCluster, mode: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_montecarlo_estimates_pi(examples_dso: LocalCluster, mode: str, capsys: pytest.CaptureFixture[str]) -> None:
     result = montecarlo.main(["--mode", mode, "--threads", "3", "--points", "40000"])
     assert result.points == 120_000 and result.threads == 3 and len(result.counts) == 3
     assert result.counter == sum(result.counts)  # every thread added exactly its own count, once
     assert len(set(result.counts)) == 3  # distinct seeds, distinct streams
     assert abs(result.estimate - math.pi) < 0.05
     out = capsys.readouterr().out
-    assert f"pi ~= {result.estimate:.6f} from 120,000 points by 3 " in out
+    what = "threads" if mode == "threads" else "executor tasks"
+    assert f"pi ~= {result.estimate:.6f} from 120,000 points by 3 {what}\n" in out
     assert "shared counter holds the sum of the threads' counts: True" in out
     assert re.search(r"[\d,]+ points/s", out)
+
+
+@pytest.mark.parametrize("mode", ["threads", "executor"])
+def test_montecarlo_original_counts_what_the_port_counts(examples_dso: LocalCluster, mode: str) -> None:
+    args = ["--mode", mode, "--threads", "3", "--points", "20000", "--seed", "5"]
+    port, original = montecarlo.main(args), montecarlo_original.main(args)
+    assert sorted(port.counts) == sorted(original.counts) and len(port.counts) == 3
+    assert port.counter == original.counter == sum(original.counts)
+    assert port.estimate == original.estimate
+
+
+def test_montecarlo_starts_each_run_from_zero(examples_dso: LocalCluster) -> None:
+    # the counter is a class attribute: one DSO object (key "hits") for every run, emptied by take()
+    first = montecarlo.main(["--threads", "2", "--points", "10000"])
+    montecarlo.PiEstimator.hits.add(12345)  # as a crashed run would leave it
+    second = montecarlo.main(["--threads", "2", "--points", "10000"])
+    assert second.counter == first.counter and sorted(second.counts) == sorted(first.counts)
+    assert montecarlo.PiEstimator.hits.take() == (0, [])
 
 
 def run_module(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -55,24 +95,27 @@ def run_module(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[
 
 def test_montecarlo_as_a_module_with_nothing_configured(tmp_path: Path) -> None:
     out = run_module("montecarlo", "--threads", "2", "--points", "50000", cwd=tmp_path).stdout
-    match = re.search(r"pi ~= (\d\.\d{6}) from 100,000 points by 2 cloud threads", out)
+    match = re.search(r"pi ~= (\d\.\d{6}) from 100,000 points by 2 threads", out)
     assert match, out
-    assert abs(float(match.group(1)) - math.pi) < 0.05
-    assert re.search(r"^DSO nodes: 127\.0\.0\.1:\d+$", out, re.M), out
     assert "counts: True" in out
+    original = run_module("original.montecarlo", "--threads", "2", "--points", "50000", cwd=tmp_path).stdout
+    assert f"pi ~= {match.group(1)} from 100,000 points by 2 threads" in original, original
 
 
 def test_mandelbrot_and_wordcount_as_modules(tmp_path: Path) -> None:
     # as __main__, their functions (and the @shared image class) are pickled by value
     out = run_module("mandelbrot", "--rows", "12", "--cols", "20", "--workers", "3", "--out", "m.png", cwd=tmp_path).stdout
     assert "12 x 20 pixels" in out and (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run_module("original.mandelbrot", "--rows", "12", "--cols", "20", "--workers", "3", "--out", "o.png", cwd=tmp_path)
+    assert (tmp_path / "o.png").read_bytes() == (tmp_path / "m.png").read_bytes()
     out = run_module("wordcount", "--generate", "1000", "--tasks", "3", cwd=tmp_path).stdout
     assert "1,000 words" in out, out
 
 
-def test_montecarlo_rejects_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("program", [montecarlo, montecarlo_original], ids=["port", "original"])
+def test_montecarlo_rejects_bad_sizes(program: Any, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
-        montecarlo.main(["--threads", "0"])
+        program.main(["--threads", "0"])
     assert exc.value.code == 2
     assert "must be positive" in capsys.readouterr().err
 
@@ -80,7 +123,7 @@ def test_montecarlo_rejects_bad_sizes(capsys: pytest.CaptureFixture[str]) -> Non
 # -- mandelbrot (Listing 3) -------------------------------------------------------------------
 
 
-def test_mandelbrot_rows_match_a_sequential_run_and_the_png_is_valid(dso: LocalCluster, tmp_path: Path) -> None:
+def test_mandelbrot_rows_match_a_sequential_run_and_the_png_is_valid(examples_dso: LocalCluster, tmp_path: Path) -> None:
     rows, cols, iters = 23, 31, 40
     out = tmp_path / "m.png"
     pixels = mandelbrot.main(
@@ -106,6 +149,22 @@ def test_mandelbrot_rows_match_a_sequential_run_and_the_png_is_valid(dso: LocalC
     assert len(raw) == rows * (1 + 3 * cols)
     line = raw[(1 + 3 * cols) * 11 : (1 + 3 * cols) * 12]  # row 11, pixel by pixel
     assert line == b"\0" + b"".join(mandelbrot.colour(n, iters) for n in pixels[11])
+
+
+def test_mandelbrot_original_paints_what_the_port_paints(examples_dso: LocalCluster, tmp_path: Path) -> None:
+    args = ["--rows", "17", "--cols", "26", "--iters", "30", "--workers", "5"]
+    port = mandelbrot.main([*args, "--out", str(tmp_path / "port.png")])
+    original = mandelbrot_original.main([*args, "--out", str(tmp_path / "original.png")])
+    assert port == original and len(port) == 17 and len(port[0]) == 26
+    assert (tmp_path / "port.png").read_bytes() == (tmp_path / "original.png").read_bytes()
+
+
+def test_mandelbrot_starts_each_run_with_a_blank_image(examples_dso: LocalCluster, tmp_path: Path) -> None:
+    # the image is a class attribute: one DSO object (key "image") for every run, blanked by init()
+    big = mandelbrot.main(["--rows", "9", "--cols", "8", "--workers", "2", "--out", str(tmp_path / "a.png")])
+    small = mandelbrot.main(["--rows", "4", "--cols", "5", "--workers", "3", "--out", str(tmp_path / "b.png")])
+    assert len(big) == 9 and len(small) == 4 and len(small[0]) == 5
+    assert small == [mandelbrot.compute_row(r, 5, 4, 200) for r in range(4)]
 
 
 # -- wordcount (Listing 4) --------------------------------------------------------------------
@@ -152,7 +211,8 @@ def test_wordcount_generated_sample(dso: LocalCluster, capsys: pytest.CaptureFix
 
 
 def test_mandelbrot_image_refuses_a_bad_row_and_an_unfinished_image(dso: LocalCluster, key: str) -> None:
-    image = mandelbrot.MandelbrotImage(3, 4, key=key)
+    image = mandelbrot.MandelbrotImage(key=key)
+    image.init(3, 4)
     image.set_row(0, [1, 2, 3, 4])
     with pytest.raises(ValueError, match="row 1 has 2 values, not 4"):
         image.set_row(1, [1, 2])

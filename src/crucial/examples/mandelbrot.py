@@ -1,11 +1,19 @@
 """The Mandelbrot set, painted row by row into a shared image by a distributed parallel for.
 
-The seed's Listing 3: the image is a ``@crucial.shared`` object; a
-``ServerlessExecutor.parallel_for`` over the rows splits them statically over
-``--workers`` cloud functions, and each function computes one row at a time
-and stores it with one call, ``image.set_row(row, values)``, which runs on
-the DSO node that owns the image.  The driver then reads the image back and
-writes it as a PNG (encoded with zlib and struct: no imaging library).
+The seed's Listing 3: the image is a ``@crucial.shared`` object held by a DSO
+node; a ``crucial.ServerlessExecutor`` maps ``paint_row`` over the rows in
+blocks of ``rows / --workers`` rows, one cloud function per block (the
+seed's ``invokeIterativeTask``), and each call computes one row and stores it
+with one call, ``image.set_row(row, values)``, which runs on the node.  The
+driver then reads the image back and writes it as a PNG (encoded with zlib
+and struct: no imaging library).
+
+This is ``crucial.examples.original.mandelbrot`` (a ``ThreadPoolExecutor``)
+with three lines changed: ``import crucial``, ``@crucial.shared`` on the
+image class and ``crucial.ServerlessExecutor`` for ``ThreadPoolExecutor``.
+The image is a class attribute, so its key in the DSO is its name, ``image``
+(the seed's ``@Shared(key = "mandelbrotImage")``), and ``init`` starts each
+run with a blank one (the seed's ``image.init``).
 
     python -m crucial.examples.mandelbrot --rows 300 --cols 450 --workers 8 --out mandelbrot.png
 """
@@ -15,7 +23,6 @@ from __future__ import annotations
 import argparse
 import struct
 import time
-import uuid
 import zlib
 
 import crucial
@@ -23,13 +30,17 @@ import crucial
 
 @crucial.shared
 class MandelbrotImage:
-    """Listing 3, line 3: ``rows`` x ``cols`` escape-iteration counts, held by a DSO node."""
+    """``rows`` x ``cols`` escape-iteration counts, one row written at a time."""
 
-    def __init__(self, rows: int, cols: int) -> None:
+    def __init__(self) -> None:
+        self.init(0, 0)
+
+    def init(self, rows: int, cols: int) -> None:
+        """Start a blank image: the one image object outlives a run (``main`` may run again)."""
         self.cols = cols
         self.pixels: list[list[int] | None] = [None] * rows
 
-    def set_row(self, row: int, values: list[int]) -> None:  # setRowColor of line 10
+    def set_row(self, row: int, values: list[int]) -> None:
         if len(values) != self.cols:
             raise ValueError(f"row {row} has {len(values)} values, not {self.cols}")
         self.pixels[row] = list(values)
@@ -43,7 +54,7 @@ class MandelbrotImage:
 
 
 def compute_row(row: int, cols: int, rows: int, max_iters: int) -> list[int]:
-    """Listing 3, line 5: the iteration at which each pixel of ``row`` escaped (``max_iters``: never)."""
+    """The iteration at which each pixel of ``row`` escaped (``max_iters``: never)."""
     y = 1.2 - 2.4 * row / max(rows - 1, 1)
     out = []
     for col in range(cols):
@@ -55,6 +66,25 @@ def compute_row(row: int, cols: int, rows: int, max_iters: int) -> list[int]:
             n += 1
         out.append(n)
     return out
+
+
+class Mandelbrot:
+    """The program: its one piece of shared state is the image, a class attribute every worker paints into."""
+
+    image = MandelbrotImage()
+
+    def __init__(self, rows: int, cols: int, max_iters: int) -> None:
+        self.rows, self.cols, self.max_iters = rows, cols, max_iters
+
+    def paint_row(self, row: int) -> None:
+        self.image.set_row(row, compute_row(row, self.cols, self.rows, self.max_iters))
+
+    def compute(self, workers: int) -> list[list[int]]:
+        """A parallel for over the rows: ``workers`` at a time, each taking a block of ``chunksize`` rows."""
+        self.image.init(self.rows, self.cols)
+        with crucial.ServerlessExecutor(max_workers=workers) as ex:
+            list(ex.map(self.paint_row, range(self.rows), chunksize=-(-self.rows // workers)))
+        return self.image.to_list()
 
 
 def colour(n: int, max_iters: int) -> bytes:
@@ -77,36 +107,30 @@ def png(pixels: list[list[int]], max_iters: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
-def main(argv: list[str] | None = None) -> list[list[int]]:
-    parser = argparse.ArgumentParser(prog="python -m crucial.examples.mandelbrot", description=__doc__.split("\n\n")[0])
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=300, help="image height in pixels (default 300)")
     parser.add_argument("--cols", type=int, default=450, help="image width in pixels (default 450)")
     parser.add_argument("--iters", type=int, default=200, help="iterations before a pixel is deemed inside (default 200)")
-    parser.add_argument("--workers", type=int, default=8, help="cloud functions the rows are split over (default 8)")
+    parser.add_argument("--workers", type=int, default=8, help="workers the rows are split over (default 8)")
     parser.add_argument("--out", default="mandelbrot.png", help="PNG file to write (default mandelbrot.png)")
-    parser.add_argument("--backend", default=None, help="compute backend: local (default), inline, lithops")
     args = parser.parse_args(argv)
     if min(args.rows, args.cols, args.iters, args.workers) < 1:
         parser.error("--rows, --cols, --iters and --workers must be positive")
-    rows, cols, max_iters = args.rows, args.cols, args.iters
+    return args
 
-    image = MandelbrotImage(rows, cols, key=f"mandelbrot-{uuid.uuid4().hex}/image")  # line 8: init
 
-    def paint_row(row: int) -> None:  # the lambda of line 10; runs in a cloud function
-        image.set_row(row, compute_row(row, cols, rows, max_iters))
-
+def main(argv: list[str] | None = None) -> list[list[int]]:
+    args = parse(argv)
     start = time.perf_counter()
-    with crucial.ServerlessExecutor(args.backend) as se:  # lines 9-11
-        se.parallel_for(paint_row, 0, rows, workers=args.workers)
+    pixels = Mandelbrot(args.rows, args.cols, args.iters).compute(args.workers)
     elapsed = time.perf_counter() - start
-    pixels = image.to_list()
-    image.delete()
 
     with open(args.out, "wb") as f:
-        f.write(png(pixels, max_iters))
-    inside = sum(n >= max_iters for row in pixels for n in row)
-    print(f"{rows} x {cols} pixels ({inside:,} inside the set) by {args.workers} cloud functions in {elapsed:.2f} s")
-    print(f"{rows * cols / elapsed:,.0f} pixels/s; wrote {args.out}")
+        f.write(png(pixels, args.iters))
+    inside = sum(n >= args.iters for row in pixels for n in row)
+    print(f"{args.rows} x {args.cols} pixels ({inside:,} inside the set) by {args.workers} workers in {elapsed:.2f} s")
+    print(f"{args.rows * args.cols / elapsed:,.0f} pixels/s; wrote {args.out}")
     return pixels
 
 
