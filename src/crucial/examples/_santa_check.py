@@ -109,6 +109,8 @@ class _Replay:
             if full:
                 return f"the look said 'not full' but {self.joined[kind]} had joined"
             return None
+        if not full:
+            return f"Santa picked {tuple(members)}, a group of {len(self.joined[kind])} {kind}, not {self.size[kind]}"
         if tuple(members) != tuple(self.joined[kind]):
             return f"Santa picked {tuple(members)} but {tuple(self.joined[kind])} had joined"
         if kind == "elves" and not reindeer_first:
