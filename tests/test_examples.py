@@ -78,9 +78,10 @@ def test_montecarlo_starts_each_run_from_zero(examples_dso: LocalCluster) -> Non
     assert montecarlo.PiEstimator.hits.take() == (0, [])
 
 
-def run_module(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python -m crucial.examples.<name>`` in a fresh process with nothing configured."""
+def run_module(name: str, *args: str, cwd: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``python -m crucial.examples.<name>`` in a fresh process with nothing configured but ``CRUCIAL_<settings>``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+    env.update({f"CRUCIAL_{name.upper()}": value for name, value in settings.items()})
     proc = subprocess.run(
         [sys.executable, "-m", f"crucial.examples.{name}", *args],
         env=env,
@@ -100,6 +101,14 @@ def test_montecarlo_as_a_module_with_nothing_configured(tmp_path: Path) -> None:
     assert "counts: True" in out
     original = run_module("original.montecarlo", "--threads", "2", "--points", "50000", cwd=tmp_path).stdout
     assert f"pi ~= {match.group(1)} from 100,000 points by 2 threads" in original, original
+
+
+def test_montecarlo_takes_its_backend_from_the_environment(tmp_path: Path) -> None:
+    # no --backend flag (the original has none): CRUCIAL_BACKEND chooses, as for every crucial program
+    out = run_module("montecarlo", "--threads", "2", "--points", "1000", "--mode", "executor", cwd=tmp_path, backend="inline")
+    assert "by 2 executor tasks" in out.stdout and "counts: True" in out.stdout
+    with pytest.raises(AssertionError, match="unknown compute backend 'nope'; known backends: inline, lithops, local"):
+        run_module("montecarlo", "--threads", "1", "--points", "10", cwd=tmp_path, backend="nope")
 
 
 def test_mandelbrot_and_wordcount_as_modules(tmp_path: Path) -> None:
