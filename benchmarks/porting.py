@@ -131,7 +131,15 @@ def diff(name: str, examples: Path) -> str:
     """The SLOC of the pair as a unified diff (what ``changed_lines`` counted)."""
     original, port = paths(name, examples)
     a, b = sloc(original.read_text()), sloc(port.read_text())
-    return "\n".join(difflib.unified_diff(a, b, str(original), str(port), n=1, lineterm=""))
+    return "\n".join(difflib.unified_diff(a, b, _shown(original), _shown(port), n=1, lineterm=""))
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (shorter diff headers)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def missing_side(name: str, examples: Path) -> str:
