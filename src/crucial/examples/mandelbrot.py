@@ -71,7 +71,7 @@ def compute_row(row: int, cols: int, rows: int, max_iters: int) -> list[int]:
 class Mandelbrot:
     """The program: its one piece of shared state is the image, a class attribute every worker paints into."""
 
-    image = MandelbrotImage()
+    image = MandelbrotImage()  # a DSO object, keyed by the attribute's name: every cloud function paints the same one
 
     def __init__(self, rows: int, cols: int, max_iters: int) -> None:
         self.rows, self.cols, self.max_iters = rows, cols, max_iters

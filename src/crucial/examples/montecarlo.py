@@ -42,7 +42,7 @@ class Counter:
     """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # made on the node, where it guards the node's calls as it guarded threads
         self.total = 0
         self.additions: list[int] = []
 
@@ -63,7 +63,7 @@ class Counter:
 class PiEstimator:
     """One thread's share of the points; every estimator adds to the one class-level counter."""
 
-    hits = Counter()
+    hits = Counter()  # a DSO object, keyed by the attribute's name: every cloud thread reaches the same one
 
     def __init__(self, points: int, seed: int) -> None:
         self.points = points
