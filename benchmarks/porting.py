@@ -59,19 +59,28 @@ SEED: dict[str, tuple[str, int, int]] = {
 _LAYOUT = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT, tokenize.ENDMARKER}
 
 
-def _string_statements(tree: ast.AST) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-    """The (start, end) positions of every bare string statement: docstrings are such statements."""
+def _string_statements(tree: ast.AST, lines: Sequence[str]) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The (start, end) positions of every bare string statement: docstrings are such statements.
+
+    Positions are (row, character column), as ``tokenize`` gives them (``ast`` counts UTF-8 bytes).
+    """
+
+    def column(row: int, byte_offset: int) -> int:
+        return len(lines[row - 1].encode()[:byte_offset].decode(errors="ignore"))
+
     spans = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            end = (node.end_lineno or node.lineno, node.end_col_offset or 0)
-            spans.append(((node.lineno, node.col_offset), end))
+            start = (node.lineno, column(node.lineno, node.col_offset))
+            end_row = node.end_lineno or node.lineno
+            spans.append((start, (end_row, column(end_row, node.end_col_offset or 0))))
     return spans
 
 
 def sloc(source: str) -> list[str]:
     """The source lines of code of ``source`` (see the module docstring), in order."""
-    docstrings = _string_statements(ast.parse(source))
+    lines = io.StringIO(source).readlines()  # split as tokenize splits: on newlines only
+    docstrings = _string_statements(ast.parse(source), lines)
     code_rows: set[int] = set()
     comment_at: dict[int, int] = {}  # row -> column where its comment starts
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
@@ -79,7 +88,6 @@ def sloc(source: str) -> list[str]:
             comment_at[tok.start[0]] = tok.start[1]
         elif tok.type not in _LAYOUT and not any(start <= tok.start < end for start, end in docstrings):
             code_rows.update(range(tok.start[0], tok.end[0] + 1))
-    lines = source.splitlines()
     return [lines[row - 1][: comment_at.get(row)].rstrip() for row in sorted(code_rows)]
 
 

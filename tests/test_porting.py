@@ -89,6 +89,12 @@ def test_sloc_keeps_indentation() -> None:
     assert porting.sloc("") == []
 
 
+def test_sloc_positions_survive_non_ascii_text_and_form_feeds() -> None:
+    # ast counts columns in UTF-8 bytes, tokenize in characters; str.splitlines() would also split at \f
+    source = 'é = "ü"; "a bare string after code"\n\f\nx = "\f"  # ü\n'
+    assert porting.sloc(source) == ['é = "ü"; "a bare string after code"', 'x = "\f"']
+
+
 # -- changed lines ------------------------------------------------------------------------------
 
 BASE = ["import threading", "class A:", "    pass", "t = threading.Thread()", "t.start()", "t.join()"]
