@@ -8,7 +8,9 @@ random point of the cube ``[-s, s]^dim`` with ``s`` a random integer in
 centre picked by weight plus ``N(0, 1)`` noise in each dimension.  As in
 spark-perf, the model comes from ``seed`` and each partition from its own
 generator (``seed`` and its index), so partitions can be written (or, on a
-cluster, generated) independently.
+cluster, generated) independently -- here per block of :data:`BLOCK` rows
+rather than per partition, so that the points do not depend on how many
+partitions they are split into: every system compared sees the same data.
 
 A directory holds ``part-00000.npy`` ... (float64, one row per point),
 ``init.npy`` (the ``k`` initial centroids: distinct points of the data,
@@ -32,6 +34,9 @@ from typing import Any
 
 import numpy as np
 
+#: rows drawn from one generator (the unit of generation, independent of the partitioning)
+BLOCK = 1 << 14
+
 __all__ = [
     "ensure",
     "generate",
@@ -40,6 +45,7 @@ __all__ = [
     "load_partition",
     "one_blas_thread",
     "partition_sizes",
+    "read_meta",
     "sklearn_reference",
 ]
 
@@ -60,11 +66,18 @@ def _model(k: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return centres, cumulative
 
 
-def _partition(centres: np.ndarray, cumulative: np.ndarray, rows: int, seed: int, part: int) -> np.ndarray:
-    """``rows`` points: a centre picked by weight, plus unit Gaussian noise."""
-    rng = np.random.default_rng([seed, part])
-    which = np.minimum(np.searchsorted(cumulative, rng.random(rows)), len(centres) - 1)
-    return centres[which] + rng.standard_normal((rows, centres.shape[1]))
+def _block(centres: np.ndarray, cumulative: np.ndarray, seed: int, block: int) -> np.ndarray:
+    """Rows ``[block * BLOCK, (block + 1) * BLOCK)``: a centre picked by weight, plus unit Gaussian noise."""
+    rng = np.random.default_rng([seed, block])
+    which = np.minimum(np.searchsorted(cumulative, rng.random(BLOCK)), len(centres) - 1)
+    return centres[which] + rng.standard_normal((BLOCK, centres.shape[1]))
+
+
+def _rows(centres: np.ndarray, cumulative: np.ndarray, seed: int, start: int, stop: int) -> np.ndarray:
+    """Rows ``[start, stop)`` of the data set, cut from the blocks that hold them."""
+    first, last = start // BLOCK, (stop - 1) // BLOCK
+    blocks = np.concatenate([_block(centres, cumulative, seed, b) for b in range(first, last + 1)])
+    return blocks[start - first * BLOCK : stop - first * BLOCK]
 
 
 def generate(directory: str | os.PathLike[str], points: int, dim: int, k: int, partitions: int, seed: int = 0) -> Path:
@@ -83,7 +96,7 @@ def generate(directory: str | os.PathLike[str], points: int, dim: int, k: int, p
     init = np.empty((k, dim))
     first = 0
     for part, rows in enumerate(partition_sizes(points, partitions)):
-        block = _partition(centres, cumulative, rows, seed, part)
+        block = _rows(centres, cumulative, seed, first, first + rows)
         np.save(path / f"part-{part:05d}.npy", block)
         mine = chosen[(chosen >= first) & (chosen < first + rows)]
         init[np.searchsorted(chosen, mine)] = block[mine - first]
@@ -105,15 +118,20 @@ def _meta(points: int, dim: int, k: int, partitions: int, seed: int) -> dict[str
     }
 
 
+def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parameters a directory was generated with; empty if it holds no (complete) data set."""
+    try:
+        meta = json.loads((Path(directory) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def ensure(directory: str | os.PathLike[str], points: int, dim: int, k: int, partitions: int, seed: int = 0) -> Path:
     """``directory`` holding this dataset: reused when its parameters match, generated otherwise."""
-    path = Path(directory)
-    try:
-        if json.loads((path / "meta.json").read_text()) == _meta(points, dim, k, partitions, seed):
-            return path
-    except (OSError, ValueError):
-        pass
-    return generate(path, points, dim, k, partitions, seed)
+    if read_meta(directory) == _meta(points, dim, k, partitions, seed):
+        return Path(directory)
+    return generate(directory, points, dim, k, partitions, seed)
 
 
 def load_partition(directory: str | os.PathLike[str], part: int) -> np.ndarray:

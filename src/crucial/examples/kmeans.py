@@ -195,15 +195,15 @@ def gather(futures: list[concurrent.futures.Future[Any]], barrier: Any) -> list[
     return [f.result() for f in futures]
 
 
-def run(args: argparse.Namespace, directory: str) -> Result:
-    """Generate (or reuse) the data, run the threads, read the shared result."""
-    data.ensure(directory, args.points, args.dim, args.k, args.threads, args.seed)
-    centroids = GlobalCentroids(data.load_init(directory), args.threads, key=f"kmeans-{uuid.uuid4().hex}")
-    barrier = crucial.Barrier(args.threads, key=f"{centroids.key}/barrier")
+def fit(directory: str, threads: int, iterations: int, threshold: float) -> Result:
+    """Cluster the data set in ``directory`` (one partition per thread), starting from its initial centroids."""
+    if data.read_meta(directory).get("partitions") != threads:
+        raise ValueError(f"{directory} does not hold a data set of {threads} partitions")
+    centroids = GlobalCentroids(data.load_init(directory), threads, key=f"kmeans-{uuid.uuid4().hex}")
+    barrier = crucial.Barrier(threads, key=f"{centroids.key}/barrier")
     start = time.perf_counter()
-    with crucial.ServerlessExecutor(max_workers=args.threads) as ex:  # all at once: they meet at the barrier
-        tasks = [(part, directory, centroids, barrier, args.iterations, args.threshold) for part in range(args.threads)]
-        futures = [ex.submit(cluster, *task) for task in tasks]
+    with crucial.ServerlessExecutor(max_workers=threads) as ex:  # all at once: they meet at the barrier
+        futures = [ex.submit(cluster, part, directory, centroids, barrier, iterations, threshold) for part in range(threads)]
         outcomes = gather(futures, barrier)
     seconds = time.perf_counter() - start
     iteration, final, delta = centroids.get()
@@ -229,8 +229,8 @@ def report(args: argparse.Namespace, result: Result, directory: str) -> None:
 def main(argv: list[str] | None = None) -> Result:
     args = parse(argv, f"python -m {__spec__.name if __spec__ else __name__}", __doc__.split("\n\n")[0])
     with tempfile.TemporaryDirectory(prefix="kmeans-") as tmp:
-        directory = args.data or tmp
-        result = run(args, directory)
+        directory = str(data.ensure(args.data or tmp, args.points, args.dim, args.k, args.threads, args.seed))
+        result = fit(directory, args.threads, args.iterations, args.threshold)
         report(args, result, directory)
     return result
 
