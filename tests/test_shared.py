@@ -418,12 +418,13 @@ def test_constructor_raising_on_node(dso: LocalCluster, key: str) -> None:
         Account.attach(key).info()
 
 
-def test_key_missing(key: str) -> None:
-    try:
-        with pytest.raises(crucial.ObjectError, match="no key"):
-            Tally().get()
-    finally:
-        _default.reset_clients()
+def test_no_key_means_a_new_object_of_its_own(dso: LocalCluster) -> None:
+    a, b = Tally(5), Tally(5)  # as Tally(5) is a new object in Python
+    assert a.key != b.key and a.key.startswith("anon-")
+    assert a.bump() == 6 and b.get() == 5
+    copy = pickle.loads(pickle.dumps(a))  # travels as a reference: the same object
+    assert copy.key == a.key and copy.bump() == 7 and a.get() == 7
+    assert a.delete() and b.delete()
 
 
 # -- keys ---------------------------------------------------------------------------
@@ -839,3 +840,25 @@ def test_functions_of_local_modules_travel_by_value(dso: LocalCluster, key: str)
     assert d.copy() == {"a": "xx", "b": "yyy"}
     ref = crucial.AtomicReference("ab", key=key)
     assert ref.update_and_get(str.upper) == "AB"  # a builtin still goes by reference
+
+
+def test_a_class_attribute_proxy_follows_the_default_cluster(cluster: LocalCluster, key: str) -> None:
+    """A warm worker may serve another cluster next: its class-level proxies must go there too."""
+
+    class Job:
+        hits = Tally(100, key=key)
+
+    with LocalCluster(nodes=1) as other:
+        try:
+            crucial.connect(cluster.dso)
+            assert Job.hits.bump() == 101
+            _default.reset_clients()
+            crucial.connect(other.dso)
+            assert Job.hits.bump() == 101  # created on the new default cluster, from its arguments
+            assert Job.hits.bump() == 102
+            _default.reset_clients()
+            crucial.connect(cluster.dso)
+            assert Job.hits.get() == 101  # the first cluster's object was left alone
+            assert Job.hits.delete()
+        finally:
+            _default.reset_clients()

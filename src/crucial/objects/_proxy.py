@@ -20,6 +20,7 @@ defaults to the attribute's name.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..exceptions import ObjectError
@@ -63,6 +64,19 @@ def set_node_transport(transport: Transport | None) -> None:
     _node_transport = transport
 
 
+_default_client_fn: Any = None
+
+
+def _default_client() -> Transport:
+    """``client._default.default_client()`` (imported on first use: the client imports this package)."""
+    global _default_client_fn
+    if _default_client_fn is None:
+        from ..client._default import default_client
+
+        _default_client_fn = default_client
+    return _default_client_fn()  # type: ignore[no-any-return]
+
+
 class Proxy:
     """Base of every proxy.  Subclasses set ``_impl`` (the node-side class)."""
 
@@ -71,7 +85,7 @@ class Proxy:
     #: for @shared classes: the user class, sent by value to nodes that lack it
     _user_class: ClassVar[type | None] = None
 
-    __slots__ = ("__weakref__", "_create", "_created", "_key", "_seeds", "_transport_cache")
+    __slots__ = ("__weakref__", "_create", "_created_on", "_key", "_named", "_seeds", "_transport_cache")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -81,14 +95,21 @@ class Proxy:
     def __init__(self, *args: Any, key: str | None = None, force_new: bool = False, **kwargs: Any) -> None:
         if key is not None and not isinstance(key, str):
             raise TypeError(f"key must be a str, not {type(key).__name__}")
-        self._key = key
+        # no key: a new object of its own, as ``Counter()`` is in Python (a class
+        # attribute renames it after the attribute, see __set_name__)
+        self._named = key is not None
+        self._key = key if key is not None else f"anon-{uuid.uuid4().hex}"
         self._create: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
-        self._created = False
+        # the transport whose cluster holds the object: a proxy that follows the
+        # default client (a class attribute in a warm worker that serves another
+        # cluster next) sends its create arguments again to a new cluster
+        self._created_on: Transport | None = None
         self._seeds: tuple[str, ...] | None = None
         self._transport_cache: Transport | None = None
         if force_new:
-            self._transport().call(self._type_name, self.key, "", create=self._create, force=True, cls=self._user_class)
-            self._created = True
+            t = self._transport()
+            t.call(self._type_name, self.key, "", create=self._create, force=True, cls=self._user_class)
+            self._created_on = t
 
     @classmethod
     def attach(cls: type[P], key: str) -> P:
@@ -97,24 +118,22 @@ class Proxy:
         Proxy._init_ref(p, key, None, None)
         return p
 
-    def _init_ref(self, key: str | None, create: Any, seeds: tuple[str, ...] | None) -> None:
+    def _init_ref(self, key: str, create: Any, seeds: tuple[str, ...] | None) -> None:
         self._key = key
+        self._named = True
         self._create = create
-        self._created = create is None
+        self._created_on = None
         self._seeds = seeds
         self._transport_cache = None
 
     def __set_name__(self, owner: type, name: str) -> None:
-        if self._key is None:
+        if not self._named:
             self._key = name
+            self._named = True
 
     @property
     def key(self) -> str:
-        """The object's key (its name in the DSO)."""
-        if self._key is None:
-            raise ObjectError(
-                f"this {self._type_name} has no key: pass key=... or declare it as a class attribute", self._type_name
-            )
+        """The object's key (its name in the DSO): ``key=``, the class attribute's name, or a fresh unique one."""
         return self._key
 
     def _transport(self) -> Transport:
@@ -127,24 +146,27 @@ class Proxy:
                 self._type_name,
                 self._key,
             )
+        if not self._seeds:  # the process's default client, whichever it is now
+            return _default_client()
         t = self._transport_cache
         if t is None:
-            from ..client._default import default_client, get_client
+            from ..client._default import get_client
 
-            t = self._transport_cache = get_client(self._seeds) if self._seeds else default_client()
+            t = self._transport_cache = get_client(self._seeds)
         return t
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        result = self._transport().call(
+        t = self._transport()
+        result = t.call(
             self._type_name,
             self.key,
             method,
             args,
             kwargs or None,
-            create=None if self._created else self._create,
+            create=None if self._created_on is t else self._create,
             cls=self._user_class,
         )
-        self._created = True
+        self._created_on = t
         return result
 
     def delete(self) -> bool:
@@ -160,7 +182,7 @@ class Proxy:
             seeds = self._transport().seeds
         # once the object exists, copies only attach: a copy must not re-create
         # an object that was deleted meanwhile, nor carry large initial values
-        return (_rebuild, (type(self), self._key, None if self._created else self._create, seeds))
+        return (_rebuild, (type(self), self._key, None if self._created_on is not None else self._create, seeds))
 
     def __repr__(self) -> str:
         return f"<{type(self).__module__}.{type(self).__qualname__} key={self._key!r}>"
@@ -174,7 +196,7 @@ class Proxy:
         return hash((self._type_name, self._key))
 
 
-def _rebuild(cls: type[Proxy], key: str | None, create: Any, seeds: tuple[str, ...]) -> Proxy:
+def _rebuild(cls: type[Proxy], key: str, create: Any, seeds: tuple[str, ...]) -> Proxy:
     p = cls.__new__(cls)
     Proxy._init_ref(p, key, create, seeds)
     return p

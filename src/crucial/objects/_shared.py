@@ -141,7 +141,7 @@ def _class_code(proxy_cls: type[Proxy]) -> bytes | None:
 
 
 def _rebuild_shared(
-    module: str, qualname: str, type_name: str, code: bytes, key: str | None, create: Any, seeds: tuple[str, ...]
+    module: str, qualname: str, type_name: str, code: bytes, key: str, create: Any, seeds: tuple[str, ...]
 ) -> Proxy:
     return _rebuild(_proxy_class(module, qualname, type_name, code), key, create, seeds)
 
