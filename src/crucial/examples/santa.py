@@ -186,17 +186,12 @@ class NorthPole:
     reindeer: Side
 
 
-def new(name: str, cls: Callable[..., Any], *args: Any) -> Any:
-    """One of the North Pole's shared objects, under a key of its own."""
-    return cls(*args, key=f"santa-{time.time_ns()}/{name}")
-
-
 def north_pole(elf_group: int, reindeer: int) -> NorthPole:
-    trace, bell = new("trace", Trace), new("bell", Bell)
+    trace, bell = Trace(), Bell()
     sides = {}
     for kind, size in (("elves", elf_group), ("reindeer", reindeer)):
-        group = new(f"{kind}-group", Group, kind, size, trace, bell)
-        sides[kind] = Side(kind, group, new(f"{kind}-in", Gate, "in", kind, trace), new(f"{kind}-out", Gate, "out", kind, trace))
+        group = Group(kind, size, trace, bell)
+        sides[kind] = Side(kind, group, Gate("in", kind, trace), Gate("out", kind, trace))
     return NorthPole(trace, bell, sides["elves"], sides["reindeer"])
 
 
