@@ -5,6 +5,8 @@ follow, iteration by iteration, what a single NumPy process computes with
 the same algorithm written independently here (full-batch gradient descent
 on the mean logistic loss, intercept last), and their final weights must
 classify as well as scikit-learn's ``LogisticRegression`` (unpenalised) does.
+A port thread whose worker dies is run again and resumes at the shared
+iteration counter without losing or repeating an iteration.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import crucial
 from crucial.examples import _logreg_data as data
 from crucial.examples import logreg
 from crucial.examples.original import logreg as logreg_original
@@ -116,6 +119,57 @@ def test_model_sums_in_partition_order_and_ignores_repeats(dso1: LocalCluster, k
         model.delete()
     assert weights[0].tobytes() == weights[1].tobytes()
     assert weights[0] == pytest.approx(-(0.5 / 30) * (grads[0] + grads[1] + grads[2]))
+
+
+class DiesOnce:
+    """The model as one thread sees it: the first time it reaches ``at``, its worker process dies."""
+
+    def __init__(self, model: Any, flag: Any, at: int, before_contributing: bool) -> None:
+        self.model, self.flag, self.at, self.before = model, flag, at, before_contributing
+
+    def current(self) -> Any:
+        return self.model.current()
+
+    def contribute(self, iteration: int, *sums: Any) -> bool:
+        if iteration == self.at and self.before and self.flag.compare_and_set(False, True):
+            os._exit(3)  # the worker dies: WorkerDiedError, a platform failure, retried
+        done = self.model.contribute(iteration, *sums)
+        if iteration == self.at and not self.before and self.flag.compare_and_set(False, True):
+            os._exit(3)
+        return done
+
+
+class RetriedTrainer(logreg.Trainer):
+    """A port thread that is run again (once more at most) when its worker dies."""
+
+    def __init__(self, *job: Any) -> None:
+        crucial.CloudThread.__init__(self, name=f"retried-{job[3]}", retry=crucial.Retry(count=1, backoff=0.0))
+        self.job = job
+
+
+@pytest.mark.parametrize("before_contributing", [True, False], ids=["dies-before-contributing", "dies-after"])
+def test_a_thread_run_again_resumes_at_the_shared_counter(
+    dso1: LocalCluster, dataset: Path, key: str, before_contributing: bool
+) -> None:
+    model = logreg.Model(FEATURES, 3, STEP, key=f"{key}/model")
+    barrier = crucial.Barrier(3, key=f"{key}/barrier")
+    flag = crucial.AtomicBool(False, key=f"{key}/died")
+    views = [model, DiesOnce(model, flag, 7, before_contributing), model]
+    threads = [RetriedTrainer(views[part], barrier, str(dataset), part, ITERATIONS) for part in range(3)]
+    for t in threads:
+        t.start()
+    watches = [t.result(timeout=60) for t in threads]
+    assert flag.get()  # it did die
+    losses, _ = model.history()
+    _, weights = model.current()
+    x, y = data.load_all(dataset)
+    w, reference_losses, _ = reference(x, y, ITERATIONS, STEP)
+    np.testing.assert_allclose(losses, reference_losses, rtol=1e-9)  # no iteration lost, none counted twice
+    np.testing.assert_allclose(weights, w, rtol=1e-9, atol=1e-12)
+    # the second attempt's laps: from iteration 7 on, or from 8 when its lost attempt's contribution completed 7
+    assert len(watches[1].laps) in ({ITERATIONS - 7} if before_contributing else {ITERATIONS - 7, ITERATIONS - 8})
+    for proxy in (model, barrier, flag):
+        proxy.delete()
 
 
 # -- command line -------------------------------------------------------------------------
