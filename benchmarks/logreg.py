@@ -270,11 +270,11 @@ def summarise(args: Any, runs: int, out: dict[str, list[dict[str, Any]]]) -> dic
 
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
-    p.add_argument("--points", type=int, default=None, help="labelled points (default 100000; --quick 10000)")
+    p.add_argument("--points", type=int, default=None, help="labelled points (default 100000; --quick 5000)")
     p.add_argument("--features", type=int, default=100, help="features per point (default 100, as the seed)")
     p.add_argument("--iterations", type=int, default=None, help="iterations (default 100, as the seed; --quick 50)")
     args = p.parse_args()
-    args.points = args.points or (10_000 if args.quick else 100_000)
+    args.points = args.points or (5_000 if args.quick else 100_000)
     args.iterations = args.iterations or (50 if args.quick else 100)
     runs = args.runs or (1 if args.quick else 5)
     if min(args.points, args.features, args.iterations, runs) < 1:
