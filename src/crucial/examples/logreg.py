@@ -26,7 +26,6 @@ import argparse
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -167,8 +166,8 @@ def fit(directory: str, threads: int, iterations: int, step: float) -> Result:
     meta = data.read_meta(directory)
     if meta is None or meta["partitions"] != threads:
         raise ValueError(f"{directory} does not hold a data set of {threads} partitions")
-    model = Model(meta["features"], threads, step, key=f"logreg-{uuid.uuid4().hex}")
-    barrier = crucial.Barrier(threads, key=f"{model.key}/barrier")
+    model = Model(meta["features"], threads, step)
+    barrier = crucial.Barrier(threads)
     workers = [Trainer(model, barrier, directory, part, iterations) for part in range(threads)]
     start = time.perf_counter()
     for t in workers:
