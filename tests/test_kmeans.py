@@ -2,10 +2,11 @@
 
 The port runs on real nodes (one and three) and real local workers.  From
 the same initial centroids both programs must end where scikit-learn's
-Lloyd ``KMeans`` ends, to 1e-6.  A cloud thread that fails once in the
-middle of iteration 2 and is run again (``crucial.Retry``) must resume at
-the shared iteration counter -- its second run does only the iterations
-that were left -- and the result must still match.
+Lloyd ``KMeans`` ends, to 1e-6.  A cloud thread that fails once in
+iteration 2 -- its code raises before it hands in its share, or its worker
+dies just after -- and is run again (``crucial.Retry``) must resume at the
+shared iteration counter -- its second run does only the iterations that
+were left -- and the result must still match.
 """
 
 from __future__ import annotations
@@ -73,31 +74,42 @@ def test_threshold_stops_both_when_the_centres_settle(dso1: LocalCluster, datase
 
 
 class FailsOnceAt:
-    """Stands in for the GlobalCentroids proxy; raises once, in ``iteration``, before handing in the share.
+    """Stands in for the GlobalCentroids proxy; fails once, in ``iteration``, around handing in the share.
 
-    The flag lives in the DSO: the retry runs in a fresh invocation, and only
-    the first attempt must fail.  Travels by value (this module is not installed).
+    ``how`` is ``"raise"`` (the thread's code raises before handing in its
+    share) or ``"exit"`` (its worker process dies just after handing it in,
+    before the barrier).  The flag lives in the DSO: the retry runs in a
+    fresh invocation, and only the first attempt must fail.  Travels by value
+    (this module is not installed).
     """
 
-    def __init__(self, inner: Any, iteration: int, failed: crucial.AtomicBool) -> None:
+    def __init__(self, inner: Any, iteration: int, how: str, failed: crucial.AtomicBool) -> None:
         self.inner = inner
         self.iteration = iteration
+        self.how = how
         self.failed = failed
 
     def get(self) -> Any:
         return self.inner.get()
 
     def update(self, iteration: int, part: int, sums: Any, counts: Any) -> bool:
-        if iteration == self.iteration and self.failed.compare_and_set(False, True):
+        fails = iteration == self.iteration and not self.failed.get()
+        if fails and self.how == "raise":
+            self.failed.set(True)
             raise RuntimeError(f"partition {part} fails in iteration {iteration}")
-        return bool(self.inner.update(iteration, part, sums, counts))
+        counted = bool(self.inner.update(iteration, part, sums, counts))
+        if fails:
+            self.failed.set(True)
+            os._exit(3)  # the worker dies with its share handed in
+        return counted
 
 
-def start_threads(directory: str, failing: int, retry: crucial.Retry | None, key: str) -> tuple[Any, Any, list[Any]]:
+def start_threads(directory: str, failing: int, how: str, retry: crucial.Retry | None) -> tuple[Any, Any, list[Any], Any]:
     """What ``kmeans.fit`` does, with thread ``failing`` given a centroids object that fails once in iteration 2."""
-    centroids = kmeans.GlobalCentroids(data.load_init(directory), THREADS, key=f"{key}/centroids")
-    barrier = crucial.Barrier(THREADS, key=f"{key}/barrier")
-    flaky = FailsOnceAt(centroids, 2, crucial.AtomicBool(False, key=f"{key}/failed"))
+    centroids = kmeans.GlobalCentroids(data.load_init(directory), THREADS)
+    barrier = crucial.Barrier(THREADS)
+    failed = crucial.AtomicBool(False)
+    flaky = FailsOnceAt(centroids, 2, how, failed)
     threads = [
         crucial.CloudThread(
             target=kmeans.cluster,
@@ -108,23 +120,33 @@ def start_threads(directory: str, failing: int, retry: crucial.Retry | None, key
     ]
     for t in threads:
         t.start()
-    return centroids, barrier, threads
+    return centroids, barrier, threads, failed
 
 
-def test_a_retried_thread_resumes_at_the_shared_iteration_counter(dso1: LocalCluster, dataset: str, key: str) -> None:
-    retry = crucial.Retry(count=1, backoff=0.0, user_errors=True)
-    centroids, _, threads = start_threads(dataset, 1, retry, key)
+@pytest.mark.parametrize(
+    ("how", "retry", "resumes_at"),
+    [
+        ("raise", crucial.Retry(count=1, backoff=0.0, user_errors=True), 2),  # its share of iteration 2 is missing
+        ("exit", crucial.Retry(count=1, backoff=0.0), 3),  # its share is in: iteration 2 completes without it
+    ],
+    ids=["raises-before-its-share", "worker-dies-after-its-share"],
+)
+def test_a_retried_thread_resumes_at_the_shared_iteration_counter(
+    dso1: LocalCluster, dataset: str, how: str, retry: crucial.Retry, resumes_at: int
+) -> None:
+    centroids, _, threads, failed = start_threads(dataset, 1, how, retry)
     outcomes = [t.result(timeout=60) for t in threads]
+    assert failed.get()  # it did fail once
     iteration, final, delta = centroids.get()
     result = kmeans.Result(iteration, delta, sum(c for c, _ in outcomes), final, centroids.cluster_sizes(), [], 0.0)
-    check_against_sklearn(result, dataset)
+    check_against_sklearn(result, dataset)  # no iteration lost, no share counted twice
     laps = [len(w.laps) for _, w in outcomes]
-    assert laps == [ITERATIONS, ITERATIONS - 2, ITERATIONS]  # the retry started at iteration 2, not 0
-    assert crucial.AtomicBool.attach(f"{key}/failed").get()  # it did fail once
+    assert laps[1] == ITERATIONS - resumes_at  # the second attempt started at the shared counter, not at 0
+    assert laps[0] >= ITERATIONS and laps[2] >= ITERATIONS  # the others may redo the iteration that lacked a share
 
 
-def test_without_retry_a_failure_breaks_the_barrier_instead_of_hanging(dso1: LocalCluster, dataset: str, key: str) -> None:
-    _, barrier, threads = start_threads(dataset, 0, None, key)
+def test_without_retry_a_failure_breaks_the_barrier_instead_of_hanging(dso1: LocalCluster, dataset: str) -> None:
+    _, barrier, threads, _ = start_threads(dataset, 0, "raise", None)
     with pytest.raises(RuntimeError, match="partition 0 fails in iteration 2"):
         kmeans.gather([t.future for t in threads], barrier)
     for t in threads[1:]:

@@ -1,13 +1,15 @@
 """k-means clustering on cloud threads sharing the centroids in the DSO: the seed's Listing 5.
 
 ``crucial.examples.original.kmeans`` moved to serverless with the seed's
-methodology (section 3.1.3), seven lines apart: ``import crucial`` (and
-``uuid``, for fresh keys), ``@crucial.shared`` on ``GlobalCentroids`` -- its
-``threading.Lock`` stays, and its methods now run on the DSO node that holds
-it, so the partial sums are aggregated and the new centroids computed in the
-storage layer, by the call that completes an iteration -- ``crucial.Barrier``
-for ``threading.Barrier``, ``crucial.ServerlessExecutor`` for
-``ThreadPoolExecutor``, and deleting the two shared objects at the end.
+methodology (section 3.1.3), five lines apart: ``import crucial``,
+``@crucial.shared`` on ``GlobalCentroids`` -- its ``threading.Lock`` stays,
+and its methods now run on the DSO node that holds it, so the partial sums
+are aggregated and the new centroids computed in the storage layer, by the
+call that completes an iteration -- ``crucial.Barrier`` for
+``threading.Barrier``, ``crucial.ServerlessExecutor`` for
+``ThreadPoolExecutor``, and deleting the two shared objects at the end.  A
+proxy made without ``key=`` names a new object, as a plain constructor call
+makes a new instance.
 
 Each iteration a cloud thread assigns the points of its partition (one
 ``.npy`` file, read by that thread only) to the nearest centroid, hands its
@@ -34,7 +36,6 @@ import math
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +134,7 @@ def cluster(part: int, directory: str, centroids: GlobalCentroids, barrier: Any,
     points = data.load_partition(directory, part)  # this thread's file only
     norms = (points**2).sum(axis=1)
     watch = Stopwatch()
+    barrier.wait()  # all loaded: iterate together (and a thread run again takes the wait its predecessor missed)
     with data.one_blas_thread():
         iteration, centres, delta = centroids.get()  # line 12: resume at the shared iteration counter
         while iteration < iterations and delta > threshold:  # line 21
@@ -199,8 +201,8 @@ def fit(directory: str, threads: int, iterations: int, threshold: float) -> Resu
     """Cluster the data set in ``directory`` (one partition per thread), starting from its initial centroids."""
     if data.read_meta(directory).get("partitions") != threads:
         raise ValueError(f"{directory} does not hold a data set of {threads} partitions")
-    centroids = GlobalCentroids(data.load_init(directory), threads, key=f"kmeans-{uuid.uuid4().hex}")
-    barrier = crucial.Barrier(threads, key=f"{centroids.key}/barrier")
+    centroids = GlobalCentroids(data.load_init(directory), threads)
+    barrier = crucial.Barrier(threads)
     start = time.perf_counter()
     with crucial.ServerlessExecutor(max_workers=threads) as ex:  # all at once: they meet at the barrier
         futures = [ex.submit(cluster, part, directory, centroids, barrier, iterations, threshold) for part in range(threads)]

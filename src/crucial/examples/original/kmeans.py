@@ -120,6 +120,7 @@ def cluster(part: int, directory: str, centroids: GlobalCentroids, barrier: Any,
     points = data.load_partition(directory, part)  # this thread's file only
     norms = (points**2).sum(axis=1)
     watch = Stopwatch()
+    barrier.wait()  # all loaded: iterate together (and a thread run again takes the wait its predecessor missed)
     with data.one_blas_thread():
         iteration, centres, delta = centroids.get()  # line 12: resume at the shared iteration counter
         while iteration < iterations and delta > threshold:  # line 21
