@@ -20,10 +20,13 @@ import os
 import time
 from typing import Any
 
-from joblib import parallel_config
-from sklearn.datasets import make_classification
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.model_selection import train_test_split
+try:
+    from joblib import parallel_config
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.model_selection import train_test_split
+except ImportError:  # pragma: no cover - an optional extra
+    raise SystemExit("this example needs scikit-learn: pip install 'crucial[examples]'") from None
 
 import crucial.integrations.joblib  # noqa: F401  (registers the joblib backend "crucial")
 
