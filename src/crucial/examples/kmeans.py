@@ -11,8 +11,9 @@ call that completes an iteration -- ``crucial.Barrier`` for
 proxy made without ``key=`` names a new object, as a plain constructor call
 makes a new instance.
 
-Each iteration a cloud thread assigns the points of its partition (one
-``.npy`` file, read by that thread only) to the nearest centroid, hands its
+The cloud threads start iterating together, at the barrier, once each has
+loaded its partition (one ``.npy`` file, read by that thread only).  Each
+iteration a cloud thread assigns its points to the nearest centroid, hands its
 partial sums and counts to ``GlobalCentroids`` with one call, waits at the
 barrier (on the node) and reads the new centroids, the convergence delta and
 the iteration counter with one call.  A thread run again after a failure

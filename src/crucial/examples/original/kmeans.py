@@ -2,7 +2,8 @@
 
 The seed's Listing 5 before the move to serverless: ``--threads`` threads,
 each owning one partition of the points (one ``.npy`` file, read by that
-thread only), run Lloyd's iterations in lockstep.  Per iteration a thread
+thread only), run Lloyd's iterations in lockstep, starting together at a
+barrier once every partition is loaded.  Per iteration a thread
 assigns its points to the nearest centroid, hands its partial sums and
 counts to the shared ``GlobalCentroids`` object -- which aggregates them and,
 once every thread's share is in, computes the new centroids, the largest
