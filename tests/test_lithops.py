@@ -7,9 +7,13 @@ so crucial is importable there), reaching a real DSO cluster over loopback.
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import as_completed
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +21,7 @@ import crucial
 from crucial.compute import CloudThread, Retry, ServerlessExecutor, get_backend
 from crucial.exceptions import RemoteTraceback
 from crucial.testing import LocalCluster
+from crucial.testing.faults import eventually
 
 try:
     import lithops  # noqa: F401
@@ -183,9 +188,62 @@ def test_close_fails_what_still_runs(dso1: LocalCluster, key: str):
     barrier = crucial.Barrier(2, key=key)  # nobody else comes: the function waits until killed
     t = CloudThread(target=barrier.wait, kwargs={"timeout": WAIT}, backend=b, timeout=WAIT)
     t.start()
-    time.sleep(0.5)
+    eventually(lambda: barrier.n_waiting == 1, timeout=WAIT, what="the function waits at the barrier")
     b.close()
     with pytest.raises(crucial.InvocationError, match="closed"):
         t.result(WAIT)
     with pytest.raises(RuntimeError, match="closed"):
         CloudThread(target=square, args=(1,), backend=b).start()
+
+
+# -- the stateful examples, their cloud threads on Lithops ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "expect"),
+    [
+        ("kmeans", ["--points", "3000", "--threads", "3", "--k", "5", "--check"], r"max centre difference \d\.\d+e-1\d"),
+        ("logreg", ["--points", "3000", "--threads", "2", "--iterations", "20"], r"training accuracy \d+\.\d+ %"),
+        ("santa", ["--deliveries", "2", "--work-delay", "0.005"], r"invariants OK: True"),
+    ],
+)
+def test_stateful_examples_on_lithops(name: str, args: list[str], expect: str, tmp_path: Path) -> None:
+    """``CRUCIAL_BACKEND=lithops python -m crucial.examples.<name>``: nothing else configured (an embedded DSO node)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CRUCIAL_", "LITHOPS_"))}
+    env["CRUCIAL_BACKEND"] = "lithops"
+    proc = subprocess.run(
+        [sys.executable, "-m", f"crucial.examples.{name}", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert re.search(expect, proc.stdout), proc.stdout
+
+
+SIBLING = """
+import sys
+from crucial.compute import CloudThread, get_backend
+
+if __name__ == "__main__":
+    backend = get_backend("lithops", backend="localhost", storage="localhost")
+    t = CloudThread(target=str.upper, args=(sys.argv[1],), backend=backend, timeout=60)
+    t.start()
+    print(t.result(60))
+    backend.close()
+"""
+
+
+def test_programs_that_inherit_a_lithops_session_do_not_share_executor_ids(dso1: LocalCluster, tmp_path: Path) -> None:
+    """Lithops exports its session to child processes; two sibling programs must still not read each other's results."""
+    script = tmp_path / "sibling.py"
+    script.write_text(SIBLING)
+    env = dict(os.environ, __LITHOPS_SESSION_ID="inherit", __LITHOPS_TOTAL_EXECUTORS="3")  # as a Lithops parent leaves it
+    outputs = []
+    for word in ("first", "second"):
+        proc = subprocess.run([sys.executable, str(script), word], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outputs.append(proc.stdout.strip().splitlines()[-1])
+    assert outputs == ["FIRST", "SECOND"]

@@ -133,6 +133,7 @@ class LithopsBackend(Backend):
             cap = max_workers or (int(known) if known else 0)
         self._cap = cap or None
         self.config = raw
+        _leave_inherited_session()
         try:
             self._fexec = lithops.FunctionExecutor(config=raw, log_level=log_level)
         except Exception as exc:
@@ -294,6 +295,29 @@ class LithopsBackend(Backend):
 
     def __repr__(self) -> str:
         return f"<LithopsBackend {self.compute!r}, {len(self._pending)} running>"
+
+
+#: what Lithops exports so that processes spawned by a Lithops program join its session
+_SESSION_VARS = ("__LITHOPS_SESSION_ID", "__LITHOPS_TOTAL_EXECUTORS")
+
+
+def _leave_inherited_session() -> None:
+    """Start a Lithops session of our own when the one in the environment was inherited.
+
+    Lithops exports its session id and executor count so that a process it
+    spawns joins the session, numbering its executors on from the count.  Two
+    programs started by one Lithops program (two ``sshell``s run by a Python
+    script, a test runner's subprocesses) then give their executors the same
+    ids, hence the same storage keys, and read each other's results.  A
+    process that has made no executor yet and is not a Lithops worker starts
+    a session of its own instead (a fresh random id: no collision possible).
+    """
+    import lithops.utils
+
+    if os.environ.get("LITHOPS_WORKER") or getattr(lithops.utils, "_SESSION_ID", None) is not None:
+        return
+    for name in _SESSION_VARS:
+        os.environ.pop(name, None)
 
 
 def _reported(rf: Any) -> bool:
