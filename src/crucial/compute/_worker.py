@@ -7,11 +7,39 @@ cloudpickle and the rest are loaded once and every worker starts warm.
 from __future__ import annotations
 
 import signal
+from multiprocessing import spawn
 from multiprocessing.connection import Connection
+from typing import Any
 
 import crucial  # noqa: F401  (preloaded: workers start with it imported)
 
 from ._task import run_task
+
+#: the process name of our workers: what the patched ``prepare`` looks for
+WORKER_NAME = "crucial-worker"
+_MAIN_KEYS = ("init_main_from_path", "init_main_from_name")
+
+
+def _prepare_without_main(data: dict[str, Any]) -> None:
+    """multiprocessing's ``spawn.prepare``, minus importing the caller's main module, for our workers.
+
+    A child of multiprocessing's fork server first re-imports the parent's
+    main script (as ``__mp_main__``), so a script without an ``if __name__ ==
+    "__main__":`` guard would start its cloud threads again in every worker.
+    Our workers never need that module: code from ``__main__`` travels by
+    value (cloudpickle).  Every other process -- a user's own forkserver pool
+    shares the fork server -- keeps the stock behaviour.
+    """
+    if data.get("name") == WORKER_NAME:
+        data = {k: v for k, v in data.items() if k not in _MAIN_KEYS}
+    _stock_prepare(data)
+
+
+# Installed where this module is imported: in the fork server (it preloads this
+# module), so that every process forked from it has it before it is prepared.
+_stock_prepare = getattr(spawn.prepare, "_crucial_stock", spawn.prepare)
+_prepare_without_main._crucial_stock = _stock_prepare  # type: ignore[attr-defined]
+spawn.prepare = _prepare_without_main  # type: ignore[assignment]
 
 
 def main(conn: Connection) -> None:

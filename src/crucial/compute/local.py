@@ -116,7 +116,7 @@ class LocalBackend(Backend):
 
         parent, child = self._ctx.Pipe()
         process = self._ctx.Process(  # type: ignore[attr-defined]
-            target=_worker.main, args=(child,), daemon=True, name="crucial-worker"
+            target=_worker.main, args=(child,), daemon=True, name=_worker.WORKER_NAME
         )
         process.start()
         child.close()
@@ -189,9 +189,10 @@ class LocalBackend(Backend):
                 how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
                 hint = ""
                 if worker.served == 0 and code == 1:  # died while starting: most often the main script failed to import
-                    hint = (
-                        "; a new worker imports the caller's main script first: does it start cloud threads "
-                        'without an `if __name__ == "__main__":` guard? (see docs/compute.md)'
+                    hint = (  # our workers skip the main script, unless the fork server predates our backend
+                        "; if the program's own multiprocessing fork server was running before crucial's backend, "
+                        "new workers import the main script first: does it start cloud threads without an "
+                        '`if __name__ == "__main__":` guard? (see docs/compute.md)'
                     )
                 error = WorkerDiedError(f"the worker process (pid {worker.process.pid}) {how} while running the invocation{hint}")
             fut.set_exception(error)
