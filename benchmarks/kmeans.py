@@ -184,6 +184,7 @@ def redis_body(part: int, directory: str, port: int, prefix: str, keys: list[str
     import redis
 
     from crucial.examples import _kmeans_data as data
+    from crucial.examples._blas import one_blas_thread
     from crucial.examples._timing import Stopwatch
     from crucial.examples.kmeans import assign
 
@@ -195,7 +196,7 @@ def redis_body(part: int, directory: str, port: int, prefix: str, keys: list[str
     update(keys=keys, args=[-1, part, b"", b"", PARTIES])  # loads the script (a no-op call): not timed
     barrier.wait()  # start together: function start-up is not part of the iterations
     watch = Stopwatch()
-    with data.one_blas_thread():
+    with one_blas_thread():
         iteration, centres, delta = redis_state(r, keys, k)
         while iteration < ITERATIONS and delta > 0.0:
             with watch.phase("compute"):

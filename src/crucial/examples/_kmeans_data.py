@@ -24,11 +24,8 @@ so the two files differ only where the port changes them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +40,6 @@ __all__ = [
     "load_all",
     "load_init",
     "load_partition",
-    "one_blas_thread",
     "partition_sizes",
     "read_meta",
     "sklearn_reference",
@@ -163,41 +159,3 @@ def sklearn_reference(directory: str | os.PathLike[str], iterations: int) -> tup
     km = KMeans(n_clusters=len(init), init=init, n_init=1, algorithm="lloyd", max_iter=iterations, tol=0.0)
     km.fit(load_all(directory))
     return km.cluster_centers_, float(km.inertia_), int(km.n_iter_)
-
-
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_limit: Any = None
-
-
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread while a k-means thread computes: each thread is one core's worth of work.
-
-    OpenBLAS otherwise starts a thread per core in every thread (or worker
-    process) that multiplies matrices; with two such threads on two cores
-    the spinning BLAS threads oversubscribe the cores and a product of a
-    few thousand rows runs tens of times slower.  scikit-learn limits BLAS
-    the same way inside its own parallel loops.  The limit is per process,
-    so it is counted: the first thread in sets it, the last one out restores
-    it.  Without threadpoolctl (a dependency of scikit-learn) nothing is
-    changed: set ``OPENBLAS_NUM_THREADS=1`` in the environment instead.
-    """
-    global _blas_users, _blas_limit
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_limit = threadpool_limits(1, user_api="blas")
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                _blas_limit.restore_original_limits()
-                _blas_limit = None

@@ -36,6 +36,7 @@ except ImportError:  # NumPy comes with the examples extra
 
 import crucial
 from crucial.examples import _logreg_data as data
+from crucial.examples._blas import one_blas_thread
 from crucial.examples._timing import Stopwatch, breakdown
 
 PROG = f"python -m {__spec__.name if __spec__ else __name__}"
@@ -121,17 +122,18 @@ def train(model: Model, barrier: BarrierLike, directory: str, part: int, iterati
     x, y = data.load_partition(directory, part)  # this thread's partition only
     watch = Stopwatch()
     barrier.wait()  # every partition is loaded: the iterations start together
-    iteration, weights = model.current()  # the shared counter: a thread run again resumes where the others are
-    while iteration < iterations:
-        with watch.phase("compute"):
-            grad, loss, correct = gradient(x, y, weights)
-        with watch.phase("shared state"):
-            model.contribute(iteration, part, grad, loss, correct, len(y))
-        with watch.phase("sync"):
-            barrier.wait()
-        with watch.phase("shared state"):
-            iteration, weights = model.current()
-        watch.lap()
+    with one_blas_thread():  # one core's worth of work per thread (OpenBLAS would start a thread per core in each)
+        iteration, weights = model.current()  # the shared counter: a thread run again resumes where the others are
+        while iteration < iterations:
+            with watch.phase("compute"):
+                grad, loss, correct = gradient(x, y, weights)
+            with watch.phase("shared state"):
+                model.contribute(iteration, part, grad, loss, correct, len(y))
+            with watch.phase("sync"):
+                barrier.wait()
+            with watch.phase("shared state"):
+                iteration, weights = model.current()
+            watch.lap()
     return watch
 
 

@@ -34,6 +34,7 @@ except ImportError:  # numpy is an optional extra of crucial
     raise SystemExit("the k-means example needs numpy: pip install 'crucial[examples]'") from None
 
 from crucial.examples import _kmeans_data as data
+from crucial.examples._blas import one_blas_thread
 from crucial.examples._timing import Stopwatch, breakdown
 
 #: rows of a partition whose distances to all centroids are computed at once (bounds the memory)
@@ -122,7 +123,7 @@ def cluster(part: int, directory: str, centroids: GlobalCentroids, barrier: Any,
     norms = (points**2).sum(axis=1)
     watch = Stopwatch()
     barrier.wait()  # all loaded: iterate together (and a thread run again takes the wait its predecessor missed)
-    with data.one_blas_thread():
+    with one_blas_thread():
         iteration, centres, delta = centroids.get()  # line 12: resume at the shared iteration counter
         while iteration < iterations and delta > threshold:  # line 21
             with watch.phase("compute"):
