@@ -7,13 +7,14 @@ calls run on a real node from several client threads.
 
 from __future__ import annotations
 
+import queue
 import threading
 from typing import Any
 
 import pytest
 
 import crucial
-from crucial.objects._threadlike import NodeCondition, NodeEvent, NodeLock, NodeRLock, NodeSemaphore, adopt
+from crucial.objects._threadlike import NodeBarrier, NodeCondition, NodeEvent, NodeLock, NodeRLock, NodeSemaphore, adopt
 from crucial.testing import LocalCluster
 from crucial.testing.faults import eventually, run_threads
 
@@ -221,6 +222,66 @@ def test_waiting_without_the_lock_is_an_error(dso: LocalCluster, key: str) -> No
         Gate(key=key).wait_unowned()
 
 
+@crucial.shared
+class Stage:
+    """A class holding a ``queue.Queue`` and a ``threading.Barrier``, as thread code does."""
+
+    def __init__(self, parties: int) -> None:
+        self.jobs: queue.Queue[int] = queue.Queue(maxsize=2)
+        self.meet = threading.Barrier(parties, timeout=20)
+
+    def put(self, item: int) -> None:
+        self.jobs.put(item)  # blocks (on the node) while the queue is full
+
+    def get(self, timeout: float | None = None) -> int:
+        return self.jobs.get(timeout=timeout)
+
+    def arrive(self, timeout: float | None = None) -> int:
+        return self.meet.wait(timeout)
+
+    def state(self) -> tuple[int, bool]:
+        return self.meet.n_waiting, self.meet.broken
+
+    def reset(self) -> None:
+        self.meet.reset()
+
+
+def test_a_queue_attribute_blocks_as_a_monitor(dso: LocalCluster, key: str) -> None:
+    stage = Stage(1, key=key)
+    got: list[int] = []
+    errors = run_threads([lambda: [stage.put(i) for i in range(50)], lambda: got.extend(stage.get(20) for _ in range(50))])
+    assert errors == [] and got == list(range(50))
+    with pytest.raises(queue.Empty):
+        stage.get(0.05)
+
+
+def test_a_barrier_attribute_releases_its_parties_and_breaks_on_timeout(dso: LocalCluster, key: str) -> None:
+    stage = Stage(3, key=key)
+    indices: list[int] = []
+    assert run_threads([lambda: indices.append(stage.arrive()) for _ in range(3)]) == []
+    assert sorted(indices) == [0, 1, 2] and stage.state() == (0, False)
+    with pytest.raises(threading.BrokenBarrierError):
+        stage.arrive(0.05)  # nobody else comes: the wait times out and breaks the barrier
+    assert stage.state() == (0, True)
+    with pytest.raises(threading.BrokenBarrierError):
+        stage.arrive()  # broken until reset
+    stage.reset()
+    failed: list[BaseException] = []
+
+    def waiter() -> None:
+        try:
+            stage.arrive(20)
+        except threading.BrokenBarrierError as exc:
+            failed.append(exc)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    eventually(lambda: stage.state() == (1, False), what="one party waits")
+    stage.reset()  # breaks the wait in progress, as threading's reset does
+    t.join(20)
+    assert len(failed) == 1 and stage.state() == (0, False)
+
+
 # -- adopt(), without a node ---------------------------------------------------------------
 
 
@@ -247,6 +308,20 @@ def test_adopt_swaps_every_primitive_and_keeps_sharing() -> None:
     assert type(obj.events["a"]) is NodeEvent and obj.events["a"].is_set()
     assert type(obj.pair[0]) is NodeRLock and obj.pair[1] == 7
     assert obj.other == "text"
+
+
+def test_adopt_reaches_into_queues_and_barriers() -> None:
+    class Holder:
+        def __init__(self) -> None:
+            self.q: queue.Queue[int] = queue.LifoQueue()
+            self.b = threading.Barrier(4, timeout=3.0)
+
+    obj = adopt(Holder())
+    assert type(obj.q) is queue.LifoQueue  # the queue stays, its insides change
+    assert type(obj.q.mutex) is NodeLock and obj.q.not_empty._lock is obj.q.mutex  # type: ignore[attr-defined]
+    assert type(obj.b) is NodeBarrier and obj.b.parties == 4 and obj.b._timeout == 3.0  # type: ignore[attr-defined]
+    obj.q.put(1)
+    assert obj.q.get_nowait() == 1
 
 
 def test_uncontended_twins_need_no_node() -> None:

@@ -5,9 +5,12 @@ module: ``self._lock = threading.Lock()`` and ``with self._lock:``, or a
 ``threading.Condition`` it waits on and notifies -- the Python spelling of a
 Java monitor.  The seed ports such classes by adding ``@Shared`` alone, so we
 do the same: when a node creates an object, :func:`adopt` swaps every
-``Lock``, ``RLock``, ``Condition``, ``Semaphore``, ``BoundedSemaphore`` and
-``Event`` among its attributes (and one level into lists, tuples and dicts
-held by them) for the twins below.
+``Lock``, ``RLock``, ``Condition``, ``Semaphore``, ``BoundedSemaphore``,
+``Event`` and ``Barrier`` among its attributes (and one level into lists,
+tuples and dicts held by them) for the twins below, and those inside a
+``queue.Queue`` (or ``LifoQueue``, ``PriorityQueue``) it holds, so its
+blocking ``get``/``put`` wait as monitors too.  ``queue.SimpleQueue`` is
+written in C: its blocking ``get`` would stop the node; do not use it.
 
 The twins keep ``threading``'s semantics but wait with
 :func:`~crucial.objects._monitor.wait_until`: a waiting call releases the
@@ -27,13 +30,24 @@ create them in ``__init__``.  This module is pure (no I/O).
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ._monitor import Caller, current_caller, wait_until
 
-__all__ = ["NodeBoundedSemaphore", "NodeCondition", "NodeEvent", "NodeLock", "NodeRLock", "NodeSemaphore", "adopt"]
+__all__ = [
+    "NodeBarrier",
+    "NodeBoundedSemaphore",
+    "NodeCondition",
+    "NodeEvent",
+    "NodeLock",
+    "NodeRLock",
+    "NodeSemaphore",
+    "adopt",
+]
 
 _LOCK_TYPE = type(threading.Lock())
 _RLOCK_TYPES: tuple[type, ...] = (type(threading.RLock()), threading._PyRLock)  # type: ignore[attr-defined]
@@ -266,6 +280,79 @@ class NodeEvent:
         return wait_until(lambda: self._flag, timeout)
 
 
+class NodeBarrier:
+    """``threading.Barrier``: the last of ``parties`` callers runs ``action`` and releases the others.
+
+    As in ``threading``, a wait that times out, an ``action`` that raises,
+    ``abort()`` and a waiter whose caller vanishes break the barrier
+    (``BrokenBarrierError`` for everyone until ``reset()``), and ``reset()``
+    breaks the waits in progress.
+    """
+
+    def __init__(self, parties: int, action: Callable[[], Any] | None = None, timeout: float | None = None) -> None:
+        if parties < 1:
+            raise ValueError("parties must be > 0")
+        self._parties = parties
+        self._action = action
+        self._timeout = timeout
+        self._count = 0  # callers waiting in this generation
+        self._generation = 0
+        self._broken = False
+        self._reset: set[int] = set()  # generations ended by reset(): their waiters fail
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self._broken:
+            raise threading.BrokenBarrierError
+        gen, index = self._generation, self._count
+        self._count += 1
+        if self._count == self._parties:  # the last one in
+            try:
+                if self._action is not None:
+                    self._action()
+            except BaseException:
+                self._break()
+                raise
+            self._count, self._generation = 0, self._generation + 1
+            return index
+        try:
+            wait_until(lambda: self._generation != gen or self._broken, self._timeout if timeout is None else timeout)
+        except BaseException:  # the caller vanished: the others must not wait for it forever
+            self._break()
+            raise
+        if gen in self._reset:
+            raise threading.BrokenBarrierError
+        if self._generation != gen:
+            return index
+        self._break()  # timed out (or broken by another)
+        raise threading.BrokenBarrierError
+
+    def _break(self) -> None:
+        self._broken = True
+        self._count = 0
+
+    def reset(self) -> None:
+        if self._count:
+            self._reset.add(self._generation)
+            self._generation += 1
+        self._count = 0
+        self._broken = False
+
+    def abort(self) -> None:
+        self._break()
+
+    @property
+    def parties(self) -> int:
+        return self._parties
+
+    @property
+    def n_waiting(self) -> int:
+        return self._count
+
+    @property
+    def broken(self) -> bool:
+        return self._broken
+
+
 def _twin(value: Any, memo: dict[int, Any]) -> Any:
     """The node twin of a ``threading`` primitive, or ``value`` itself."""
     kind = type(value)
@@ -283,6 +370,12 @@ def _twin(value: Any, memo: dict[int, Any]) -> Any:
         twin = NodeSemaphore(value._value)  # type: ignore[attr-defined]
     elif isinstance(value, threading.Event):
         twin = NodeEvent(value.is_set())
+    elif isinstance(value, threading.Barrier):
+        twin = NodeBarrier(value.parties, value._action, value._timeout)  # type: ignore[attr-defined]
+    elif isinstance(value, queue.Queue):  # Queue, LifoQueue, PriorityQueue: their lock and conditions
+        memo[id(value)] = value
+        _swap_attributes(value, memo)
+        return value
     else:
         return value
     memo[id(value)] = twin
@@ -311,12 +404,15 @@ def _swap(value: Any, memo: dict[int, Any]) -> Any:
     return _twin(value, memo)
 
 
+def _swap_attributes(obj: Any, memo: dict[int, Any]) -> None:
+    attrs = getattr(obj, "__dict__", None)
+    for name, value in list((attrs or {}).items()):
+        twin = _swap(value, memo)
+        if twin is not value:
+            attrs[name] = twin  # type: ignore[index]
+
+
 def adopt(obj: Any) -> Any:
     """Swap ``obj``'s ``threading`` primitives for their node twins; returns ``obj``."""
-    attrs = getattr(obj, "__dict__", None)
-    if not attrs:
-        return obj
-    memo: dict[int, Any] = {}  # id of a primitive -> its twin: a Condition shares its lock's twin
-    for name, value in list(attrs.items()):
-        attrs[name] = _swap(value, memo)
+    _swap_attributes(obj, {})  # memo: id of a primitive -> its twin (a Condition shares its lock's twin)
     return obj
