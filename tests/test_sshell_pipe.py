@@ -226,3 +226,59 @@ def test_timeout_kills_every_stage(env: dict[str, str], via: str):
     r = pipe("sleep 30 | cat | cat", "--pipe-via", via, "--timeout", "1", env=env, timeout=30)
     assert r.returncode == 124
     assert b"--timeout" in r.stderr
+
+
+def test_a_stage_waiting_for_a_stage_that_never_started_ends_when_the_client_gives_up(client: None) -> None:
+    """The previous stage's invocation failed: nobody will connect; the client deletes the links (abort)."""
+    import socket
+    import threading
+    import time
+    import uuid
+
+    from crucial.shell.pipes import ABORT_CHECK, Stage, accept_previous, addr_key
+
+    stage = Stage(job=None, pipe_id=f"p-{uuid.uuid4().hex}", index=1, count=2)
+    link = crucial.SharedFuture(key=addr_key(stage.pipe_id, 0), force_new=True)
+    outcome: list[BaseException] = []
+    waiting = threading.Event()
+
+    def wait() -> None:
+        with socket.create_server(("127.0.0.1", 0), backlog=1) as listener:
+            waiting.set()
+            try:
+                accept_previous(listener, stage)
+            except BaseException as exc:
+                outcome.append(exc)
+
+    t = threading.Thread(target=wait)
+    t.start()
+    assert waiting.wait(10)
+    link.delete()  # what run_pipe's abort() does
+    started = time.monotonic()
+    t.join(10 * ABORT_CHECK)
+    assert not t.is_alive(), "still waiting for a stage that will never connect"
+    assert time.monotonic() - started < 5 * ABORT_CHECK
+    assert len(outcome) == 1 and isinstance(outcome[0], crucial.ObjectNotFoundError)
+
+
+def test_the_previous_stage_connecting_is_accepted(client: None) -> None:
+    import socket
+    import threading
+    import uuid
+
+    from crucial.shell.pipes import Stage, accept_previous, addr_key
+
+    stage = Stage(job=None, pipe_id=f"p-{uuid.uuid4().hex}", index=1, count=2)
+    crucial.SharedFuture(key=addr_key(stage.pipe_id, 0), force_new=True).set("published")
+
+    def previous_stage(port: int) -> None:
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"hi")
+
+    with socket.create_server(("127.0.0.1", 0), backlog=1) as listener:
+        t = threading.Thread(target=previous_stage, args=(listener.getsockname()[1],))
+        t.start()
+        conn = accept_previous(listener, stage)
+        with conn:
+            assert conn.recv(2) == b"hi"
+        t.join(10)

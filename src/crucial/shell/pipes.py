@@ -55,6 +55,8 @@ __all__ = ["PipeSyntaxError", "Stage", "execute_stage", "run_pipe", "split_pipel
 LINK_CHUNKS = 16
 #: seconds a stage waits for its neighbour's address or connection (a stage that never started)
 RENDEZVOUS = 300.0
+#: while it waits for the previous stage to connect, a stage checks this often whether the client gave up
+ABORT_CHECK = 1.0
 VIA = ("tcp", "dir")
 
 # --------------------------------------------------------------------------- splitting
@@ -364,8 +366,7 @@ def execute_stage(stage: Stage) -> int:
             else:
                 send, finish = _dir_writer(stage)
             if listener is not None:
-                listener.settimeout(RENDEZVOUS)
-                conn, _ = listener.accept()
+                conn = accept_previous(listener, stage)
                 conn.settimeout(None)
                 stack.enter_context(conn)
                 listener.close()
@@ -382,6 +383,30 @@ def execute_stage(stage: Stage) -> int:
         return 125
     report((0, stage.index, status, run_stats(start, timed_out), False))
     return status
+
+
+def accept_previous(listener: socket.socket, stage: Stage) -> socket.socket:
+    """The previous stage's connection, or an error once the pipeline is over.
+
+    If the previous stage never started (its invocation failed), nobody
+    connects: the client then aborts the pipeline by deleting its links, so
+    the wait checks its own link every ``ABORT_CHECK`` seconds (it raises
+    ``ObjectNotFoundError`` once deleted) and ends within a second or so
+    instead of at ``RENDEZVOUS``.
+    """
+    from ..objects.synchronization import SharedFuture
+
+    link = SharedFuture.attach(addr_key(stage.pipe_id, stage.index - 1))
+    end = time.monotonic() + RENDEZVOUS
+    listener.settimeout(ABORT_CHECK)
+    while True:
+        try:
+            conn, _ = listener.accept()
+            return conn
+        except TimeoutError:
+            if time.monotonic() > end:
+                raise TimeoutError(f"stage {stage.index} did not connect within {RENDEZVOUS:g} s") from None
+            link.done()  # ObjectNotFoundError once the client has given up on the pipeline
 
 
 def _unblock_neighbours(stage: Stage, connected: bool) -> None:
