@@ -170,6 +170,30 @@ def test_async_returns_an_id_at_once_and_the_command_runs(env: dict[str, str], c
     assert crucial.Event(key=done).wait(30)
 
 
+def test_wait_collects_the_exit_status_of_an_async_invocation_once(env: dict[str, str]):
+    ids = {}
+    for status in (0, 3):
+        r = sshell("--async", f"echo dropped; exit {status}", env=env)
+        assert r.returncode == 0, r.stderr
+        ids[status] = r.stdout.decode().strip()
+    for status, job_id in ids.items():
+        r = sshell("--wait", job_id, env=env)
+        assert (r.returncode, r.stdout) == (status, b""), r.stderr  # the output stays dropped
+    r = sshell("--wait", ids[3], env=env)  # collected already
+    assert r.returncode == 2 and b"status was collected" in r.stderr
+    r = sshell("--wait", "no-such-id", env=env)
+    assert r.returncode == 2 and b"no --async invocation 'no-such-id'" in r.stderr
+    r = sshell("--wait", ids[0], "true", env=env)
+    assert r.returncode == 2 and b"--wait ID takes no CMD" in r.stderr
+
+
+def test_wait_reports_an_async_timeout_as_124(env: dict[str, str]):
+    r = sshell("--async", "--timeout", "1", "sleep 60", env=env)
+    assert r.returncode == 0, r.stderr
+    r = sshell("--wait", r.stdout.decode().strip(), env=env, timeout=60)
+    assert r.returncode == 124, r.stderr
+
+
 def test_inline_backend(env: dict[str, str]):
     r = sshell("--backend", "inline", "echo inline; exit 5", env=env)
     assert (r.returncode, r.stdout) == (5, b"inline\n")

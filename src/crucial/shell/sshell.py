@@ -120,7 +120,7 @@ def _execute(job: Job) -> int:
     if out is not None and not stalled.is_set():
         with contextlib.suppress(queue.Full):
             out.put((0, status, stats), timeout=STALLED_CLIENT)
-    return status
+    return EXIT_TIMEOUT if stats.get("timed_out") else status  # what `sshell --wait` reports for --async
 
 
 def job_env(job: Job) -> dict[str, str]:
@@ -422,6 +422,37 @@ def _run(job: Job, backend: str | None, timeout: float | None, debug: bool, dso:
     return status
 
 
+def status_key(job_id: str) -> str:
+    """The SharedFuture where an ``--async`` invocation's exit status waits for ``sshell --wait``."""
+    return f"sshell/{job_id}/status"
+
+
+def _final_status(thread: Any) -> int:
+    """An ``--async`` invocation's exit status, as ``sshell CMD`` would have exited."""
+    exc = thread.exception()
+    if exc is None:
+        return int(thread.result())
+    return EXIT_TIMEOUT if "Timeout" in type(exc).__name__ else EXIT_FAILURE
+
+
+def _wait_for(job_id: str, dso: tuple[str, ...], token: str | None, origin: str) -> int:
+    """``--wait ID``: the exit status of the ``--async`` invocation ID, once it ends (collected once)."""
+    from ..exceptions import ObjectNotFoundError
+    from ..objects.synchronization import SharedFuture
+
+    _connect(dso, token, origin)
+    with _dso_errors(dso, origin):
+        done = SharedFuture.attach(status_key(job_id))
+        try:
+            status = int(done.get())
+        except ObjectNotFoundError:
+            raise _Failure(
+                f"no --async invocation {job_id!r} on the DSO at {','.join(dso)} (unknown id, or its status was collected)", 2
+            ) from None
+        done.delete()
+    return status
+
+
 def _fire_and_forget(
     job: Job, backend: str | None, timeout: float | None, dso: tuple[str, ...], token: str | None, origin: str
 ) -> int:
@@ -449,10 +480,16 @@ def _fire_and_forget(
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         _connect(dso, token, origin)
+        from ..objects.synchronization import SharedFuture
+
+        with _dso_errors(dso, origin):
+            done = SharedFuture(key=status_key(job.id))
+            done.done()  # exists before the id is printed: `sshell --wait ID` may follow at once
         thread = _start(job, backend, timeout, dso, origin)
         os.write(w, b"ok\n")
         os.close(w)
         thread.join()
+        done.set(_final_status(thread))
         for child in multiprocessing.active_children():  # the idle worker would wait for work forever
             child.kill()
     except _Failure as exc:
@@ -585,6 +622,13 @@ CONTEXT = {"help_option_names": ["-h", "--help"]}
     "[env: SSHELL_PIPE_HOST; default: 127.0.0.1 on the local backend, else the address that routes to the DSO].",
 )
 @click.option("--pipefail", is_flag=True, help="With --pipe: exit with the last non-zero stage status (bash's pipefail).")
+@click.option(
+    "--wait",
+    "wait_id",
+    default=None,
+    metavar="ID",
+    help="Wait for the --async invocation ID to end and exit with its status (once per ID).",
+)
 @click.option("--stop-dso", is_flag=True, help="Stop this user's persistent DSO node (started by sshell) and exit.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def sshell(
@@ -600,6 +644,7 @@ def sshell(
     pipe_via: str,
     pipe_host: str | None,
     pipefail: bool,
+    wait_id: str | None,
     stop_dso: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -611,6 +656,17 @@ def sshell(
     if stop_dso:
         click.echo("stopped" if stop_user_node() else "no per-user DSO node was running")
         return
+    if wait_id is not None:
+        if command or script is not None or async_ or pipe:
+            raise click.UsageError("--wait ID takes no CMD, -f, --async or --pipe")
+        try:
+            addresses, token, origin = _resolve_dso(dso)
+            sys.exit(_wait_for(wait_id, addresses, token, origin))
+        except _Failure as exc:
+            click.echo(f"sshell: {exc}", err=True)
+            sys.exit(exc.code)
+        except KeyboardInterrupt:
+            sys.exit(128 + signal.SIGINT)
     if script is not None and command:
         raise click.UsageError("give either -f FILE or CMD, not both")
     if script is None and not command:
