@@ -7,7 +7,7 @@ attributes become monitors on the DSO node -- and the entities (Santa, the
 elves, the reindeer) run as ``crucial.CloudThread``s.  ``--flavour dso``
 keeps ``threading.Thread`` entities with the shared monitors: the seed's
 middle flavour ("Threads + DSO").  The diff to the original is the import,
-the four decorators, the thread class and the objects' keys.
+the four decorators and the thread class.
 
     python -m crucial.examples.santa --deliveries 15 --work-delay 0.2
     python -m crucial.examples.santa --flavour dso
