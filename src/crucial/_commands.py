@@ -38,6 +38,14 @@ def cli() -> None:
     default=None,
     help="Host name or address to give clients and functions (default: the bound host; this machine's name for 0.0.0.0).",
 )
+@click.option(
+    "--blocked-warning",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Log a call that holds a node's thread this long (a method that blocks stops the node); 0: never.",
+)
 @click.option("--watch-stdin", is_flag=True, help="Exit when standard input closes (for embedded nodes).")
 @click.option("--child", is_flag=True, hidden=True)
 def server(
@@ -47,6 +55,7 @@ def server(
     token: str | None,
     max_frame_size: int,
     advertise: str | None,
+    blocked_warning: float,
     watch_stdin: bool,
     child: bool,
 ) -> None:
@@ -59,7 +68,7 @@ def server(
 
     if nodes > 1 and port:
         raise click.BadParameter("with --nodes > 1 each node takes a free port; leave --port at 0", param_hint="--port")
-    opts = ServerOptions(host, port, nodes, token, max_frame_size, watch_stdin, child, advertise)
+    opts = ServerOptions(host, port, nodes, token, max_frame_size, watch_stdin, child, advertise, blocked_warning)
     try:
         code = run_nodes(opts)
     except CrucialError as exc:

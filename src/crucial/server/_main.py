@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from ..exceptions import ConfigError
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
-from ._node import Node, loop_factory
+from ._node import BLOCKED_WARNING, Node, loop_factory
 
 __all__ = ["ServerOptions", "run_nodes"]
 
@@ -40,10 +40,18 @@ class ServerOptions:
     watch_stdin: bool = False  # exit when stdin closes (embedded and child nodes)
     child: bool = False  # a node under a supervisor: read the view from stdin
     advertise: str | None = None  # the host name clients and functions should use
+    blocked_warning: float = BLOCKED_WARNING  # log a call holding the node this long (0: never)
 
 
 async def _run_one(opts: ServerOptions) -> None:
-    node = Node(opts.host, opts.port, token=opts.token, max_frame_size=opts.max_frame_size, advertise=opts.advertise)
+    node = Node(
+        opts.host,
+        opts.port,
+        token=opts.token,
+        max_frame_size=opts.max_frame_size,
+        advertise=opts.advertise,
+        blocked_warning=opts.blocked_warning or None,
+    )
     address = await node.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -72,7 +80,7 @@ def _wait_eof() -> None:
 
 def _supervise(opts: ServerOptions) -> int:
     cmd = [sys.executable, "-m", "crucial.server", "--child", "--host", opts.host, "--port", "0"]
-    cmd += ["--max-frame-size", str(opts.max_frame_size)]
+    cmd += ["--max-frame-size", str(opts.max_frame_size), "--blocked-warning", str(opts.blocked_warning)]
     if opts.advertise:
         cmd += ["--advertise", opts.advertise]
     env = dict(os.environ)

@@ -21,6 +21,8 @@ import ipaddress
 import logging
 import os
 import socket
+import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -42,7 +44,7 @@ from ..objects import builtin_types
 from ..objects._monitor import Caller
 from ..objects._proxy import set_node_transport
 from ._nested import NodeTransport
-from ._runtime import Invocation, ObjectTable
+from ._runtime import Invocation, ObjectTable, blocked_report
 
 __all__ = ["Node", "is_loopback"]
 
@@ -51,6 +53,8 @@ log = logging.getLogger("crucial.node")
 #: replies kept for replayed calls, at most this many bytes in all (and
 #: ``dedup_window`` entries): a retry comes within seconds, not hours.
 DEDUP_BYTES = 32 * 1024 * 1024
+#: seconds one call may hold the node's thread before the node logs which call it is
+BLOCKED_WARNING = 5.0
 
 
 def is_loopback(host: str) -> bool:
@@ -96,6 +100,7 @@ class Node:
         max_frame_size: int = P.DEFAULT_MAX_FRAME_SIZE,
         dedup_window: int = 100_000,
         advertise: str | None = None,
+        blocked_warning: float | None = BLOCKED_WARNING,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ConfigError(
@@ -120,6 +125,8 @@ class Node:
         self._clients: dict[str, int] = {}  # client id -> open connections
         self.connections: set[_Connection] = set()
         self.stats = {"calls": 0, "errors": 0, "protocol_errors": 0, "connections": 0}
+        self.blocked_warning = blocked_warning
+        self._watchdog_stop = threading.Event()
 
     async def start(self) -> str:
         loop = self._loop = asyncio.get_running_loop()
@@ -134,7 +141,32 @@ class Node:
             self.view = View(1, [self.address])
         # proxies used inside methods on this node call through the node itself
         set_node_transport(NodeTransport(self))
+        if self.blocked_warning:
+            threading.Thread(target=self._watchdog, name="crucial-node-watchdog", daemon=True).start()
         return self.address
+
+    def _watchdog(self) -> None:
+        """Log, while it lasts, a call that holds the node's thread too long (once per call).
+
+        A call is stuck when two looks at the table, ``blocked_warning``
+        seconds apart, see it running and no step taken in between.
+        """
+        assert self.blocked_warning and self.table is not None
+        table, seen, reported = self.table, None, False
+        while not self._watchdog_stop.wait(min(1.0, self.blocked_warning / 2)):
+            inv, steps = table.current, table.steps
+            if inv is None or inv.cell is None:
+                seen = None
+                continue
+            if seen is None or seen[0] is not inv or seen[1] != steps:
+                seen, reported = (inv, steps, time.monotonic()), False
+                continue
+            message = (
+                None if reported else blocked_report((seen[2], inv.cell.ref, inv.method), time.monotonic(), self.blocked_warning)
+            )
+            if message is not None:
+                log.warning("%s", message)
+                reported = True
 
     def set_view(self, epoch: int, nodes: list[str]) -> None:
         if self.address and self.address not in nodes:
@@ -147,6 +179,7 @@ class Node:
             await self._server.serve_forever()
 
     async def close(self) -> None:
+        self._watchdog_stop.set()
         if self._server is not None:
             self._server.close()
             for conn in list(self.connections):

@@ -37,7 +37,7 @@ from ..exceptions import (
 from ..objects._monitor import Caller, CallGreenlet, Suspend, Wait, inline
 from ..objects._threadlike import adopt
 
-__all__ = ["Done", "Invocation", "ObjectTable", "TimerHandle"]
+__all__ = ["Done", "Invocation", "ObjectTable", "TimerHandle", "blocked_report"]
 
 Ref = tuple[str, str]
 # on_done(ok, value_or_exception, traceback_text)
@@ -121,6 +121,9 @@ class ObjectTable:
         # types whose methods mark what waits (@waits): the others run inline
         self._builtin = inline
         self._inline_ok: dict[tuple[type, str], bool] = {}
+        # the call running now, and how many steps ran: a watchdog thread reads both (no clock on the hot path)
+        self.current: Invocation | None = None
+        self.steps = 0
 
     # -- lifecycle of objects -------------------------------------------------
 
@@ -236,6 +239,8 @@ class ObjectTable:
         if self._inline(cell, inv.method, fn):
             cell.running = True
             inline.caller = inv.caller
+            self.current = inv
+            self.steps += 1
             try:
                 value = fn(*inv.args, **inv.kwargs)
             except BaseException as exc:  # whatever a method raises is its result
@@ -243,6 +248,7 @@ class ObjectTable:
             else:
                 ok, tb = True, ""
             finally:
+                self.current = None
                 inline.caller = None
                 cell.running = False
             self._finish(inv, ok, value, tb)
@@ -259,12 +265,15 @@ class ObjectTable:
         self, cell: Cell, inv: Invocation, switch: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
     ) -> None:
         cell.running = True
+        self.current = inv
+        self.steps += 1
         try:
             out = switch(*args)
         except BaseException as exc:  # the worker itself died (GreenletExit): report it
             self._finish(inv, False, exc, _format_tb(exc))
             return
         finally:
+            self.current = None
             cell.running = False
         g = inv.g
         assert g is not None
@@ -373,6 +382,23 @@ class _Raised(NamedTuple):
 _MAX_IDLE = 256
 _DONE = object()  # what a worker switches out with when its job has finished
 _NOBODY = Caller("", 0)
+
+
+def blocked_report(current: tuple[float, Ref, str] | None, now: float, threshold: float) -> str | None:
+    """What to log when one call has held the node's thread for ``threshold`` seconds or more, else None.
+
+    Calls run one at a time on the node's only thread, so a method that
+    blocks (``time.sleep``, a lock or queue it made outside ``__init__``,
+    slow I/O) stops every object of the node; say which one, while it does.
+    """
+    if current is None or now - current[0] < threshold:
+        return None
+    since, (type_name, key), method = current
+    return (
+        f"{type_name}.{method}() on {key!r} has held this node for {now - since:.1f} s: no other call runs meanwhile "
+        "(methods run one at a time on the node's thread). To wait, use crucial.wait_until or a threading.Condition "
+        "made in __init__, not a blocking call"
+    )
 
 
 def _worker() -> None:
