@@ -76,6 +76,44 @@ def server(
     sys.exit(code)
 
 
+@cli.command()
+@click.option("--dso", default=None, metavar="ADDR", help="A node host:port[,...] [default: CRUCIAL_DSO, else the config file].")
+@click.option("--objects", default=0, show_default=True, type=click.IntRange(0), help="List up to N objects per node.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per node instead.")
+def info(dso: str | None, objects: int, as_json: bool) -> None:
+    """Show every node of a DSO cluster: address, uptime, clients, calls, objects by type (like `redis-cli INFO`)."""
+    import json
+
+    from .client import Client
+    from .config import load_config
+
+    try:
+        config = load_config(**({"dso": tuple(a for a in dso.split(",") if a)} if dso else {}))
+        if not config.dso:
+            raise click.UsageError("no DSO to ask: pass --dso HOST:PORT or set CRUCIAL_DSO")
+        with Client(config.dso, config) as client:
+            reports = [client.info(address, objects) for address in client.nodes]
+    except CrucialError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    for report in reports:
+        if as_json:
+            click.echo(json.dumps(report, sort_keys=True))
+            continue
+        stats = report["stats"]
+        types = ", ".join(f"{name} {n}" for name, n in sorted(report["types"].items())) or "none"
+        click.echo(
+            f"{report['address']}  node {report['node_id']}  pid {report['pid']}  up {report['uptime_s']:.0f} s  "
+            f"epoch {report['epoch']} ({len(report['nodes'])} nodes)"
+        )
+        click.echo(
+            f"  connections {report['connections']}, clients {report['clients']}; "
+            f"calls {stats['calls']:,}, errors {stats['errors']:,}, protocol errors {stats['protocol_errors']:,}"
+        )
+        click.echo(f"  objects {report['objects']:,}: {types}")
+        for obj in report["listed"]:
+            click.echo(f"    {obj['type']}  {obj['key']}  (queued {obj['queued']}, waiting {obj['waiting']})")
+
+
 @cli.command(
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "allow_interspersed_args": False},
     add_help_option=False,

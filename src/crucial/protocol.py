@@ -69,13 +69,14 @@ class Kind:
     DELETE = 4  # pickle (type_name, key)
     VIEW = 5  # empty: ask for the current view
     PING = 6  # empty
+    INFO = 7  # pickle {"objects": N}: the node's statistics and its first N objects
     WELCOME = 16  # json {version, node_id, view}
     OK = 17  # pickle value
     ERROR = 18  # pickle (exception, traceback text)
     FAIL = 19  # json {code, message}: protocol-level failure
     REDIRECT = 20  # json {view}: this node does not own the object
 
-    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING})
+    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO})
     REPLIES = frozenset({WELCOME, OK, ERROR, FAIL, REDIRECT})
     ALL = REQUESTS | REPLIES
 

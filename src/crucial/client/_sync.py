@@ -287,6 +287,12 @@ class Client:
         address = address or self.core.seeds[0]
         self.core.result(self._roundtrip(address, P.Kind.PING, b""), address)
 
+    def info(self, address: str | None = None, objects: int = 0) -> dict[str, Any]:
+        """One node's statistics and its first ``objects`` objects (by type and key): what ``crucial info`` prints."""
+        address = address or self.core.seeds[0]
+        frame = self._roundtrip(address, P.Kind.INFO, P.dumps({"objects": objects}))
+        return dict(self.core.result(frame, address))
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -16,6 +16,8 @@ keeps per-connection state and turns failures into replies.
 from __future__ import annotations
 
 import asyncio
+import collections
+import heapq
 import hmac
 import ipaddress
 import logging
@@ -126,6 +128,7 @@ class Node:
         self.connections: set[_Connection] = set()
         self.stats = {"calls": 0, "errors": 0, "protocol_errors": 0, "connections": 0}
         self.blocked_warning = blocked_warning
+        self._started = time.monotonic()
         self._watchdog_stop = threading.Event()
 
     async def start(self) -> str:
@@ -274,6 +277,36 @@ class Node:
         assert self.table is not None
         conn.send(P.Kind.OK, req_id, P.dumps(self.table.delete(str(type_name), str(key))))
 
+    def handle_info(self, conn: _Connection, req_id: int, body: bytes) -> None:
+        options = P.loads(body, what="info")
+        limit = options.get("objects", 0) if isinstance(options, dict) else None
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise ProtocolError('malformed INFO: expected {"objects": N} with N >= 0')
+        conn.send(P.Kind.OK, req_id, P.dumps(self.info(limit)))
+
+    def info(self, objects: int = 0) -> dict[str, Any]:
+        """What ``crucial info`` shows: who this node is, its counters, and its first ``objects`` objects."""
+        assert self.table is not None and self.view is not None
+        cells = self.table.cells
+        listed = heapq.nsmallest(objects, cells) if objects else []
+        return {
+            "address": self.address,
+            "node_id": self.node_id,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+            "epoch": self.view.epoch,
+            "nodes": list(self.view.nodes),
+            "connections": len(self.connections),
+            "clients": len(self._clients),
+            "stats": dict(self.stats),
+            "objects": len(cells),
+            "types": dict(collections.Counter(type_name for type_name, _ in cells)),
+            "listed": [
+                {"type": t, "key": k, "queued": len(cells[(t, k)].queue), "waiting": len(cells[(t, k)].waiters)}
+                for t, k in listed
+            ],
+        }
+
     def welcome(self) -> bytes:
         assert self.view is not None
         return P.encode_json(
@@ -368,6 +401,8 @@ class _Connection(asyncio.Protocol):
                     self.send(P.Kind.WELCOME, frame.req_id, node.welcome())
                 elif kind == P.Kind.PING:
                     self.send(P.Kind.OK, frame.req_id, P.dumps(None))
+                elif kind == P.Kind.INFO:
+                    node.handle_info(self, frame.req_id, frame.body)
                 else:
                     self.fail("kind", f"unexpected frame kind {kind} after handshake", frame.req_id)
             except AuthenticationError as exc:
