@@ -230,8 +230,17 @@ class Stage:
         self.jobs: queue.Queue[int] = queue.Queue(maxsize=2)
         self.meet = threading.Barrier(parties, timeout=20)
 
+        self.simple: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.simple.put(-1)  # contents survive the swap
+
     def put(self, item: int) -> None:
         self.jobs.put(item)  # blocks (on the node) while the queue is full
+
+    def simple_put(self, item: int) -> None:
+        self.simple.put(item)
+
+    def simple_get(self, timeout: float | None = None) -> int:
+        return self.simple.get(timeout=timeout)
 
     def get(self, timeout: float | None = None) -> int:
         return self.jobs.get(timeout=timeout)
@@ -253,6 +262,17 @@ def test_a_queue_attribute_blocks_as_a_monitor(dso: LocalCluster, key: str) -> N
     assert errors == [] and got == list(range(50))
     with pytest.raises(queue.Empty):
         stage.get(0.05)
+    assert stage.simple_get(0) == -1
+    taken: list[int] = []
+    assert (
+        run_threads(
+            [lambda: taken.extend(stage.simple_get(20) for _ in range(3)), lambda: [stage.simple_put(i) for i in range(3)]]
+        )
+        == []
+    )
+    assert taken == [0, 1, 2]
+    with pytest.raises(queue.Empty):
+        stage.simple_get(0.05)
 
 
 def test_a_barrier_attribute_releases_its_parties_and_breaks_on_timeout(dso: LocalCluster, key: str) -> None:

@@ -9,8 +9,8 @@ do the same: when a node creates an object, :func:`adopt` swaps every
 ``Event`` and ``Barrier`` among its attributes (and one level into lists,
 tuples and dicts held by them) for the twins below, and those inside a
 ``queue.Queue`` (or ``LifoQueue``, ``PriorityQueue``) it holds, so its
-blocking ``get``/``put`` wait as monitors too.  ``queue.SimpleQueue`` is
-written in C: its blocking ``get`` would stop the node; do not use it.
+blocking ``get``/``put`` wait as monitors too; a ``queue.SimpleQueue``
+(written in C) becomes a Python twin with its contents.
 
 The twins keep ``threading``'s semantics but wait with
 :func:`~crucial.objects._monitor.wait_until`: a waiting call releases the
@@ -30,6 +30,7 @@ create them in ``__init__``.  This module is pure (no I/O).
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
 import time
@@ -46,6 +47,7 @@ __all__ = [
     "NodeLock",
     "NodeRLock",
     "NodeSemaphore",
+    "NodeSimpleQueue",
     "adopt",
 ]
 
@@ -353,6 +355,43 @@ class NodeBarrier:
         return self._broken
 
 
+class NodeSimpleQueue:
+    """``queue.SimpleQueue`` (written in C: its blocking ``get`` would stop the node's thread)."""
+
+    def __init__(self, items: list[Any] | None = None) -> None:
+        self._items: collections.deque[Any] = collections.deque(items or ())
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self._items.append(item)  # unbounded: never waits, as SimpleQueue
+
+    put_nowait = put
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if timeout is not None and timeout < 0:
+            raise ValueError("'timeout' must be a non-negative number")
+        if not wait_until(lambda: bool(self._items), timeout if block else 0):
+            raise queue.Empty
+        return self._items.popleft()
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+def _drain(q: queue.SimpleQueue[Any]) -> list[Any]:
+    items = []
+    while True:
+        try:
+            items.append(q.get_nowait())
+        except queue.Empty:
+            return items
+
+
 def _twin(value: Any, memo: dict[int, Any]) -> Any:
     """The node twin of a ``threading`` primitive, or ``value`` itself."""
     kind = type(value)
@@ -372,6 +411,8 @@ def _twin(value: Any, memo: dict[int, Any]) -> Any:
         twin = NodeEvent(value.is_set())
     elif isinstance(value, threading.Barrier):
         twin = NodeBarrier(value.parties, value._action, value._timeout)  # type: ignore[attr-defined]
+    elif isinstance(value, queue.SimpleQueue):
+        twin = NodeSimpleQueue(_drain(value))
     elif isinstance(value, queue.Queue):  # Queue, LifoQueue, PriorityQueue: their lock and conditions
         memo[id(value)] = value
         _swap_attributes(value, memo)
