@@ -6,7 +6,6 @@ client costs its own connection at most, never the node.
 
 from __future__ import annotations
 
-import os
 import pickle
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 import crucial
 from crucial import protocol as P
 from crucial.client import Client
-from crucial.testing import LocalCluster, RawConnection, raw_connection
+from crucial.testing import LocalCluster, RawConnection, raw_connection, unconfigured_env
 from crucial.testing.faults import garbage, oversized_header
 
 # --------------------------------------------------------------------------- helpers
@@ -213,7 +212,7 @@ def test_right_token_works(secured: LocalCluster, key: str) -> None:
 
 
 def test_off_loopback_without_token_is_refused() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+    env = unconfigured_env()
     proc = subprocess.run(
         [sys.executable, "-m", "crucial.cli", "server", "--host", "0.0.0.0", "--port", "0", "--watch-stdin"],
         stdin=subprocess.DEVNULL,  # were it to start anyway, it would exit at once

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -11,14 +10,13 @@ from pathlib import Path
 
 import crucial
 from crucial import protocol as P
-from crucial.testing import LocalCluster, raw_connection
+from crucial.testing import LocalCluster, raw_connection, unconfigured_env
 
 
 def info(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
     return subprocess.run(
         [sys.executable, "-m", "crucial.cli", "info", *args],
-        env={**clean, **(env or {})},
+        env=unconfigured_env(env),
         capture_output=True,
         text=True,
         timeout=60,

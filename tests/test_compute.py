@@ -24,6 +24,7 @@ import pytest
 import crucial
 from crucial.compute import CloudThread, Retry, get_backend
 from crucial.compute.local import LocalBackend
+from crucial.testing import unconfigured_env
 from crucial.testing.faults import blackhole, closed_port, eventually
 
 WAIT = 30.0  # the longest any function or join waits: a broken test fails, it does not hang
@@ -609,7 +610,7 @@ def test_script_function_holding_a_shared_proxy(tmp_path) -> None:
     # by-value pickling once deadlocked start() on its own lock
     script = tmp_path / "job.py"
     script.write_text(SCRIPT_WITH_SHARED_CLASS)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+    env = unconfigured_env()
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("box 41")

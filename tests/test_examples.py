@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 import re
 import struct
 import subprocess
@@ -25,7 +24,7 @@ import pytest
 from crucial.examples import mandelbrot, montecarlo, wordcount
 from crucial.examples.original import mandelbrot as mandelbrot_original
 from crucial.examples.original import montecarlo as montecarlo_original
-from crucial.testing import LocalCluster
+from crucial.testing import LocalCluster, unconfigured_env
 
 
 @pytest.fixture
@@ -80,8 +79,7 @@ def test_montecarlo_starts_each_run_from_zero(examples_dso: LocalCluster) -> Non
 
 def run_module(name: str, *args: str, cwd: Path, **settings: str) -> subprocess.CompletedProcess[str]:
     """``python -m crucial.examples.<name>`` in a fresh process with nothing configured but ``CRUCIAL_<settings>``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
-    env.update({f"CRUCIAL_{name.upper()}": value for name, value in settings.items()})
+    env = unconfigured_env({f"CRUCIAL_{name.upper()}": value for name, value in settings.items()})
     proc = subprocess.run(
         [sys.executable, "-m", f"crucial.examples.{name}", *args],
         env=env,

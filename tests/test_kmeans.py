@@ -26,7 +26,7 @@ import crucial
 from crucial.examples import _kmeans_data as data
 from crucial.examples import kmeans
 from crucial.examples.original import kmeans as kmeans_original
-from crucial.testing import LocalCluster
+from crucial.testing import LocalCluster, unconfigured_env
 
 POINTS, DIM, K, THREADS, ITERATIONS = 3001, 4, 5, 3, 8  # 3001: the partitions are uneven
 
@@ -250,15 +250,11 @@ def test_bad_sizes_are_usage_errors(program: Any, args: list[str], message: str,
     assert message in capsys.readouterr().err
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
-
-
 def test_port_as_a_module_with_nothing_configured(tmp_path: Path) -> None:
     # __main__ runs the module; its workers import it by name; an embedded node starts and stops
     args = ["--points", "1500", "--dim", "3", "--k", "3", "--threads", "2", "--iterations", "4", "--data", str(tmp_path / "d")]
     cmd = [sys.executable, "-m", "crucial.examples.kmeans", *args]
-    proc = subprocess.run(cmd, env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, env=unconfigured_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "k-means: 1,500 points x 3 dimensions, k = 3, 2 threads" in proc.stdout
     assert "per iteration (" in proc.stdout
@@ -267,7 +263,9 @@ def test_port_as_a_module_with_nothing_configured(tmp_path: Path) -> None:
 @pytest.mark.parametrize("module", ["crucial.examples.kmeans", "crucial.examples.original.kmeans"])
 def test_without_numpy_the_message_names_the_extra(module: str, tmp_path: Path) -> None:
     code = f"import sys, runpy; sys.modules['numpy'] = None; runpy.run_module({module!r}, run_name='__main__')"
-    proc = subprocess.run([sys.executable, "-c", code], env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=unconfigured_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1
     assert "pip install 'crucial[examples]'" in proc.stderr
 

@@ -25,7 +25,7 @@ import crucial
 from crucial.examples import _logreg_data as data
 from crucial.examples import logreg
 from crucial.examples.original import logreg as logreg_original
-from crucial.testing import LocalCluster
+from crucial.testing import LocalCluster, unconfigured_env
 
 POINTS, FEATURES, ITERATIONS, STEP = 3001, 6, 30, 1.0  # 3001: the partitions are uneven
 
@@ -204,15 +204,11 @@ def test_bad_sizes_are_usage_errors(program: Any, args: list[str], message: str,
     assert message in capsys.readouterr().err
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
-
-
 def test_port_as_a_module_with_nothing_configured(tmp_path: Path) -> None:
     # __main__: the model's class and the thread subclass travel by value; an embedded node starts
     args = ["--points", "1500", "--features", "3", "--threads", "2", "--iterations", "5", "--data", str(tmp_path / "d")]
     cmd = [sys.executable, "-m", "crucial.examples.logreg", *args]
-    proc = subprocess.run(cmd, env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(cmd, env=unconfigured_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "1,500 points x 3 features, 2 threads, 5 iterations" in proc.stdout
     assert "per iteration (5 iterations, 2 threads)" in proc.stdout
@@ -221,7 +217,9 @@ def test_port_as_a_module_with_nothing_configured(tmp_path: Path) -> None:
 @pytest.mark.parametrize("module", ["crucial.examples.logreg", "crucial.examples.original.logreg"])
 def test_without_numpy_the_message_names_the_extra(module: str, tmp_path: Path) -> None:
     code = f"import sys, runpy; sys.modules['numpy'] = None; runpy.run_module({module!r}, run_name='__main__')"
-    proc = subprocess.run([sys.executable, "-c", code], env=clean_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=unconfigured_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 1
     assert "pip install 'crucial[examples]'" in proc.stderr
 

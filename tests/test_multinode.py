@@ -17,15 +17,9 @@ import pytest
 
 import crucial
 from crucial.client._ring import HashRing
-from crucial.testing import LocalCluster
+from crucial.testing import LocalCluster, unconfigured_env
 
 INT = crucial.AtomicInt._type_name
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
-    env.update(extra)
-    return env
 
 
 def _reachable(address: str) -> bool:
@@ -128,7 +122,7 @@ def test_nodes_know_the_cluster_when_it_is_announced() -> None:
 def test_cli_server_with_two_nodes(sig: signal.Signals, key: str) -> None:
     exe = Path(sys.executable).with_name("crucial")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "crucial.cli"]
-    proc = subprocess.Popen([*cmd, "server", "--nodes", "2"], stdout=subprocess.PIPE, text=True, env=_clean_env())
+    proc = subprocess.Popen([*cmd, "server", "--nodes", "2"], stdout=subprocess.PIPE, text=True, env=unconfigured_env())
     try:
         line = _read_line(proc)
         m = re.fullmatch(r"CRUCIAL_DSO=(127\.0\.0\.1:\d+),(127\.0\.0\.1:\d+)\n", line)
@@ -198,7 +192,7 @@ def test_embedded_node(tmp_path: Path) -> None:
     script = tmp_path / "embedded_user.py"
     script.write_text(EMBEDDED_SCRIPT)
     run = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=90, env=_clean_env(), cwd=tmp_path
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=90, env=unconfigured_env(), cwd=tmp_path
     )
     assert run.returncode == 0, run.stderr
     info = _parse(run.stdout)
@@ -218,7 +212,7 @@ def test_embedded_node_dies_with_a_killed_parent(tmp_path: Path) -> None:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        env=_clean_env(),
+        env=unconfigured_env(),
         cwd=tmp_path,
     )
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import queue
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 import crucial
 from crucial.client import _default
 from crucial.server._runtime import blocked_report
+from crucial.testing import unconfigured_env
 
 
 @crucial.shared
@@ -40,7 +40,7 @@ def _lines(stream: IO[str], out: queue.Queue[str]) -> None:
 @pytest.fixture
 def node() -> Iterator[queue.Queue[str]]:
     """A node with a 0.3 s warning threshold, its stderr captured (LocalCluster lets stderr through)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+    env = unconfigured_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "crucial.server", "--port", "0", "--watch-stdin", "--blocked-warning", "0.3"],
         stdin=subprocess.PIPE,

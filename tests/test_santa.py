@@ -11,7 +11,6 @@ trace that breaks it and only it.
 from __future__ import annotations
 
 import importlib.util
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -23,7 +22,7 @@ import pytest
 from crucial.examples import santa
 from crucial.examples._santa_check import WORK, check, summarize
 from crucial.examples.original import santa as original
-from crucial.testing import LocalCluster
+from crucial.testing import LocalCluster, unconfigured_env
 
 SMALL = {"elves": 7, "reindeer": 4, "deliveries": 3, "work_delay": 0.01, "timeout": 60.0}
 
@@ -82,7 +81,7 @@ def test_bad_options(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_both_as_modules_with_nothing_configured(tmp_path: Path) -> None:
     # as __main__, the port's monitor classes travel by value to the node and the entities to the workers
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+    env = unconfigured_env()
     for module in ("crucial.examples.santa", "crucial.examples.original.santa"):
         args = [sys.executable, "-m", module, "--deliveries", "2", "--work-delay", "0.01"]
         proc = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90)

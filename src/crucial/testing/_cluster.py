@@ -18,7 +18,18 @@ from typing import Any
 from ..client import Client
 from ..config import Config
 
-__all__ = ["LocalCluster"]
+__all__ = ["LocalCluster", "unconfigured_env"]
+
+
+def unconfigured_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any ``CRUCIAL_*`` variable (nothing configured), plus ``extra``.
+
+    What a child process -- a node, an example run with ``python -m``, a
+    script -- gets so that it sees only the settings a test gives it.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+    env.update(extra or {})
+    return env
 
 
 class LocalCluster:
@@ -46,8 +57,7 @@ class LocalCluster:
         cmd = [sys.executable, "-m", "crucial.server", "--port", "0", "--nodes", str(self.nodes), "--watch-stdin"]
         if self.max_frame_size is not None:
             cmd += ["--max-frame-size", str(self.max_frame_size)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
-        env.update(self.env)
+        env = unconfigured_env(self.env)
         if self.token:
             env["CRUCIAL_TOKEN"] = self.token
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
