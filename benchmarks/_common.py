@@ -174,6 +174,65 @@ class RedisServer:
         self.stop()
 
 
+class RedisBarrier:
+    """The INCR + BLPOP barrier that Redis users write."""
+
+    def __init__(self, r: Any, name: str, parties: int) -> None:
+        self.r = r
+        self.parties = parties
+        self.counter = f"{name}:count"
+        self.prefix = f"{name}:go:"
+
+    def wait(self) -> None:
+        n = self.r.incr(self.counter)
+        generation = (n - 1) // self.parties
+        if n % self.parties == 0:  # last arrival of this generation: release the others
+            if self.parties > 1:
+                self.r.rpush(f"{self.prefix}{generation}", *([b"1"] * (self.parties - 1)))
+        else:
+            self.r.blpop([f"{self.prefix}{generation}"], timeout=0)
+
+
+@contextlib.contextmanager
+def environ(**variables: str) -> Iterator[None]:
+    """Set environment variables for the ``with`` block, and put back what was there."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def lithops_tempdir() -> Iterator[None]:
+    """Lithops' localhost storage and runner in a private temporary directory, removed at the end.
+
+    Lithops places them under ``tempfile.gettempdir()``, in this process and
+    in each function's subprocess, so ``TMPDIR`` points at the private
+    directory while the benchmark runs (set after crucial's fork server and
+    the process pool have started, so they are not affected).
+    """
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="crucial-bench-lithops-")
+    saved_tempdir, tempfile.tempdir = tempfile.tempdir, None
+    try:
+        with environ(TMPDIR=tmp):
+            try:
+                import lithops  # noqa: F401  (its paths are fixed at import, under TMPDIR)
+            except ImportError:
+                raise SystemExit("lithops is missing: pip install lithops (or run with --no-lithops)") from None
+            yield
+    finally:
+        tempfile.tempdir = saved_tempdir
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def redis_client(port: int, **kwargs: Any) -> Any:
     """A redis-py client the way users make one (hiredis parser when installed)."""
     import redis

@@ -24,29 +24,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from _common import Link, ProcessGroup, RedisServer, crucial_cluster, emit, hiredis_version, log, median, meta, parser, ratio
+from _common import (
+    Link,
+    ProcessGroup,
+    RedisBarrier,
+    RedisServer,
+    crucial_cluster,
+    emit,
+    hiredis_version,
+    log,
+    median,
+    meta,
+    parser,
+    ratio,
+)
 from _common import terminate_as_interrupt as _sigterm
 
 WARMUP = 3
-
-
-class RedisBarrier:
-    """The INCR + BLPOP barrier that Redis users write."""
-
-    def __init__(self, r: Any, name: str, parties: int) -> None:
-        self.r = r
-        self.parties = parties
-        self.counter = f"{name}:count"
-        self.prefix = f"{name}:go:"
-
-    def wait(self) -> None:
-        n = self.r.incr(self.counter)
-        generation = (n - 1) // self.parties
-        if n % self.parties == 0:  # last arrival of this generation: release the others
-            if self.parties > 1:
-                self.r.rpush(f"{self.prefix}{generation}", *([b"1"] * (self.parties - 1)))
-        else:
-            self.r.blpop([f"{self.prefix}{generation}"], timeout=0)
 
 
 def worker(link: Link, phases: list[tuple[str, int, str]], crossings: int, dso: str, port: int) -> None:

@@ -34,14 +34,12 @@ import concurrent.futures as cf
 import contextlib
 import functools
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from _common import emit, log, median, meta, parser, ratio
+from _common import emit, lithops_tempdir, log, median, meta, parser, ratio
 from _common import terminate_as_interrupt as _sigterm
 
 SIZES = (1, 8, 64)
@@ -139,34 +137,6 @@ def process_pool(size: int) -> Iterator[cf.ProcessPoolExecutor]:
         yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-@contextlib.contextmanager
-def lithops_tempdir() -> Iterator[None]:
-    """Lithops' localhost storage and runner in a private temporary directory, removed at the end.
-
-    Lithops places them under ``tempfile.gettempdir()``, in this process and
-    in each function's subprocess, so ``TMPDIR`` points at the private
-    directory while the benchmark runs (set after crucial's fork server and
-    the process pool have started, so they are not affected).
-    """
-    tmp = tempfile.mkdtemp(prefix="crucial-bench-lithops-")
-    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"] = tmp
-    tempfile.tempdir = None
-    try:
-        try:
-            import lithops  # noqa: F401  (its paths are fixed at import, under TMPDIR)
-        except ImportError:
-            raise SystemExit("lithops is missing: pip install lithops (or run with --no-lithops)")
-        yield
-    finally:
-        if saved_env is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved_env
-        tempfile.tempdir = saved_tempdir
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -49,15 +49,13 @@ from __future__ import annotations
 import contextlib
 import multiprocessing.util
 import os
-import shutil
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
-from _common import RedisServer, emit, hiredis_version, log, median, meta, parser, ratio
+from _common import RedisBarrier, RedisServer, emit, hiredis_version, lithops_tempdir, log, median, meta, parser, ratio
 from _common import terminate_as_interrupt as _sigterm
 
 ITERATIONS = 10
@@ -140,25 +138,6 @@ def access_times(watches: list[Any]) -> dict[str, float]:
     }
 
 
-class RedisBarrier:
-    """The INCR + BLPOP barrier that Redis users write (as in ``benchmarks/barrier.py``)."""
-
-    def __init__(self, r: Any, name: str, parties: int) -> None:
-        self.r = r
-        self.parties = parties
-        self.counter = f"{name}:count"
-        self.prefix = f"{name}:go:"
-
-    def wait(self) -> None:
-        n = self.r.incr(self.counter)
-        generation = (n - 1) // self.parties
-        if n % self.parties == 0:  # last arrival of this generation: release the others
-            if self.parties > 1:
-                self.r.rpush(f"{self.prefix}{generation}", *([b"1"] * (self.parties - 1)))
-        else:
-            self.r.blpop([f"{self.prefix}{generation}"], timeout=0)
-
-
 def redis_state(r: Any, keys: list[str], k: int) -> tuple[int, Any, float]:
     """(iteration, centroids, delta) with one MGET."""
     import msgpack
@@ -212,28 +191,6 @@ def redis_body(part: int, directory: str, port: int, prefix: str, keys: list[str
                 iteration, centres, delta = redis_state(r, keys, k)
             watch.lap()
         return assign(points, norms, centres)[2], watch
-
-
-@contextlib.contextmanager
-def lithops_tempdir() -> Iterator[None]:
-    """Lithops' localhost storage and runner under a private ``TMPDIR``, removed at the end (as ``invoke.py``)."""
-    tmp = tempfile.mkdtemp(prefix="crucial-bench-lithops-")
-    saved_env, saved_tempdir = os.environ.get("TMPDIR"), tempfile.tempdir
-    os.environ["TMPDIR"] = tmp
-    tempfile.tempdir = None
-    try:
-        try:
-            import lithops  # noqa: F401  (its paths are fixed at import, under TMPDIR)
-        except ImportError:
-            raise SystemExit("lithops is missing: pip install lithops (or run with --no-lithops)")
-        yield
-    finally:
-        if saved_env is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved_env
-        tempfile.tempdir = saved_tempdir
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def lithops_round(r: Any, port: int, directory: str, init: Any) -> dict[str, Any]:

@@ -64,7 +64,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from _common import emit, log, median, meta, parser, ratio
+from _common import emit, environ, log, median, meta, parser, ratio
 from _common import terminate_as_interrupt as _sigterm
 
 THREADS = 2
@@ -179,18 +179,11 @@ def warm_crucial(directory: str) -> None:
     """Embedded node, fork server and two workers with one BLAS thread each, before timing."""
     from crucial.compute import get_backend
 
-    saved = os.environ.get("OPENBLAS_NUM_THREADS")
-    os.environ["OPENBLAS_NUM_THREADS"] = "1"  # the fork server (and every worker forked from it) starts with it
-    try:
+    with environ(OPENBLAS_NUM_THREADS="1"):  # the fork server (and every worker forked from it) starts with it
         for _ in range(3):
             crucial_run(directory, 5)
             if get_backend("local").size >= THREADS:
                 break
-    finally:
-        if saved is None:
-            os.environ.pop("OPENBLAS_NUM_THREADS", None)
-        else:
-            os.environ["OPENBLAS_NUM_THREADS"] = saved
 
 
 def java_version() -> str:
