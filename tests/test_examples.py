@@ -226,3 +226,16 @@ def test_mandelbrot_image_refuses_a_bad_row_and_an_unfinished_image(dso: LocalCl
     with pytest.raises(ValueError, match=r"rows never painted: \[1, 2\]"):
         image.to_list()
     image.delete()
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["kmeans", "original.kmeans", "logreg", "original.logreg", "randomforest", "original.randomforest"],
+)
+def test_without_numpy_the_message_names_the_extra(module: str, tmp_path: Path) -> None:
+    code = f"import sys, runpy; sys.modules['numpy'] = None; runpy.run_module('crucial.examples.{module}', run_name='__main__')"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=unconfigured_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    assert "pip install 'crucial[examples]'" in proc.stderr

@@ -214,16 +214,6 @@ def test_port_as_a_module_with_nothing_configured(tmp_path: Path) -> None:
     assert "per iteration (5 iterations, 2 threads)" in proc.stdout
 
 
-@pytest.mark.parametrize("module", ["crucial.examples.logreg", "crucial.examples.original.logreg"])
-def test_without_numpy_the_message_names_the_extra(module: str, tmp_path: Path) -> None:
-    code = f"import sys, runpy; sys.modules['numpy'] = None; runpy.run_module({module!r}, run_name='__main__')"
-    proc = subprocess.run(
-        [sys.executable, "-c", code], env=unconfigured_env(), cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
-    assert proc.returncode == 1
-    assert "pip install 'crucial[examples]'" in proc.stderr
-
-
 # -- the data -----------------------------------------------------------------------------
 
 
