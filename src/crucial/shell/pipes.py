@@ -601,7 +601,18 @@ def run_pipe(
 
     from ..objects.containers import Queue
     from ..objects.synchronization import Event, SharedFuture
-    from .sshell import EXIT_FAILURE, EXIT_TIMEOUT, LIVENESS, QUEUE_CHUNKS, _backend, _dso_errors, _Failure, _start, _write
+    from .sshell import (
+        EXIT_FAILURE,
+        EXIT_TIMEOUT,
+        LIVENESS,
+        QUEUE_CHUNKS,
+        _backend,
+        _dso_errors,
+        _Failure,
+        _start,
+        _write,
+        failure_status,
+    )
 
     if via not in VIA:
         raise _Failure(f"--pipe-via must be one of {', '.join(VIA)}, not {via!r}", 2)
@@ -655,7 +666,7 @@ def run_pipe(
                             exc = thread.exception()
                             why = f"{type(exc).__name__}: {exc}" if exc is not None else "it ended without a status"
                             _write(2, f"sshell: stage {index + 1} ({stages[index]}) failed: {why}\n".encode())
-                            statuses[index] = EXIT_TIMEOUT if "Timeout" in type(exc).__name__ else EXIT_FAILURE
+                            statuses[index] = failure_status(exc) if exc is not None else EXIT_FAILURE
                             abort()
                     continue
                 if item[0] == 0:

@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -427,12 +427,29 @@ def status_key(job_id: str) -> str:
     return f"sshell/{job_id}/status"
 
 
+def failure_status(exc: BaseException) -> int:
+    """The exit status of an invocation that failed with ``exc``: 124 past its timeout, else 125."""
+    from ..exceptions import InvocationTimeoutError
+
+    return EXIT_TIMEOUT if isinstance(exc, InvocationTimeoutError) else EXIT_FAILURE
+
+
 def _final_status(thread: Any) -> int:
     """An ``--async`` invocation's exit status, as ``sshell CMD`` would have exited."""
     exc = thread.exception()
-    if exc is None:
-        return int(thread.result())
-    return EXIT_TIMEOUT if "Timeout" in type(exc).__name__ else EXIT_FAILURE
+    return int(thread.result()) if exc is None else failure_status(exc)
+
+
+def _exit_with(run: Callable[[], int]) -> NoReturn:
+    """Exit with ``run()``'s status; a failure is reported (with its code), Ctrl-C exits 130."""
+    try:
+        code = run()
+    except _Failure as exc:
+        click.echo(f"sshell: {exc}", err=True)
+        code = exc.code
+    except KeyboardInterrupt:
+        code = 128 + signal.SIGINT
+    sys.exit(code)
 
 
 def _wait_for(job_id: str, dso: tuple[str, ...], token: str | None, origin: str) -> int:
@@ -659,14 +676,7 @@ def sshell(
     if wait_id is not None:
         if command or script is not None or async_ or pipe:
             raise click.UsageError("--wait ID takes no CMD, -f, --async or --pipe")
-        try:
-            addresses, token, origin = _resolve_dso(dso)
-            sys.exit(_wait_for(wait_id, addresses, token, origin))
-        except _Failure as exc:
-            click.echo(f"sshell: {exc}", err=True)
-            sys.exit(exc.code)
-        except KeyboardInterrupt:
-            sys.exit(128 + signal.SIGINT)
+        _exit_with(lambda: _wait_for(wait_id, *_resolve_dso(dso)))
     if script is not None and command:
         raise click.UsageError("give either -f FILE or CMD, not both")
     if script is None and not command:
@@ -699,34 +709,30 @@ def sshell(
         timeout=timeout,
         stream=not async_,
     )
-    try:
+
+    def invoke() -> int:
         addresses, token, origin = _resolve_dso(dso)
         if async_:
-            sys.exit(_fire_and_forget(job, backend, timeout, addresses, token, origin))
+            return _fire_and_forget(job, backend, timeout, addresses, token, origin)
         _connect(addresses, token, origin)
-        if pipe:
-            from .pipes import run_pipe
+        if not pipe:
+            return _run(job, backend, timeout, debug, addresses, origin)
+        from .pipes import run_pipe
 
-            code = run_pipe(
-                stages,
-                job,
-                backend=backend,
-                timeout=timeout,
-                debug=debug,
-                dso=addresses,
-                origin=origin,
-                via=pipe_via,
-                host=pipe_host,
-                pipefail=pipefail,
-            )
-        else:
-            code = _run(job, backend, timeout, debug, addresses, origin)
-    except _Failure as exc:
-        click.echo(f"sshell: {exc}", err=True)
-        sys.exit(exc.code)
-    except KeyboardInterrupt:
-        sys.exit(128 + signal.SIGINT)
-    sys.exit(code)
+        return run_pipe(
+            stages,
+            job,
+            backend=backend,
+            timeout=timeout,
+            debug=debug,
+            dso=addresses,
+            origin=origin,
+            via=pipe_via,
+            host=pipe_host,
+            pipefail=pipefail,
+        )
+
+    _exit_with(invoke)
 
 
 def main(argv: list[str] | None = None) -> None:
