@@ -8,18 +8,25 @@
      │    └── FrameTooLargeError
      ├── AuthenticationError            wrong or missing token
      ├── ConnectError (ConnectionError) a node that cannot be reached
+     │    └── CallInterruptedError      the connection dropped mid-call: it may have been applied
      ├── CallTimeoutError (TimeoutError)
      ├── SerializationError             arguments or results that do not pickle
      ├── ObjectError                    errors about one shared object (has .key)
      │    ├── ObjectNotFoundError       attach/call on an object that is absent
+     │    │    └── ObjectLostError      it lived only on a node that crashed
      │    ├── UnknownTypeError          type not known to the node
      │    ├── UnknownMethodError (AttributeError)
      │    └── ObjectCreationError       the constructor raised or args are wrong
      ├── CallCancelledError             the caller of a blocked call went away
- ├── InvocationError                a cloud function failed on the platform's side
- │    ├── WorkerDiedError           its worker died mid-call (killed, crashed)
- │    ├── CapacityError             the backend's concurrency cap is reached
- │    └── InvocationTimeoutError (TimeoutError)
+     ├── UnavailableError               no node may serve the object now (view changing)
+     ├── CoordinatorError (ConnectionError)  the consensus service (etcd) failed or is unreachable
+     ├── StorageError (OSError)         a node's data dir cannot be used (has .path)
+     │    ├── DataDirLockedError        another node process holds it
+     │    └── CorruptDataError          a file in it is corrupt or truncated
+     ├── InvocationError                a cloud function failed on the platform's side
+     │    ├── WorkerDiedError           its worker died mid-call (killed, crashed)
+     │    ├── CapacityError             the backend's concurrency cap is reached
+     │    └── InvocationTimeoutError (TimeoutError)
      ├── WouldBlockError                the sequential model cannot wait
      ├── RemoteError                    an exception that could not travel as itself
      └── BrokenBarrierError (threading.BrokenBarrierError)
@@ -37,10 +44,14 @@ __all__ = [
     "AuthenticationError",
     "BrokenBarrierError",
     "CallCancelledError",
+    "CallInterruptedError",
     "CallTimeoutError",
     "ConfigError",
     "ConnectError",
+    "CoordinatorError",
+    "CorruptDataError",
     "CrucialError",
+    "DataDirLockedError",
     "FrameTooLargeError",
     "CapacityError",
     "InvocationError",
@@ -48,11 +59,14 @@ __all__ = [
     "WorkerDiedError",
     "ObjectCreationError",
     "ObjectError",
+    "ObjectLostError",
     "ObjectNotFoundError",
     "ProtocolError",
     "RemoteError",
     "RemoteTraceback",
     "SerializationError",
+    "StorageError",
+    "UnavailableError",
     "UnknownMethodError",
     "UnknownTypeError",
     "WouldBlockError",
@@ -92,6 +106,25 @@ class ConnectError(CrucialError, ConnectionError):
         self.address = address
 
 
+class CallInterruptedError(ConnectError):
+    """The connection to a node dropped after a call was sent and before its reply came.
+
+    The call may or may not have been applied (``may_have_been_applied`` is
+    always ``True``: nobody can know).  Resending it with the same call id is
+    safe -- a node that applied it answers from its de-duplication window --
+    which is what the client does ``retries`` times before raising this.
+    """
+
+    may_have_been_applied = True
+
+    def __init__(self, message: str, address: str | None = None, key: str | None = None) -> None:
+        super().__init__(message, address)
+        self.key = key
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", self.address, self.key))
+
+
 class CallTimeoutError(CrucialError, TimeoutError):
     """A call did not complete within its deadline."""
 
@@ -116,6 +149,18 @@ class ObjectNotFoundError(ObjectError, LookupError):
     """The object does not exist (never created, or deleted) and cannot be created."""
 
 
+class ObjectLostError(ObjectNotFoundError):
+    """The object lived only on a node that crashed (an ephemeral object, or a
+    persistent one whose every replica failed); ``node`` names that node."""
+
+    def __init__(self, message: str, type_name: str | None = None, key: str | None = None, node: str | None = None) -> None:
+        super().__init__(message, type_name, key)
+        self.node = node
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", self.type_name, self.key, self.node))
+
+
 class UnknownTypeError(ObjectError):
     """The node knows no shared type of this name."""
 
@@ -130,6 +175,37 @@ class ObjectCreationError(ObjectError):
 
 class CallCancelledError(CrucialError):
     """A blocked call was cancelled because its caller disconnected."""
+
+
+class UnavailableError(CrucialError):
+    """No node may serve the object now: its replicas are changing view, or too
+    few of them are alive; raised once the call's deadline has passed."""
+
+
+class CoordinatorError(CrucialError, ConnectionError):
+    """The consensus service that agrees on views (etcd) failed or cannot be reached."""
+
+
+class StorageError(CrucialError, OSError):
+    """A node's data directory cannot be used; ``path`` names the file or directory."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self):
+        return (type(self), (self.args[0] if self.args else "", self.path))
+
+
+class DataDirLockedError(StorageError):
+    """Another node process holds the data directory (two nodes on one directory)."""
+
+
+class CorruptDataError(StorageError):
+    """A file in the data directory is corrupt or truncated; it is reported, never dropped."""
 
 
 class InvocationError(CrucialError):
