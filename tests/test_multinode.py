@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import crucial
-from crucial.client._ring import HashRing
+from crucial._placement import View
 from crucial.testing import LocalCluster, unconfigured_env
 
 INT = crucial.AtomicInt._type_name
@@ -78,16 +78,17 @@ def test_client_learns_all_nodes_from_one(cluster3: LocalCluster, key: str) -> N
 def test_objects_spread_over_the_nodes(cluster3: LocalCluster, key: str) -> None:
     with crucial.Client([cluster3.addresses[0]], cluster3.config()) as client:
         client.nodes  # noqa: B018 -- fetch the view
-        ring = client.core.ring
+        view = client.core.view
+        assert view is not None
         keys = [f"{key}-{i}" for i in range(100)]
-        owners = {k: ring.owner(INT, k) for k in keys}
+        owners = {k: view.primary_address(INT, k) for k in keys}
         assert set(owners.values()) == set(cluster3.addresses)
         for node in cluster3.addresses:  # a call for a key of each node succeeds, and lands there
             k = next(k for k, n in owners.items() if n == node)
             assert client.call(INT, k, "add_and_get", (5,), create=((), {})) == 5
             with crucial.Client([node], cluster3.config().replace(dso=(node,))) as direct:
                 direct.ping()
-                direct.core.nodes, direct.core.ring = (node,), HashRing([node])
+                direct.core.nodes, direct.core.view = (node,), View(view.epoch, (("only", node),))
                 assert direct.call(INT, k, "get") == 5  # the owner answers itself, no redirect
                 assert direct.core.nodes == (node,)
 
@@ -95,13 +96,14 @@ def test_objects_spread_over_the_nodes(cluster3: LocalCluster, key: str) -> None
 def test_non_owner_redirects(cluster3: LocalCluster, key: str) -> None:
     with crucial.Client([cluster3.addresses[0]], cluster3.config()) as full:
         full.nodes  # noqa: B018
-        ring = full.core.ring
+        view = full.core.view
+        assert view is not None
         k = f"{key}-r"
-        owner = ring.owner(INT, k)
+        owner = view.primary_address(INT, k)
         other = next(a for a in cluster3.addresses if a != owner)
         with crucial.Client([other], cluster3.config().replace(dso=(other,))) as blind:
             blind.ping(other)  # connected; now make it believe `other` is the only node
-            blind.core.nodes, blind.core.ring = (other,), HashRing([other])
+            blind.core.nodes, blind.core.view = (other,), View(view.epoch, (("only", other),))
             assert blind.core.route(INT, k) == other
             assert blind.call(INT, k, "add_and_get", (3,), create=((), {})) == 3  # via the redirect
             assert sorted(blind.core.nodes) == sorted(cluster3.addresses)  # its view was updated

@@ -46,6 +46,42 @@ def cli() -> None:
     metavar="SECONDS",
     help="Log a call that holds a node's thread this long (a method that blocks stops the node); 0: never.",
 )
+@click.option(
+    "--rf",
+    default=None,
+    type=click.IntRange(1),
+    help="Replicas of each persistent object [default: 2, at most the nodes]; a lone node keeps 1.",
+)
+@click.option(
+    "--data-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Write persistent objects here and reload them at start (with --nodes N: one sub-directory per node).",
+)
+@click.option(
+    "--fsync",
+    default="always",
+    show_default=True,
+    type=click.Choice(["always", "batch", "never"]),
+    help="When data-dir writes reach the disk: before each reply (always), within a second (batch), or when the OS likes.",
+)
+@click.option(
+    "--etcd",
+    default=None,
+    metavar="URL[,URL...]",
+    envvar="CRUCIAL_ETCD_ENDPOINTS",
+    help="etcd that agrees on the cluster's views [default with --nodes N: one started here] [env: CRUCIAL_ETCD_ENDPOINTS].",
+)
+@click.option("--cluster", default="default", show_default=True, help="The cluster's name in etcd (several can share one etcd).")
+@click.option(
+    "--failure-timeout",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    help="A node silent this long is removed from the view (its lease in etcd).",
+)
+@click.option("--join", default=None, metavar="HOST:PORT", help="Join the running cluster of this member (its etcd is asked).")
 @click.option("--watch-stdin", is_flag=True, help="Exit when standard input closes (for embedded nodes).")
 @click.option("--child", is_flag=True, hidden=True)
 def server(
@@ -56,19 +92,44 @@ def server(
     max_frame_size: int,
     advertise: str | None,
     blocked_warning: float,
+    rf: int | None,
+    data_dir: str | None,
+    fsync: str,
+    etcd: str | None,
+    cluster: str,
+    failure_timeout: float,
+    join: str | None,
     watch_stdin: bool,
     child: bool,
 ) -> None:
     """Run DSO node(s) until SIGINT/SIGTERM.
 
     Prints one line, CRUCIAL_DSO=HOST:PORT[,HOST:PORT...], that clients can
-    use as their CRUCIAL_DSO setting.
+    use as their CRUCIAL_DSO setting.  A node stopped with SIGTERM hands its
+    objects over to the others before it exits.
     """
     from .server import ServerOptions, run_nodes
 
     if nodes > 1 and port:
         raise click.BadParameter("with --nodes > 1 each node takes a free port; leave --port at 0", param_hint="--port")
-    opts = ServerOptions(host, port, nodes, token, max_frame_size, watch_stdin, child, advertise, blocked_warning)
+    opts = ServerOptions(
+        host,
+        port,
+        nodes,
+        token,
+        max_frame_size,
+        watch_stdin,
+        child,
+        advertise,
+        blocked_warning,
+        rf=rf,
+        data_dir=data_dir,
+        fsync=fsync,
+        etcd=etcd,
+        cluster=cluster,
+        failure_timeout=failure_timeout,
+        join=join,
+    )
     try:
         code = run_nodes(opts)
     except CrucialError as exc:

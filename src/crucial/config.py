@@ -37,8 +37,13 @@ class Config:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     #: idle connections per node the thread client keeps beyond each thread's own one.
     pool_size: int = 16
-    #: times a call is retried after its connection was lost (safe: call ids).
+    #: times a call is retried after its connection was lost when no other node
+    #: answers either (safe: call ids).
     retries: int = 2
+    #: seconds a call waits for the cluster to replace a node that stopped
+    #: answering (its lease runs out, a new view follows) before it raises
+    #: UnavailableError or, if it had been sent, CallInterruptedError.
+    failover_timeout: float = 30.0
     #: compute backend for cloud threads and executors: local, inline, lithops.
     backend: str = "local"
     #: calls remembered per node to answer a retried call once.
@@ -59,7 +64,7 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             return tuple(str(a) for a in value)
         if name == "token":
             return None if value in (None, "") else str(value)
-        if name in ("call_timeout", "connect_timeout"):
+        if name in ("call_timeout", "connect_timeout", "failover_timeout"):
             if name == "call_timeout" and value in (None, "", "none", "None"):
                 return None
             t = float(value)

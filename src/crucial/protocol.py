@@ -55,7 +55,7 @@ __all__ = [
     "ships_by_value",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 HEADER = struct.Struct("!IBQ")
 
@@ -70,14 +70,21 @@ class Kind:
     VIEW = 5  # empty: ask for the current view
     PING = 6  # empty
     INFO = 7  # pickle {"objects": N}: the node's statistics and its first N objects
+    # between nodes (a connection whose HELLO named a peer node):
+    REPLICATE = 8  # pickle (epoch, sender id, records): a primary's records for a backup
+    HANDOFF = 9  # pickle (epoch, sender id, rank, images): objects for their new primary
+    DONE = 10  # pickle (epoch, sender id): the sender sent every hand-over of that view
+    READY = 11  # pickle (epoch, sender id): the sender's objects are synced; drop retired copies
     WELCOME = 16  # json {version, node_id, view}
     OK = 17  # pickle value
     ERROR = 18  # pickle (exception, traceback text)
     FAIL = 19  # json {code, message}: protocol-level failure
     REDIRECT = 20  # json {view}: this node does not own the object
+    UNAVAILABLE = 21  # json {reason, epoch}: not served here now (view changing): retry shortly
 
-    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO})
-    REPLIES = frozenset({WELCOME, OK, ERROR, FAIL, REDIRECT})
+    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO, REPLICATE, HANDOFF, DONE, READY})
+    PEER_REQUESTS = frozenset({REPLICATE, HANDOFF, DONE, READY})
+    REPLIES = frozenset({WELCOME, OK, ERROR, FAIL, REDIRECT, UNAVAILABLE})
     ALL = REQUESTS | REPLIES
 
 
@@ -271,7 +278,8 @@ class CallRequest(NamedTuple):
     """One method call on one object.
 
     ``create`` is ``None`` to attach only (a missing object is an error), or
-    ``(args, kwargs)`` to create the object with those arguments if absent.
+    ``(args, kwargs)`` to create the object with those arguments if absent,
+    or ``(args, kwargs, (persistent, rf))`` to create it replicated.
     ``force`` recreates it even if present.  ``seq`` with the connection's
     client id names the call, so a retried call is applied once.
     """
@@ -282,7 +290,7 @@ class CallRequest(NamedTuple):
     method: str
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] | None = None
-    create: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    create: tuple[Any, ...] | None = None
     force: bool = False
     owner: int = 0  # the caller's thread id, for owner-aware objects (RLock)
 
@@ -305,6 +313,15 @@ def _call_code(call: CallRequest) -> Iterator[Any]:
         yield from call.create[1].values()
 
 
+def _options_ok(options: Any) -> bool:
+    return (
+        isinstance(options, tuple)
+        and len(options) == 2
+        and isinstance(options[0], bool)
+        and (options[1] is None or (isinstance(options[1], int) and not isinstance(options[1], bool)))
+    )
+
+
 def decode_call(body: bytes) -> CallRequest:
     payload = loads(body, what="call")
     try:
@@ -318,7 +335,11 @@ def decode_call(body: bytes) -> CallRequest:
     if not isinstance(args, tuple) or not (kwargs is None or isinstance(kwargs, dict)):
         raise ProtocolError("malformed call: args must be a tuple and kwargs a dict")
     if create is not None and not (
-        isinstance(create, tuple) and len(create) == 2 and isinstance(create[0], tuple) and isinstance(create[1], dict)
+        isinstance(create, tuple)
+        and len(create) in (2, 3)
+        and isinstance(create[0], tuple)
+        and isinstance(create[1], dict)
+        and (len(create) == 2 or _options_ok(create[2]))
     ):
-        raise ProtocolError("malformed call: create must be (args, kwargs)")
+        raise ProtocolError("malformed call: create must be (args, kwargs) or (args, kwargs, (persistent, rf))")
     return CallRequest(seq, type_name, key, method, args, kwargs, create, bool(force), owner)

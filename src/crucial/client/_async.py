@@ -13,8 +13,8 @@ from typing import Any
 
 from .. import protocol as P
 from ..config import Config
-from ..exceptions import CallTimeoutError, ConnectError, ProtocolError, UnknownTypeError
-from ._core import Attempts, ClientCore, Redirect, dumps_class, parse_address
+from ..exceptions import CallInterruptedError, CallTimeoutError, ConnectError, CrucialError, ProtocolError, UnknownTypeError
+from ._core import Attempts, ClientCore, Redirect, Unavailable, dumps_class, parse_address
 
 __all__ = ["AsyncClient"]
 
@@ -140,6 +140,21 @@ class AsyncClient:
             return await asyncio.wait_for(conn.request(kind, self.core.next_req(), body), timeout)
         except TimeoutError as exc:
             raise CallTimeoutError(f"no reply from DSO node {address} within {timeout} s") from exc
+        except ConnectError as exc:
+            if kind != P.Kind.CALL or isinstance(exc, CallInterruptedError):
+                raise
+            raise CallInterruptedError(f"connection to DSO node {address} lost after the call was sent: {exc}", address) from exc
+
+    async def _ask_view(self, failed: str) -> bool:
+        """Ask the other nodes for the view; True if one answered."""
+        for other in self.core.others(failed):
+            try:
+                frame = await self._roundtrip(other, P.Kind.VIEW, b"", timeout=self.core.config.connect_timeout)
+                self.core.welcome(frame, other)
+                return True
+            except (CrucialError, OSError):
+                continue
+        return False
 
     async def call(
         self,
@@ -149,7 +164,7 @@ class AsyncClient:
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         *,
-        create: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        create: tuple[Any, ...] | None = None,
         force: bool = False,
         cls: type | None = None,
         timeout: float | None = None,
@@ -168,17 +183,30 @@ class AsyncClient:
                     core.result(frame, address)
                     core.registered.add((address, type_name))
                 return core.result(await self._roundtrip(address, P.Kind.CALL, body, timeout), address)
-            except (ConnectError, Redirect, UnknownTypeError) as exc:
-                attempts.again(exc, address)
+            except (ConnectError, Redirect, Unavailable, UnknownTypeError) as exc:
+                others = await self._ask_view(address) if isinstance(exc, ConnectError) else None
+                pause = attempts.again(exc, address, others)
+                if pause:
+                    await asyncio.sleep(pause)
 
     async def delete(self, type_name: str, key: str) -> bool:
+        attempts = Attempts(self.core, type_name, key, None)
         while True:
             address = self.core.route(type_name, key)
-            frame = await self._roundtrip(address, P.Kind.DELETE, P.dumps((type_name, key)))
             try:
+                frame = await self._roundtrip(address, P.Kind.DELETE, P.dumps((type_name, key)))
                 return bool(self.core.result(frame, address))
-            except Redirect:
-                continue
+            except (ConnectError, Redirect, Unavailable) as exc:
+                others = await self._ask_view(address) if isinstance(exc, ConnectError) else None
+                pause = attempts.again(exc, address, others)
+                if pause:
+                    await asyncio.sleep(pause)
+
+    async def info(self, address: str | None = None, objects: int = 0) -> dict[str, Any]:
+        """One node's statistics (see :meth:`crucial.client.Client.info`)."""
+        address = address or self.core.seeds[0]
+        frame = await self._roundtrip(address, P.Kind.INFO, P.dumps({"objects": objects}))
+        return dict(self.core.result(frame, address))
 
     async def aclose(self) -> None:
         self._closed = True

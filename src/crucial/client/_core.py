@@ -11,23 +11,26 @@ from __future__ import annotations
 import itertools
 import pickle
 import threading
+import time
 import uuid
 from typing import Any
 
 from .. import protocol as P
+from .._placement import View
 from ..config import Config
 from ..exceptions import (
     AuthenticationError,
+    CallInterruptedError,
     ConfigError,
     ConnectError,
     ProtocolError,
     RemoteError,
     RemoteTraceback,
+    UnavailableError,
     UnknownTypeError,
 )
-from ._ring import HashRing
 
-__all__ = ["Attempts", "ClientCore", "Redirect", "parse_address"]
+__all__ = ["Attempts", "ClientCore", "Redirect", "Unavailable", "parse_address"]
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -41,14 +44,30 @@ class Redirect(Exception):
     """Internal: the node does not own the object; the view was refreshed."""
 
 
+class Unavailable(Exception):
+    """Internal: the node cannot serve the object right now (a view change); retry shortly."""
+
+    def __init__(self, reason: str, epoch: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.epoch = epoch
+
+
 class Attempts:
-    """Whether a failed call may be sent again (pure; shared by both clients).
+    """Whether, and when, a failed call is sent again (pure; shared by both clients).
 
     Safe to resend: the call keeps its id, so a node that already applied
     it answers from its de-duplication window instead of applying it twice.
+
+    A node that cannot be reached while *another* node of the view answers
+    is being replaced (its lease runs out, a new view follows): the call
+    waits for that, up to ``failover_timeout`` seconds, asking another node
+    for the view between tries.  When no node answers at all the client
+    gives up after ``retries`` tries: there is nobody to fail over to.
     """
 
     MAX_REDIRECTS = 8
+    PAUSES = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
     def __init__(self, core: ClientCore, type_name: str, key: str, cls: type | None) -> None:
         self.core = core
@@ -57,21 +76,58 @@ class Attempts:
         self.cls = cls
         self.lost = 0
         self.redirects = 0
+        self.waits = 0
+        self.interrupted: CallInterruptedError | None = None
+        self.deadline = 0.0
 
-    def again(self, exc: Exception, address: str) -> None:
-        """Return to retry after ``exc``; re-raise it when out of tries."""
+    def _wait(self) -> float:
+        """The pause before the next try, or raise once the failover deadline has passed."""
+        now = time.monotonic()
+        if not self.deadline:
+            self.deadline = now + self.core.config.failover_timeout
+        elif now >= self.deadline:
+            what = f"{self.type_name} {self.key!r}"
+            if self.interrupted is not None:
+                raise CallInterruptedError(
+                    f"the call on {what} was cut off and no node took over within "
+                    f"{self.core.config.failover_timeout:g} s: it may or may not have been applied "
+                    f"({self.interrupted})",
+                    self.interrupted.address,
+                    self.key,
+                ) from self.interrupted
+            raise UnavailableError(
+                f"no node could serve {what} within {self.core.config.failover_timeout:g} s (failover_timeout)"
+            )
+        pause = self.PAUSES[min(self.waits, len(self.PAUSES) - 1)]
+        self.waits += 1
+        return min(pause, max(0.0, self.deadline - now))
+
+    def again(self, exc: Exception, address: str, others_answer: bool | None = None) -> float:
+        """Seconds to wait before retrying after ``exc``; re-raise it when out of tries.
+
+        ``others_answer`` (for connection failures): whether another node of
+        the view answered when asked for the view just now.
+        """
+        if isinstance(exc, CallInterruptedError):
+            self.interrupted = exc
         if isinstance(exc, ConnectError):
             self.lost += 1
+            if others_answer:
+                return self._wait()
             if self.lost > self.core.config.retries:
                 raise exc
-        elif isinstance(exc, Redirect):
+            return self._wait()
+        if isinstance(exc, Unavailable):
+            return self._wait()
+        if isinstance(exc, Redirect):
             self.redirects += 1
             if self.redirects > self.MAX_REDIRECTS:
-                raise ProtocolError(f"object {self.type_name} {self.key!r} keeps moving between nodes") from None
-        elif isinstance(exc, UnknownTypeError) and self.cls is not None and (address, self.type_name) in self.core.registered:
+                return self._wait()  # views changing under us: slow down, until the deadline
+            return 0.0
+        if isinstance(exc, UnknownTypeError) and self.cls is not None and (address, self.type_name) in self.core.registered:
             self.core.registered.discard((address, self.type_name))  # the node lost it: register again
-        else:
-            raise exc
+            return 0.0
+        raise exc
 
 
 class ClientCore:
@@ -88,8 +144,8 @@ class ClientCore:
         self._req = itertools.count(1)
         self._lock = threading.Lock()
         self.epoch = 0
+        self.view: View | None = None
         self.nodes: tuple[str, ...] = self.seeds
-        self.ring = HashRing(self.nodes)
         self.registered: set[tuple[str, str]] = set()
 
     # -- identity and framing ------------------------------------------------
@@ -120,17 +176,22 @@ class ClientCore:
     # -- views and routing -------------------------------------------------------
 
     def route(self, type_name: str, key: str) -> str:
-        return self.ring.owner(type_name, key)
+        view = self.view
+        if view is None:  # before any node told us the view: any node redirects
+            return self.seeds[0]
+        return view.primary_address(type_name, key)
 
-    def update_view(self, view: dict[str, Any]) -> None:
-        epoch, nodes = view.get("epoch"), view.get("nodes")
-        if not isinstance(epoch, int) or not isinstance(nodes, list) or not nodes:
-            raise ProtocolError(f"malformed view {view!r}")
+    @property
+    def failure_timeout(self) -> float:
+        return self.view.failure_timeout if self.view is not None else 3.0
+
+    def update_view(self, data: dict[str, Any]) -> None:
+        view = View.from_json(data)  # ProtocolError when malformed
         with self._lock:
-            if epoch >= self.epoch:
-                self.epoch = epoch
-                self.nodes = tuple(nodes)
-                self.ring = HashRing(self.nodes)
+            if view.epoch >= self.epoch:
+                self.epoch = view.epoch
+                self.view = view
+                self.nodes = view.addresses
 
     def welcome(self, frame: P.Frame, address: str) -> None:
         if frame.kind == P.Kind.FAIL:
@@ -139,6 +200,11 @@ class ClientCore:
             raise ProtocolError(f"node {address} answered the handshake with frame kind {frame.kind}")
         info = P.decode_json(frame.body, "WELCOME")
         self.update_view(info.get("view") or {})
+
+    def others(self, address: str) -> list[str]:
+        """Nodes to ask for the view when ``address`` does not answer: the view's others, then the seeds."""
+        seen = [a for a in self.nodes if a != address]
+        return seen + [a for a in self.seeds if a != address and a not in seen]
 
     # -- replies ----------------------------------------------------------------
 
@@ -160,6 +226,10 @@ class ClientCore:
         if kind == P.Kind.REDIRECT:
             self.update_view(P.decode_json(frame.body, "REDIRECT").get("view") or {})
             raise Redirect()
+        if kind == P.Kind.UNAVAILABLE:
+            info = P.decode_json(frame.body, "UNAVAILABLE")
+            epoch = info.get("epoch", 0)
+            raise Unavailable(str(info.get("reason", "")), epoch if isinstance(epoch, int) else 0)
         if kind == P.Kind.FAIL:
             self.raise_fail(frame, address)
         raise ProtocolError(f"node {address} sent unexpected frame kind {kind}")

@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import weakref
 from typing import Any
 
 from .. import protocol as P
 from ..config import Config
-from ..exceptions import CallTimeoutError, ConnectError, FrameTooLargeError, UnknownTypeError
-from ._core import Attempts, ClientCore, Redirect, parse_address
+from ..exceptions import CallInterruptedError, CallTimeoutError, ConnectError, CrucialError, FrameTooLargeError, UnknownTypeError
+from ._core import Attempts, ClientCore, Redirect, Unavailable, parse_address
 
 __all__ = ["Client"]
 
@@ -194,7 +195,16 @@ class Client:
         for conn in pool:
             conn.close()
 
-    def _roundtrip(self, address: str, kind: int, body: bytes, timeout: float | None = None) -> P.Frame:
+    def _roundtrip(
+        self, address: str, kind: int, body: bytes, timeout: float | None = None, key: tuple[str, str] | None = None
+    ) -> P.Frame:
+        """Send one request and read its reply.
+
+        ``key``: the object a call is for.  While its reply is awaited, every
+        couple of failure timeouts another node is asked for the view: if this
+        node is no longer the object's primary (it was paused, and replaced),
+        the wait ends with CallInterruptedError and the call is resent there.
+        """
         limit = self.core.config.max_frame_size
         if len(body) > limit:  # the node would refuse it from the header: say so without sending
             raise FrameTooLargeError(len(body), limit)
@@ -213,10 +223,17 @@ class Client:
                 if frame.kind != P.Kind.FAIL:
                     raise lost from exc
             else:
-                frame = conn.read(req_id, timeout)
+                frame = self._await_reply(conn, req_id, address, timeout, key)
         except TimeoutError as exc:
             conn.close()
             raise CallTimeoutError(f"no reply from DSO node {address} within {timeout} s") from exc
+        except ConnectError as exc:
+            conn.close()
+            if kind != P.Kind.CALL or isinstance(exc, CallInterruptedError):
+                raise
+            raise CallInterruptedError(
+                f"connection to DSO node {address} lost after the call was sent: {exc}", address, key[1] if key else None
+            ) from exc
         except BaseException:
             conn.close()
             raise
@@ -228,6 +245,40 @@ class Client:
             self.core.welcome(frame, address)
         return frame
 
+    def _await_reply(self, conn: _Conn, req_id: int, address: str, timeout: float | None, key: tuple[str, str] | None) -> P.Frame:
+        if key is None or len(self.core.nodes) < 2:
+            return conn.read(req_id, timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            slice_ = 2 * self.core.failure_timeout
+            if deadline is not None:
+                slice_ = min(slice_, deadline - time.monotonic())
+                if slice_ <= 0:
+                    raise TimeoutError()
+            try:
+                return conn.read(req_id, slice_)
+            except TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+            # a long wait: is this node still the object's primary? (a paused node never answers)
+            self._ask_view(address)
+            if self.core.route(*key) != address:
+                raise CallInterruptedError(
+                    f"DSO node {address} stopped answering and was replaced; the call may or may not have been applied",
+                    address,
+                    key[1],
+                )
+
+    def _ask_view(self, failed: str) -> bool:
+        """Ask the other nodes for the view; True if one answered."""
+        for other in self.core.others(failed):
+            try:
+                self._roundtrip(other, P.Kind.VIEW, b"", timeout=self.core.config.connect_timeout)
+                return True
+            except (CrucialError, OSError):
+                continue
+        return False
+
     # -- calls -----------------------------------------------------------------
 
     def call(
@@ -238,7 +289,7 @@ class Client:
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         *,
-        create: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        create: tuple[Any, ...] | None = None,
         force: bool = False,
         cls: type | None = None,
         timeout: float | None = None,
@@ -253,18 +304,26 @@ class Client:
         body = P.encode_call(call)
         timeout = timeout if timeout is not None else core.config.call_timeout
         attempts: Attempts | None = None  # made on the first failure only: the hot path has none
+        ref = (type_name, key)
         while True:
             address = core.route(type_name, key)
             try:
                 if cls is not None and (address, type_name) not in core.registered:
                     self._register(address, type_name, cls)
-                return core.result(self._roundtrip(address, P.Kind.CALL, body, timeout), address)
-            except (ConnectError, Redirect, UnknownTypeError) as exc:
-                if isinstance(exc, ConnectError):
-                    self._drop(address)  # its other pooled connections are suspect too
+                return core.result(self._roundtrip(address, P.Kind.CALL, body, timeout, ref), address)
+            except (ConnectError, Redirect, Unavailable, UnknownTypeError) as exc:
                 if attempts is None:
                     attempts = Attempts(core, type_name, key, cls)
-                attempts.again(exc, address)
+                others = None
+                if isinstance(exc, ConnectError):
+                    self._drop(address)  # its other pooled connections are suspect too
+                    others = self._ask_view(address)
+                elif isinstance(exc, Unavailable):
+                    if attempts.waits % 4 == 3:  # now and then: maybe the view moved on
+                        self._ask_view(address)
+                pause = attempts.again(exc, address, others)
+                if pause:
+                    time.sleep(pause)
 
     def _register(self, address: str, type_name: str, cls: type) -> None:
         from ._core import dumps_class
@@ -275,13 +334,17 @@ class Client:
 
     def delete(self, type_name: str, key: str) -> bool:
         """Delete one object; ``True`` if it existed."""
+        attempts = Attempts(self.core, type_name, key, None)
         while True:
             address = self.core.route(type_name, key)
-            frame = self._roundtrip(address, P.Kind.DELETE, P.dumps((type_name, key)))
             try:
+                frame = self._roundtrip(address, P.Kind.DELETE, P.dumps((type_name, key)))
                 return bool(self.core.result(frame, address))
-            except Redirect:
-                continue
+            except (ConnectError, Redirect, Unavailable) as exc:
+                others = self._ask_view(address) if isinstance(exc, ConnectError) else None
+                pause = attempts.again(exc, address, others)
+                if pause:
+                    time.sleep(pause)
 
     def ping(self, address: str | None = None) -> None:
         address = address or self.core.seeds[0]

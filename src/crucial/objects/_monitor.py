@@ -24,7 +24,17 @@ from greenlet import getcurrent, greenlet
 
 from ..exceptions import WouldBlockError
 
-__all__ = ["Caller", "CallGreenlet", "Suspend", "Wait", "current_caller", "suspend", "wait_until", "waits"]
+__all__ = [
+    "CallGreenlet",
+    "Caller",
+    "Suspend",
+    "Wait",
+    "current_caller",
+    "has_waiting_methods",
+    "suspend",
+    "wait_until",
+    "waits",
+]
 
 
 class Caller(NamedTuple):
@@ -93,6 +103,11 @@ def waits(fn: F) -> F:
     """
     fn._crucial_blocking = True  # type: ignore[attr-defined]
     return fn
+
+
+def has_waiting_methods(cls: type) -> bool:
+    """Whether a built-in type has methods that wait: a synchronization object, never replicated."""
+    return any(getattr(getattr(cls, name, None), "_crucial_blocking", False) for name in dir(cls) if not name.startswith("_"))
 
 
 def in_node_call() -> bool:

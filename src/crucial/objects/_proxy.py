@@ -23,8 +23,8 @@ from __future__ import annotations
 import uuid
 from typing import Any, ClassVar, Protocol, TypeVar
 
-from ..exceptions import ObjectError
-from ._monitor import in_node_call
+from ..exceptions import ConfigError, ObjectError
+from ._monitor import has_waiting_methods, in_node_call
 
 __all__ = ["Proxy", "Transport", "delete", "set_node_transport"]
 
@@ -46,7 +46,7 @@ class Transport(Protocol):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         *,
-        create: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        create: tuple[Any, ...] | None = None,
         force: bool = False,
         cls: type | None = None,
         timeout: float | None = None,
@@ -84,6 +84,8 @@ class Proxy:
     _type_name: ClassVar[str]
     #: for @shared classes: the user class, sent by value to nodes that lack it
     _user_class: ClassVar[type | None] = None
+    #: ``persistent=`` when a constructor call does not say (``@shared(persistent=True)`` sets it)
+    _persistent_default: ClassVar[bool] = False
 
     __slots__ = ("__weakref__", "_create", "_created_on", "_key", "_named", "_seeds", "_transport_cache")
 
@@ -92,14 +94,24 @@ class Proxy:
         if "_type_name" not in cls.__dict__:
             cls._type_name = cls.__name__
 
-    def __init__(self, *args: Any, key: str | None = None, force_new: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         if key is not None and not isinstance(key, str):
             raise TypeError(f"key must be a str, not {type(key).__name__}")
         # no key: a new object of its own, as ``Counter()`` is in Python (a class
         # attribute renames it after the attribute, see __set_name__)
         self._named = key is not None
         self._key = key if key is not None else f"anon-{uuid.uuid4().hex}"
-        self._create: tuple[tuple[Any, ...], dict[str, Any]] | None = (args, kwargs)
+        self._create: tuple[Any, ...] | None = (args, kwargs)
+        if persistent is not None or rf is not None or self._persistent_default:
+            self._create = (args, kwargs, self._options(persistent, rf))
         # the transport whose cluster holds the object: a proxy that follows the
         # default client (a class attribute in a warm worker that serves another
         # cluster next) sends its create arguments again to a new cluster
@@ -110,6 +122,23 @@ class Proxy:
             t = self._transport()
             t.call(self._type_name, self.key, "", create=self._create, force=True, cls=self._user_class)
             self._created_on = t
+
+    def _options(self, persistent: bool | None, rf: int | None) -> tuple[bool, int | None]:
+        """``(persistent, rf)`` as a node takes them, checked here first (no round trip for a mistake)."""
+        if persistent is None:
+            persistent = self._persistent_default or rf is not None
+        if not isinstance(persistent, bool):
+            raise TypeError(f"persistent must be True or False, not {persistent!r}")
+        if rf is not None and (isinstance(rf, bool) or not isinstance(rf, int) or rf < 1):
+            raise ConfigError(f"rf must be an int >= 1, not {rf!r}")
+        if rf is not None and not persistent:
+            raise ConfigError(f"{self._type_name} {self._key!r}: rf={rf} replicates an object: it needs persistent=True")
+        if persistent and self._user_class is None and has_waiting_methods(self._impl):
+            raise ConfigError(
+                f"{self._type_name} {self._key!r} cannot be persistent: synchronization objects are not replicated "
+                "(their waiters live on one node); keep it ephemeral"
+            )
+        return persistent, rf
 
     @classmethod
     def attach(cls: type[P], key: str) -> P:

@@ -44,7 +44,15 @@ class SharedProxy(Proxy):
 
     _type_name = "SharedProxy"
 
-    def __init__(self, *args: Any, key: str | None = None, force_new: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         state = type(self)._user_class
         assert state is not None
         try:
@@ -53,7 +61,7 @@ class SharedProxy(Proxy):
             raise TypeError(f"{state.__qualname__.removesuffix('._State')}(): {exc}") from None
         except ValueError:  # no signature to check (builtin base class)
             pass
-        super().__init__(*args, key=key, force_new=force_new, **kwargs)
+        super().__init__(*args, key=key, force_new=force_new, persistent=persistent, rf=rf, **kwargs)
 
     def __reduce__(self) -> tuple[Any, ...]:
         rebuild, (cls, key, create, seeds) = super().__reduce__()
@@ -89,14 +97,24 @@ def _module_name(cls: type) -> str:
     return f"__main__:{os.path.splitext(os.path.basename(path))[0]}" if path else "__main__"
 
 
-def shared(cls: type) -> Any:
-    """Class decorator: instances become proxies of objects hosted by the DSO."""
+def shared(cls: type | None = None, *, persistent: bool = False) -> Any:
+    """Class decorator: instances become proxies of objects hosted by the DSO.
+
+    ``@shared(persistent=True)`` makes every instance replicated and durable
+    unless its constructor call says ``persistent=False``
+    (``docs/replication.md``).
+    """
+    if cls is None:
+        return functools.partial(shared, persistent=persistent)
+    if not isinstance(persistent, bool):
+        raise TypeError(f"persistent must be True or False, not {persistent!r}")
     if not isinstance(cls, type):
         raise TypeError(f"@shared decorates classes, not {type(cls).__name__}")
     if issubclass(cls, Proxy):
         raise TypeError(f"{cls.__qualname__} is already a shared proxy")
     qualname = cls.__qualname__
     proxy_cls = _make_proxy(cls, qualname, f"{_module_name(cls)}.{qualname}")
+    proxy_cls._persistent_default = persistent
     cls.__qualname__ = f"{qualname}._State"
     return proxy_cls  # typed Any: no static type says "this class, plus key= and force_new="
 

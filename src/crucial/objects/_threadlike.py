@@ -49,6 +49,7 @@ __all__ = [
     "NodeSemaphore",
     "NodeSimpleQueue",
     "adopt",
+    "monitors",
 ]
 
 _LOCK_TYPE = type(threading.Lock())
@@ -457,3 +458,19 @@ def adopt(obj: Any) -> Any:
     """Swap ``obj``'s ``threading`` primitives for their node twins; returns ``obj``."""
     _swap_attributes(obj, {})  # memo: id of a primitive -> its twin (a Condition shares its lock's twin)
     return obj
+
+
+def monitors(obj: Any) -> list[str]:
+    """The attributes of ``obj`` holding node monitors that park waiters (all but plain locks).
+
+    A ``Lock`` or ``RLock`` used in ``with`` blocks inside a method never makes
+    a call wait (calls on an object run one at a time); a ``Condition``,
+    ``Semaphore``, ``Event``, ``Barrier`` or queue exists to make calls wait.
+    """
+    waiting = (NodeCondition, NodeSemaphore, NodeEvent, NodeBarrier, NodeSimpleQueue, queue.Queue)
+    found: list[str] = []
+    for name, value in (getattr(obj, "__dict__", None) or {}).items():
+        values = value.values() if type(value) is dict else value if type(value) in (list, tuple) else (value,)
+        if any(isinstance(v, waiting) for v in values):
+            found.append(f"{name} ({type(value).__name__})")
+    return found

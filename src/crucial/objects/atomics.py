@@ -91,8 +91,16 @@ class AtomicInt(Proxy):
 
     _impl = AtomicIntState
 
-    def __init__(self, value: int = 0, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(value, key=key, force_new=force_new)
+    def __init__(
+        self,
+        value: int = 0,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(value, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def get(self) -> int:
         return self._call("get")
@@ -163,8 +171,16 @@ class Counter(Proxy):
 
     _impl = CounterState
 
-    def __init__(self, value: int = 0, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(value, key=key, force_new=force_new)
+    def __init__(
+        self,
+        value: int = 0,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(value, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def increment(self, n: int = 1) -> int:
         return self._call("increment", n)
@@ -209,8 +225,16 @@ class AtomicBool(Proxy):
 
     _impl = AtomicBoolState
 
-    def __init__(self, value: bool = False, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(value, key=key, force_new=force_new)
+    def __init__(
+        self,
+        value: bool = False,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(value, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def get(self) -> bool:
         return self._call("get")
@@ -263,8 +287,16 @@ class AtomicReference(Proxy):
 
     _impl = AtomicReferenceState
 
-    def __init__(self, value: Any = None, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(value, key=key, force_new=force_new)
+    def __init__(
+        self,
+        value: Any = None,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(value, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def get(self) -> Any:
         return self._call("get")
@@ -338,8 +370,16 @@ class AtomicByteArray(Proxy):
 
     _impl = AtomicByteArrayState
 
-    def __init__(self, size_or_data: int | bytes = 0, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(size_or_data, key=key, force_new=force_new)
+    def __init__(
+        self,
+        size_or_data: int | bytes = 0,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(size_or_data, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def __len__(self) -> int:
         return self._call("length")

@@ -229,8 +229,18 @@ class List(Proxy):
 
     _impl = ListState
 
-    def __init__(self, data: Iterable[Any] | None = None, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(None if data is None else _materialize(data, "List"), key=key, force_new=force_new)
+    def __init__(
+        self,
+        data: Iterable[Any] | None = None,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(
+            None if data is None else _materialize(data, "List"), key=key, force_new=force_new, persistent=persistent, rf=rf
+        )
 
     def __getitem__(self, index: int | slice) -> Any:
         return self._call("getitem", index)
@@ -430,8 +440,16 @@ class Dict(Proxy):
 
     _impl = DictState
 
-    def __init__(self, data: Mapping[Any, Any] | None = None, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(data, key=key, force_new=force_new)
+    def __init__(
+        self,
+        data: Mapping[Any, Any] | None = None,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(data, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def get(self, key: Any, default: Any = None) -> Any:
         return self._call("get", key, default)
@@ -752,8 +770,18 @@ class Set(Proxy):
 
     _impl = SetState
 
-    def __init__(self, data: Iterable[Any] | None = None, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(None if data is None else _materialize(data, "Set"), key=key, force_new=force_new)
+    def __init__(
+        self,
+        data: Iterable[Any] | None = None,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(
+            None if data is None else _materialize(data, "Set"), key=key, force_new=force_new, persistent=persistent, rf=rf
+        )
 
     def __contains__(self, value: Any) -> bool:
         return self._call("contains", value)
@@ -907,8 +935,18 @@ class Matrix(Proxy):
 
     _impl = MatrixState
 
-    def __init__(self, rows: int, cols: int, fill: Any = 0, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(rows, cols, fill, key=key, force_new=force_new)
+    def __init__(
+        self,
+        rows: int,
+        cols: int,
+        fill: Any = 0,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(rows, cols, fill, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -1056,8 +1094,16 @@ class Queue(Proxy):
 
     _impl = QueueState
 
-    def __init__(self, maxsize: int = 0, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(maxsize, key=key, force_new=force_new)
+    def __init__(
+        self,
+        maxsize: int = 0,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(maxsize, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     @property
     def maxsize(self) -> int:

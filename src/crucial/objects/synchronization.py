@@ -143,8 +143,10 @@ class Barrier(Proxy):
         *,
         key: str | None = None,
         force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
     ) -> None:
-        super().__init__(parties, action, timeout, key=key, force_new=force_new)
+        super().__init__(parties, action, timeout, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def wait(self, timeout: float | None = None) -> int:
         return self._call("wait", timeout)
@@ -206,8 +208,10 @@ class LockState:
 class _LockProxy(_Context, Proxy):
     """What Lock and RLock proxies share: the ``threading`` lock interface."""
 
-    def __init__(self, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(key=key, force_new=force_new)
+    def __init__(
+        self, *, key: str | None = None, force_new: bool = False, persistent: bool | None = None, rf: int | None = None
+    ) -> None:
+        super().__init__(key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         return self._call("acquire", blocking, timeout)
@@ -312,8 +316,16 @@ class Semaphore(_Context, Proxy):
 
     _impl = SemaphoreState
 
-    def __init__(self, value: int = 1, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(value, key=key, force_new=force_new)
+    def __init__(
+        self,
+        value: int = 1,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(value, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         return self._call("acquire", blocking, timeout)
@@ -388,8 +400,10 @@ class Condition(_Context, Proxy):
 
     _impl = ConditionState
 
-    def __init__(self, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(key=key, force_new=force_new)
+    def __init__(
+        self, *, key: str | None = None, force_new: bool = False, persistent: bool | None = None, rf: int | None = None
+    ) -> None:
+        super().__init__(key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         return self._call("acquire", blocking, timeout)
@@ -446,8 +460,10 @@ class Event(Proxy):
 
     _impl = EventState
 
-    def __init__(self, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(key=key, force_new=force_new)
+    def __init__(
+        self, *, key: str | None = None, force_new: bool = False, persistent: bool | None = None, rf: int | None = None
+    ) -> None:
+        super().__init__(key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def is_set(self) -> bool:
         return self._call("is_set")
@@ -489,8 +505,16 @@ class CountDownLatch(Proxy):
 
     _impl = CountDownLatchState
 
-    def __init__(self, count: int, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(count, key=key, force_new=force_new)
+    def __init__(
+        self,
+        count: int,
+        *,
+        key: str | None = None,
+        force_new: bool = False,
+        persistent: bool | None = None,
+        rf: int | None = None,
+    ) -> None:
+        super().__init__(count, key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def count_down(self) -> int:
         """Decrement the count (never below zero) and return it."""
@@ -550,8 +574,10 @@ class SharedFuture(Proxy):
 
     _impl = SharedFutureState
 
-    def __init__(self, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(key=key, force_new=force_new)
+    def __init__(
+        self, *, key: str | None = None, force_new: bool = False, persistent: bool | None = None, rf: int | None = None
+    ) -> None:
+        super().__init__(key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def set(self, value: Any) -> bool:
         """Set the value if nobody did; ``True`` if this call set it."""
@@ -608,8 +634,10 @@ class Exchanger(Proxy):
 
     _impl = ExchangerState
 
-    def __init__(self, *, key: str | None = None, force_new: bool = False) -> None:
-        super().__init__(key=key, force_new=force_new)
+    def __init__(
+        self, *, key: str | None = None, force_new: bool = False, persistent: bool | None = None, rf: int | None = None
+    ) -> None:
+        super().__init__(key=key, force_new=force_new, persistent=persistent, rf=rf)
 
     def exchange(self, value: Any, timeout: float | None = None) -> Any:
         return self._call("exchange", value, timeout)

@@ -1,33 +1,48 @@
 """Running nodes as processes: ``crucial server`` and ``python -m crucial.server``.
 
-With ``--nodes N`` this process becomes a small supervisor::
+A lone node (the default, and the embedded node) needs nothing else.  A
+cluster agrees on its views through etcd: ``--etcd URL`` names one, else
+``--nodes N`` starts one beside its nodes, and ``--join HOST:PORT`` asks a
+running member for it.  With ``--nodes N`` this process is a supervisor::
 
-    supervisor ──spawn──► node 1 ─┐   each child prints its address,
-               ──spawn──► node 2 ─┼─► the supervisor sends all of them the
-               ──spawn──► node N ─┘   view (on stdin), then prints one line:
+    supervisor ──► etcd (unless --etcd)
+               ──spawn──► node 1 ─┐  each node joins through etcd and prints
+               ──spawn──► node 2 ─┼─ its address; the supervisor waits until
+               ──spawn──► node N ─┘  the view holds all of them, then prints
 
     CRUCIAL_DSO=127.0.0.1:41001,127.0.0.1:41002,...
 
-A child exits when its stdin closes, so nodes never outlive their
-supervisor; SIGINT/SIGTERM stop everything cleanly.
+A node that dies is started again (on its data dir, if it has one); the
+others keep serving.  A child exits when its stdin closes, so nodes never
+outlive their supervisor; SIGINT/SIGTERM stop everything cleanly, each node
+handing its objects over first when it is not the last one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from ..exceptions import ConfigError
+from .._placement import DEFAULT_FAILURE_TIMEOUT
+from ..exceptions import ConfigError, CrucialError
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ._node import BLOCKED_WARNING, Node, loop_factory
 
 __all__ = ["ServerOptions", "run_nodes"]
+
+log = logging.getLogger("crucial.node")
+
+FSYNC_MODES = ("always", "batch", "never")
 
 
 @dataclass(frozen=True)
@@ -38,12 +53,71 @@ class ServerOptions:
     token: str | None = None
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     watch_stdin: bool = False  # exit when stdin closes (embedded and child nodes)
-    child: bool = False  # a node under a supervisor: read the view from stdin
+    child: bool = False  # a node under a supervisor
     advertise: str | None = None  # the host name clients and functions should use
     blocked_warning: float = BLOCKED_WARNING  # log a call holding the node this long (0: never)
+    rf: int | None = None  # replicas of a persistent object (None: 2, at most the nodes)
+    data_dir: str | None = None  # write persistent objects here (a node's own dir; the supervisor's parent dir)
+    fsync: str = "always"  # always | batch | never: when data dir writes reach the disk
+    etcd: str | None = None  # etcd endpoints (comma-separated URLs) that agree on this cluster's views
+    cluster: str = "default"  # the cluster's name in etcd
+    failure_timeout: float = DEFAULT_FAILURE_TIMEOUT  # seconds before a silent node is removed
+    join: str | None = None  # HOST:PORT of a running member: join its cluster
+
+    @property
+    def clustered(self) -> bool:
+        return self.nodes > 1 or self.etcd is not None or self.join is not None
+
+    def check(self) -> None:
+        if self.nodes < 1:
+            raise ConfigError(f"--nodes must be at least 1, not {self.nodes}")
+        if self.rf is not None and self.rf < 1:
+            raise ConfigError(f"--rf must be at least 1, not {self.rf}")
+        if self.rf is not None and self.rf > 1 and not self.clustered:
+            raise ConfigError(
+                f"--rf {self.rf} is larger than the cluster (1 node): replication needs --nodes N >= {self.rf}, "
+                "or --etcd/--join to form a cluster"
+            )
+        if self.rf is not None and self.nodes > 1 and self.rf > self.nodes:
+            raise ConfigError(f"--rf {self.rf} is larger than the cluster ({self.nodes} nodes)")
+        if self.fsync not in FSYNC_MODES:
+            raise ConfigError(f"--fsync must be one of {', '.join(FSYNC_MODES)}, not {self.fsync!r}")
+        if not self.failure_timeout >= 1:
+            raise ConfigError(
+                f"--failure-timeout must be at least 1 second (etcd leases count seconds), not {self.failure_timeout}"
+            )
+        if self.join is not None and self.nodes > 1:
+            raise ConfigError("--join adds one node to a running cluster: leave --nodes at 1")
+
+
+def _open_store(opts: ServerOptions) -> object | None:
+    if opts.data_dir is None:
+        return None
+    from ._store import Store
+
+    return Store.open(opts.data_dir, opts.fsync)
+
+
+async def _ask_cluster(address: str, token: str | None) -> tuple[list[str], str]:
+    """The etcd endpoints and cluster name of the member at ``address`` (for --join)."""
+    from ..client import AsyncClient
+    from ..config import Config
+
+    client = AsyncClient((address,), Config(dso=(address,), token=token))
+    try:
+        info = await client.info(address)
+    except CrucialError as exc:
+        raise ConfigError(f"cannot join through {address}: {exc}") from exc
+    finally:
+        await client.aclose()
+    cluster = info.get("cluster")
+    if not cluster or not cluster.get("etcd"):
+        raise ConfigError(f"{address} is a lone node (started without a cluster): it cannot take --join")
+    return list(cluster["etcd"]), str(cluster["name"])
 
 
 async def _run_one(opts: ServerOptions) -> None:
+    store = _open_store(opts)
     node = Node(
         opts.host,
         opts.port,
@@ -51,26 +125,49 @@ async def _run_one(opts: ServerOptions) -> None:
         max_frame_size=opts.max_frame_size,
         advertise=opts.advertise,
         blocked_warning=opts.blocked_warning or None,
+        store=store,
+        rf=opts.rf or 1,
     )
-    address = await node.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if opts.child:
-        print(address, flush=True)
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        view = json.loads(line)
-        node.set_view(view["epoch"], view["nodes"])
-        print("ready", flush=True)  # the supervisor announces the cluster only after this
+    leave = asyncio.Event()  # SIGTERM: hand objects over, then go (Kubernetes stops a pod so)
+    loop.add_signal_handler(signal.SIGTERM, leave.set)
+    if opts.child:  # Ctrl-C reaches the whole process group: the supervisor decides
+        loop.add_signal_handler(signal.SIGINT, lambda: None)
     else:
-        print(f"CRUCIAL_DSO={address}", flush=True)
-    if opts.watch_stdin or opts.child:
-        loop.run_in_executor(None, _wait_eof).add_done_callback(lambda _: stop.set())
-    serve = asyncio.ensure_future(node.serve_forever())
-    await stop.wait()
-    serve.cancel()
-    await node.close()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    membership = None
+    try:
+        if opts.clustered:
+            from ._membership import Membership
+
+            if opts.etcd:
+                endpoints, cluster = opts.etcd.split(","), opts.cluster
+            else:
+                endpoints, cluster = await _ask_cluster(opts.join or "", opts.token)
+            membership = node.membership = Membership(node, endpoints, cluster, opts.failure_timeout, opts.rf or 2)
+        address = await node.start()
+        if membership is not None:
+            await membership.start()
+        print(address if opts.child else f"CRUCIAL_DSO={address}", flush=True)
+        if opts.watch_stdin or opts.child:
+            loop.run_in_executor(None, _wait_eof).add_done_callback(lambda _: stop.set())
+        serve = asyncio.ensure_future(node.serve_forever())
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(leave.wait())]
+        if membership is not None:
+            waits.append(asyncio.ensure_future(membership.left.wait()))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if membership is not None and leave.is_set() and not stop.is_set():
+            await membership.leave(timeout=4 * opts.failure_timeout)  # hand objects over before going
+        for w in waits:
+            w.cancel()
+        serve.cancel()
+    finally:
+        await node.close()
+        if membership is not None:
+            membership.close(leave=True)
+        if store is not None:
+            store.close()  # type: ignore[attr-defined]
 
 
 def _wait_eof() -> None:
@@ -78,77 +175,164 @@ def _wait_eof() -> None:
         pass
 
 
-def _supervise(opts: ServerOptions) -> int:
-    cmd = [sys.executable, "-m", "crucial.server", "--child", "--host", opts.host, "--port", "0"]
-    cmd += ["--max-frame-size", str(opts.max_frame_size), "--blocked-warning", str(opts.blocked_warning)]
-    if opts.advertise:
-        cmd += ["--advertise", opts.advertise]
-    env = dict(os.environ)
-    if opts.token:
-        env["CRUCIAL_TOKEN"] = opts.token
-    children = [
-        subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env) for _ in range(opts.nodes)
-    ]
-    done = threading.Event()
-    asked = False
+class _Supervisor:
+    """``--nodes N``: etcd (unless given), N node processes, restarted when they die."""
 
-    def ask_stop(*_: object) -> None:
-        nonlocal asked
-        asked = True
-        done.set()
+    def __init__(self, opts: ServerOptions) -> None:
+        self.opts = opts
+        self.etcd: Any = None
+        self.endpoints = opts.etcd
+        self.children: dict[int, subprocess.Popen[str]] = {}
+        self.addresses: dict[int, str] = {}
+        self.done = threading.Event()
+        self.asked = False
+        self._lock = threading.Lock()
 
-    signal.signal(signal.SIGINT, ask_stop)
-    signal.signal(signal.SIGTERM, ask_stop)
-    try:
-        addresses = []
-        for c in children:
-            assert c.stdout is not None
-            line = c.stdout.readline().strip()
-            if not line:
-                raise ConfigError(f"a node process failed to start (exit code {c.wait()})")
-            addresses.append(line)
-        view = json.dumps({"epoch": 1, "nodes": addresses})
-        for c in children:
-            assert c.stdin is not None
-            c.stdin.write(view + "\n")
-            c.stdin.flush()
-        for c in children:  # every node serves the full view before anyone is told of it
-            assert c.stdout is not None
-            if c.stdout.readline().strip() != "ready":
-                raise ConfigError(f"a node process failed to take the view (exit code {c.poll()})")
-        print("CRUCIAL_DSO=" + ",".join(addresses), flush=True)
+    def command(self, i: int) -> list[str]:
+        o = self.opts
+        cmd = [sys.executable, "-m", "crucial.server", "--child", "--host", o.host, "--port", "0"]
+        cmd += ["--max-frame-size", str(o.max_frame_size), "--blocked-warning", str(o.blocked_warning)]
+        cmd += ["--etcd", str(self.endpoints), "--cluster", o.cluster, "--failure-timeout", str(o.failure_timeout)]
+        cmd += ["--rf", str(o.rf or 2)]
+        if o.advertise:
+            cmd += ["--advertise", o.advertise]
+        if o.data_dir:
+            cmd += ["--data-dir", str(Path(o.data_dir) / f"node-{i}"), "--fsync", o.fsync]
+        return cmd
 
-        def watch_child(c: subprocess.Popen[str]) -> None:
-            c.wait()
-            done.set()  # a child that dies takes the others down: no half clusters
+    def spawn(self, i: int) -> str:
+        env = dict(os.environ)
+        if self.opts.token:
+            env["CRUCIAL_TOKEN"] = self.opts.token
+        # a session of its own: a signal for the supervisor's process group (Ctrl-C, kill %1) is the
+        # supervisor's to handle -- a SIGTERM sent to one node alone means "leave the cluster"
+        child = subprocess.Popen(
+            self.command(i), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True
+        )
+        assert child.stdout is not None
+        line = child.stdout.readline().strip()
+        if not line:
+            raise ConfigError(f"node {i} failed to start (exit code {child.wait()}); see its messages above")
+        with self._lock:
+            self.children[i] = child
+            self.addresses[i] = line
+        threading.Thread(target=self._drain, args=(child,), daemon=True).start()
+        return line
 
-        def watch_stdin() -> None:
-            _wait_eof()
-            ask_stop()
-
-        for c in children:
-            threading.Thread(target=watch_child, args=(c,), daemon=True).start()
-        if opts.watch_stdin:
-            threading.Thread(target=watch_stdin, daemon=True).start()
-        while not done.wait(0.5):  # a timed wait keeps signal handlers responsive
+    @staticmethod
+    def _drain(child: subprocess.Popen[str]) -> None:
+        """Read what a node prints after its address, so it never blocks on a full pipe."""
+        assert child.stdout is not None
+        for _ in child.stdout:
             pass
-    finally:
+
+    def start_etcd(self) -> None:
+        if self.endpoints is not None:
+            return
+        from ._etcd import EtcdProcess
+
+        data = Path(self.opts.data_dir) / "etcd" if self.opts.data_dir else None
+        self.etcd = EtcdProcess(data)
+        self.etcd.start()
+        self.endpoints = self.etcd.endpoint
+
+    def wait_for_view(self, timeout: float = 60.0) -> None:
+        """Until the cluster's view holds every node this supervisor started."""
+        from ._coord import Coordinator
+
+        assert self.endpoints is not None
+        ready = threading.Event()
+        wanted = set(self.addresses.values())
+
+        def seen(name: str, value: bytes | None, revision: int) -> None:
+            if name == "view" and value is not None:
+                members = {address for _, address in json.loads(value).get("members", [])}
+                if wanted <= members:
+                    ready.set()
+
+        with Coordinator(self.endpoints, self.opts.cluster, ttl=max(1.0, self.opts.failure_timeout)) as coord:
+            coord.watch(seen)
+            if not ready.wait(timeout):
+                raise ConfigError(f"the nodes did not form one view within {timeout:.0f} s")
+
+    def watch(self, i: int) -> None:
+        """Restart node ``i`` whenever it dies (unless we are stopping)."""
+        while not self.done.is_set():
+            child = self.children[i]
+            code = child.wait()
+            if self.done.is_set():
+                return
+            print(f"crucial: node {i} ({self.addresses.get(i)}) exited with code {code}; starting it again", file=sys.stderr)
+            delay = 0.5
+            while not self.done.is_set():
+                try:
+                    self.spawn(i)
+                    break
+                except (ConfigError, OSError) as exc:
+                    print(f"crucial: restarting node {i} failed: {exc}", file=sys.stderr)
+                    self.done.wait(delay)
+                    delay = min(delay * 2, 10.0)
+
+    def run(self) -> int:
+        def ask_stop(*_: object) -> None:
+            self.asked = True
+            self.done.set()
+
+        signal.signal(signal.SIGINT, ask_stop)
+        signal.signal(signal.SIGTERM, ask_stop)
+        try:
+            self.start_etcd()
+            for i in range(self.opts.nodes):
+                self.spawn(i)
+            self.wait_for_view()
+            print("CRUCIAL_DSO=" + ",".join(self.addresses[i] for i in sorted(self.addresses)), flush=True)
+            for i in range(self.opts.nodes):
+                threading.Thread(target=self.watch, args=(i,), daemon=True).start()
+            if self.opts.watch_stdin:
+
+                def stdin_closed() -> None:
+                    _wait_eof()
+                    ask_stop()
+
+                threading.Thread(target=stdin_closed, daemon=True).start()
+            while not self.done.wait(0.5):  # a timed wait keeps signal handlers responsive
+                pass
+        finally:
+            self.done.set()
+            codes = self.stop_children()
+            if self.etcd is not None:
+                self.etcd.stop()
+        return 0 if self.asked and all(code == 0 for code in codes) else 1
+
+    def stop_children(self) -> list[int]:
+        with self._lock:
+            children = list(self.children.values())
         for c in children:
             try:
                 if c.stdin is not None:
                     c.stdin.close()  # children exit when their stdin closes
             except OSError:
                 pass
-        codes = [c.wait() for c in children]
-    return 0 if asked and all(code == 0 for code in codes) else 1
+        deadline = time.monotonic() + 30
+        codes = []
+        for c in children:
+            try:
+                codes.append(c.wait(timeout=max(0.1, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                c.kill()
+                codes.append(c.wait())
+        return codes
 
 
 def run_nodes(opts: ServerOptions) -> int:
     """Run the node(s) in the foreground until stopped; return an exit code."""
-    if opts.nodes < 1:
-        raise ConfigError(f"--nodes must be at least 1, not {opts.nodes}")
+    opts.check()
     if opts.nodes > 1 and not opts.child:
-        return _supervise(opts)
+        try:
+            return _Supervisor(opts).run()
+        except CrucialError:
+            raise
+    logging.basicConfig(level=logging.WARNING, format="crucial node %(process)d: %(message)s")
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_run_one(opts))
     return 0

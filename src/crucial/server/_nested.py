@@ -34,7 +34,7 @@ class NodeTransport:
     @property
     def seeds(self) -> tuple[str, ...]:
         assert self.node.view is not None
-        return tuple(self.node.view.nodes)
+        return self.node.view.addresses
 
     def _client(self) -> AsyncClient:
         if self._peers is None:
@@ -49,7 +49,7 @@ class NodeTransport:
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         *,
-        create: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+        create: tuple[Any, ...] | None = None,
         force: bool = False,
         cls: type | None = None,
         timeout: float | None = None,
@@ -60,14 +60,17 @@ class NodeTransport:
         if isinstance(me, CallGreenlet) and me.ref == (type_name, key):
             # it would wait for itself forever: the object is held by this very call
             raise ObjectError(f"a method of {type_name} {key!r} called its own object through a proxy; use self", type_name, key)
-        if node.view.ring.owner(type_name, key) != node.address:
+        table = node.table
+        cell = table.cells.get((type_name, key))
+        persistent = (cell is not None and cell.repl is not None) or (create is not None and len(create) > 2 and create[2][0])
+        if persistent or node.view.primary(type_name, key) != node.node_id:
+            # another node's object, or a replicated one: through the node's full call path
             coro_args = (type_name, key, method, args, kwargs)
             return suspend(lambda resume: self._remote(resume, coro_args, create, force, cls, timeout))
-        table = node.table
         if cls is not None and type_name not in table.types:
             table.types[type_name] = cls
         if create is not None or force:
-            a, kw = create if create is not None else ((), {})
+            a, kw = (create[0], create[1]) if create is not None else ((), {})
             cell = table.create(type_name, key, a, kw, force)
         else:
             cell = table.lookup(type_name, key, method)
@@ -93,7 +96,8 @@ class NodeTransport:
     def delete(self, type_name: str, key: str) -> bool:
         node = self.node
         assert node.view is not None and node.table is not None
-        if node.view.ring.owner(type_name, key) == node.address:
+        cell = node.table.cells.get((type_name, key))
+        if node.view.primary(type_name, key) == node.node_id and (cell is None or cell.repl is None):
             return node.table.delete(type_name, key)
 
         def start(resume: Any) -> None:

@@ -5,12 +5,17 @@
     client ──frames──► _Connection.data_received ──► FrameDecoder
                                 │
                  HELLO ─────────┤ (token checked before anything is unpickled)
-                 CALL ──► dedup window ──► owner check ──► ObjectTable.submit
+                 CALL ──► gate (view, lease) ──► dedup ──► ObjectTable.submit
                                 │                              │ (greenlet per call)
-                 reply ◄────────┴──────── on_done ◄────────────┘
+                 reply ◄────────┴─── on_done ◄─────────────────┘
+                                         │ persistent object:
+                                         └──► Replicator: backups + data dir, reply when all acked
+    peer ──REPLICATE/HANDOFF/DONE/READY──► Replicator / Handoff
 
-All object logic lives in :mod:`._runtime`; this module only moves bytes,
-keeps per-connection state and turns failures into replies.
+All object logic lives in :mod:`._runtime`, replication in :mod:`._replica`
+and view changes in :mod:`._handoff`; this module moves bytes, keeps
+per-connection state, guards who may be served, and turns failures into
+replies.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import heapq
 import hmac
 import ipaddress
 import logging
+import math
 import os
 import socket
 import threading
@@ -31,22 +37,29 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
-from ..client._ring import HashRing
+from .._placement import View
 from ..exceptions import (
     AuthenticationError,
     CallCancelledError,
     ConfigError,
     CrucialError,
+    ObjectCreationError,
     ObjectError,
+    ObjectLostError,
+    ObjectNotFoundError,
     ProtocolError,
     RemoteError,
     SerializationError,
 )
 from ..objects import builtin_types
-from ..objects._monitor import Caller
+from ..objects._monitor import Caller, has_waiting_methods
 from ..objects._proxy import set_node_transport
+from ..objects._threadlike import monitors
+from ._handoff import Handoff, may_gain
 from ._nested import NodeTransport
-from ._runtime import Invocation, ObjectTable, blocked_report
+from ._replica import Replicator
+from ._runtime import Cell, Invocation, ObjectTable, blocked_report
+from ._state import Options
 
 __all__ = ["Node", "is_loopback"]
 
@@ -57,6 +70,9 @@ log = logging.getLogger("crucial.node")
 DEDUP_BYTES = 32 * 1024 * 1024
 #: seconds one call may hold the node's thread before the node logs which call it is
 BLOCKED_WARNING = 5.0
+
+Did = tuple[str, int]
+Ref = tuple[str, str]
 
 
 def is_loopback(host: str) -> bool:
@@ -78,16 +94,9 @@ def _reachable(host: str) -> str:
     return host
 
 
-class View:
-    """The membership a node serves under: an epoch and the node addresses."""
-
-    def __init__(self, epoch: int, nodes: list[str]) -> None:
-        self.epoch = epoch
-        self.nodes = nodes
-        self.ring = HashRing(nodes)
-
-    def as_json(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "nodes": self.nodes}
+def unreplicable_types(types: dict[str, type]) -> frozenset[str]:
+    """Built-in types with a method that waits: synchronization objects, never replicated."""
+    return frozenset(name for name, cls in types.items() if has_waiting_methods(cls))
 
 
 class Node:
@@ -103,6 +112,9 @@ class Node:
         dedup_window: int = 100_000,
         advertise: str | None = None,
         blocked_warning: float | None = BLOCKED_WARNING,
+        node_id: str | None = None,
+        store: Any = None,
+        rf: int = 1,
     ) -> None:
         if not is_loopback(host) and not token:
             raise ConfigError(
@@ -114,39 +126,82 @@ class Node:
         self.port = port
         self.token = token
         self.max_frame_size = max_frame_size
-        self.node_id = uuid.uuid4().hex[:12]
+        self.store = store
+        self.node_id = node_id or (store.node_id if store is not None else uuid.uuid4().hex[:12])
+        self.rf = rf
         self.address = ""
         self.view: View | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self.table: ObjectTable | None = None
-        self._dedup: OrderedDict[tuple[str, int], tuple[int, bytes]] = OrderedDict()
+        self.builtin_names: frozenset[str] = frozenset()
+        self._unreplicable: frozenset[str] = frozenset()
+        self.class_bytes: dict[str, bytes] = {}  # user classes as registered (sent on to peers)
+        # dedup: per-object replies (cell.dedup) plus one order over all of them, for eviction
+        self._dedup_order: OrderedDict[Did, tuple[Ref, int]] = OrderedDict()
         self._dedup_window = dedup_window
         self._dedup_bytes = 0
-        self._inflight: dict[tuple[str, int], list[tuple[_Connection, int]]] = {}
+        self._inflight: dict[Did, list[tuple[_Connection, int]]] = {}
         self._clients: dict[str, int] = {}  # client id -> open connections
         self.connections: set[_Connection] = set()
-        self.stats = {"calls": 0, "errors": 0, "protocol_errors": 0, "connections": 0}
+        self.stats = {"calls": 0, "errors": 0, "protocol_errors": 0, "connections": 0, "refused": 0}
         self.blocked_warning = blocked_warning
         self._started = time.monotonic()
         self._watchdog_stop = threading.Event()
+        self.repl = Replicator(self)
+        self.handoff = Handoff(self)
+        # membership: None for a lone node (its view never changes); else a server._membership.Membership
+        self.membership: Any = None
+        self.newest_epoch = 0  # the highest epoch heard of (a peer that is ahead deposes us)
+        self.crashed: dict[str, str] = {}  # node id -> address, for nodes removed without leaving
+        self._redirect = b""
+        self.on_view: list[Callable[[View], None]] = []
+
+    # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> str:
-        loop = self._loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
         types = builtin_types()
+        self.builtin_names = frozenset(types)
+        self._unreplicable = unreplicable_types(types)
         self.table = ObjectTable(dict(types), loop.call_later, loop.call_soon, inline=frozenset(types))
         self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port)
         sock = self._server.sockets[0]
         host, port = sock.getsockname()[:2]
         self.port = port
         self.address = f"{self.advertise or _reachable(host)}:{port}"
+        epoch = 1
+        if self.store is not None:
+            self._load_store()
+            # a lone node's epochs must not go back across restarts: versions are (epoch, n)
+            epoch = int(self.store.get_meta("epoch") or b"0") + 1
+            self.store.set_meta("epoch", str(epoch).encode())
         if self.view is None:
-            self.view = View(1, [self.address])
+            self.set_view(View.single(self.node_id, self.address, epoch=epoch, rf=self.rf))
         # proxies used inside methods on this node call through the node itself
         set_node_transport(NodeTransport(self))
         if self.blocked_warning:
             threading.Thread(target=self._watchdog, name="crucial-node-watchdog", daemon=True).start()
         return self.address
+
+    def _load_store(self) -> None:
+        """Rebuild the persistent objects of the data dir (their last state, then their calls)."""
+        assert self.table is not None
+        for type_name, body in self.store.types().items():
+            try:
+                _, cls = P.loads(body, what=f"shared class {type_name} in {self.store.path}")
+            except CrucialError as exc:
+                log.error("%s", exc)
+                continue
+            self.table.types[type_name] = cls
+            self.class_bytes[type_name] = body
+        loaded = 0
+        for (type_name, key), records in self.store.load().items():
+            for record in records:
+                self.repl.apply(record)
+            loaded += (type_name, key) in self.table.cells
+        if loaded:
+            log.info("loaded %d persistent objects from %s", loaded, self.store.path)
 
     def _watchdog(self) -> None:
         """Log, while it lasts, a call that holds the node's thread too long (once per call).
@@ -171,10 +226,80 @@ class Node:
                 log.warning("%s", message)
                 reported = True
 
-    def set_view(self, epoch: int, nodes: list[str]) -> None:
-        if self.address and self.address not in nodes:
-            raise ConfigError(f"view {nodes} does not include this node {self.address}")
-        self.view = View(epoch, sorted(nodes))
+    @property
+    def lease_valid_until(self) -> float:
+        """Fencing: a node in a cluster serves nothing once it cannot prove its membership lease."""
+        membership = self.membership
+        return math.inf if membership is None else membership.lease_valid_until  # type: ignore[no-any-return]
+
+    def set_view(self, view: View, member: bool = True) -> None:
+        """Take ``view`` as the first view (no hand-over: nothing was served before)."""
+        if member and self.node_id not in view:
+            raise ConfigError(f"view {view.ids} does not include this node {self.node_id}")
+        self.view = view
+        self.newest_epoch = max(self.newest_epoch, view.epoch)
+        self._redirect = P.encode_json({"view": view.as_json()})
+
+    def install_view(self, view: View) -> None:
+        """A newer agreed view: hand objects over, re-check every replica set (event-loop thread)."""
+        prev = self.view
+        assert prev is not None
+        if view.epoch <= prev.epoch:
+            return
+        for node_id, address in prev.members:
+            if node_id not in view and not self.membership_left(node_id):
+                self.crashed[node_id] = address
+        self.view = view
+        self.newest_epoch = max(self.newest_epoch, view.epoch)
+        self._redirect = P.encode_json({"view": view.as_json()})
+        self.repl.drop_links(view.ids)
+        if self.node_id in view:
+            self.handoff.start(prev, view)
+        log.info("view %d: %d nodes %s (rf %d)", view.epoch, len(view.ids), ",".join(view.ids), view.rf)
+        for fn in list(self.on_view):
+            fn(view)
+
+    def discard_data(self, why: str) -> None:
+        """Forget every object (a node out of the view holds stale copies: serving them would lose writes)."""
+        assert self.table is not None
+        cells = list(self.table.cells.items())
+        if cells:
+            log.warning("dropping %d objects: %s", len(cells), why)
+        for (type_name, key), cell in cells:
+            if cell.repl is not None:
+                self.repl.step_down(cell)
+            self.table.delete(type_name, key)
+        if self.store is not None:
+            for type_name, key in self.store.load():
+                self.store.delete(type_name, key)
+        self.handoff.retired.clear()
+
+    def membership_left(self, node_id: str) -> bool:
+        return self.membership is not None and self.membership.left_gracefully(node_id)
+
+    def handoff_complete(self, epoch: int) -> None:
+        if self.membership is not None:
+            self.membership.settled(epoch)
+        if not self.repl._sync:
+            self.handoff.ready_notice()
+
+    def object_ready(self, cell: Cell) -> None:
+        if self.handoff.complete and not self.repl._sync:
+            self.handoff.ready_notice()
+
+    def deposed(self, epoch: int) -> None:
+        """A peer is in a newer view: serve nothing until we have installed it."""
+        if epoch > self.newest_epoch:
+            log.warning("epoch %d exists (we hold %d): not serving until we catch up", epoch, self.view.epoch if self.view else 0)
+            self.newest_epoch = epoch
+            if self.membership is not None:
+                self.membership.refresh()
+
+    def behind(self, epoch: int) -> None:
+        self.deposed(epoch)
+
+    def lease_ok(self) -> bool:
+        return time.monotonic() < self.lease_valid_until
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -189,60 +314,183 @@ class Node:
                 conn.transport.close()
             await self._server.wait_closed()
             self._server = None
+        self.repl.close()
+
+    # -- who may be served here ------------------------------------------------------
+
+    def gate(self, ref: Ref) -> tuple[int, bytes] | None:
+        """None when this node serves ``ref`` now; else the reply that sends the caller elsewhere or back later."""
+        view = self.view
+        assert view is not None
+        if time.monotonic() >= self.lease_valid_until:
+            return P.Kind.UNAVAILABLE, _unavailable("this node cannot prove its membership (lease)", view.epoch)
+        if self.newest_epoch > view.epoch:
+            return P.Kind.UNAVAILABLE, _unavailable("this node is catching up with a newer view", view.epoch)
+        if view.ring.owner(*ref) != self.node_id:
+            return P.Kind.REDIRECT, self._redirect
+        if not self.handoff.complete:
+            assert self.table is not None
+            if ref not in self.table.cells and may_gain(self.node_id, self.handoff.prev, ref):
+                return P.Kind.UNAVAILABLE, _unavailable("objects are being handed over", view.epoch)
+        return None
 
     # -- dispatch (called by connections) ---------------------------------------
 
     def handle_call(self, conn: _Connection, req_id: int, body: bytes) -> None:
         self.stats["calls"] += 1
         call = P.decode_call(body)  # ProtocolError / SerializationError handled by caller
+        ref = (call.type_name, call.key)
+        if self.membership is not None:
+            refusal = self.gate(ref)
+            if refusal is not None:
+                self.stats["refused"] += 1
+                conn.send(refusal[0], req_id, refusal[1])
+                return
+        table = self.table
+        assert table is not None
+        cell = table.cells.get(ref)
         did = (conn.client_id, call.seq)
         if call.seq:
-            cached = self._dedup.get(did)
-            if cached is not None:
-                conn.send(cached[0], req_id, cached[1])
-                return
             waiting = self._inflight.get(did)
-            if waiting is not None:  # a retry of a call still running: answer both
+            if waiting is not None:  # a retry of a call still running (or replicating): answer both
                 waiting.append((conn, req_id))
                 return
-        view = self.view
-        assert view is not None and self.table is not None
-        if len(view.nodes) > 1 and view.ring.owner(call.type_name, call.key) != self.address:
-            conn.send(P.Kind.REDIRECT, req_id, P.encode_json({"view": view.as_json()}))
+            if cell is not None and cell.dedup is not None:
+                cached = cell.dedup.get(did)
+                if cached is not None and (cell.repl is None or cell.repl.ready):
+                    conn.send(cached[0], req_id, cached[1])
+                    return
+        if cell is not None and cell.repl is not None and not cell.repl.ready:
+            self.stats["refused"] += 1
+            conn.send(P.Kind.UNAVAILABLE, req_id, _unavailable("its replicas are being synchronised", self.view.epoch))  # type: ignore[union-attr]
             return
         targets = [(conn, req_id)]
+        try:
+            if call.create is not None or call.force:
+                cell = self._create(call, cell)
+            else:
+                cell = self._lookup(call, cell)
+        except CrucialError as exc:
+            self.reply_now(targets, *self.error_reply(exc), None)
+            return
         if call.seq:
             self._inflight[did] = targets
+        persistent = cell.repl is not None
+        seq = call.seq
 
         def on_done(ok: bool, value: Any, tb: str) -> None:
             kind, payload = _encode_result(ok, value, tb, call)
-            if call.seq:
-                self._inflight.pop(did, None)
+            if seq and not ok and isinstance(value, CallCancelledError):
                 # a cancelled call was not applied: a retry must run it again
-                if ok or not isinstance(value, CallCancelledError):
-                    self._remember(did, kind, payload)
-            for c, rid in targets:
-                c.pending.pop(rid, None)
-                c.send(kind, rid, payload)
-
-        table = self.table
-        try:
-            if call.create is not None or call.force:
-                args, kwargs = call.create if call.create is not None else ((), {})
-                cell = table.create(call.type_name, call.key, args, kwargs, call.force)
-            else:
-                cell = table.lookup(call.type_name, call.key, call.method)
-            if not call.method:  # create only
-                on_done(True, None, "")
+                self.reply_now(targets, kind, payload, did)
                 return
-            inv = Invocation(call.method, call.args, call.kwargs, Caller(conn.client_id, call.owner), on_done)
-            conn.pending[req_id] = (inv, did)
+            if seq:
+                self.remember(cell, did, kind, payload)
+            if persistent:
+                self.repl.commit(cell, body, did if seq else None, kind, payload, targets)
+            else:
+                self.reply_now(targets, kind, payload, did if seq else None)
+
+        if not call.method:  # create only
+            on_done(True, None, "")
+            return
+        inv = Invocation(call.method, call.args, call.kwargs, Caller(conn.client_id, call.owner), on_done)
+        conn.pending[req_id] = (inv, did)
+        try:
             table.submit(cell, inv)
         except CrucialError as exc:
             conn.pending.pop(req_id, None)
-            on_done(False, exc, "")
+            self._inflight.pop(did, None)
+            self.reply_now(targets, *self.error_reply(exc), None)
 
-    def hand_over(self, conn: _Connection, inv: Invocation, did: tuple[str, int]) -> bool:
+    def _create(self, call: P.CallRequest, cell: Cell | None) -> Cell:
+        table = self.table
+        assert table is not None and self.view is not None
+        args, kwargs = call.create[:2] if call.create is not None else ((), {})
+        options = Options(*call.create[2]) if call.create is not None and len(call.create) > 2 else Options()
+        if options.persistent:
+            self._check_replicable(call.type_name, call.key, options)
+        fresh = cell is None or call.force
+        cell = table.create(call.type_name, call.key, args, kwargs, call.force)
+        if fresh:
+            if options.persistent:
+                found = monitors(cell.obj)
+                if found:
+                    table.delete(call.type_name, call.key)
+                    raise ConfigError(
+                        f"{call.type_name} {call.key!r} cannot be persistent: it holds {', '.join(found)}, and "
+                        "synchronization objects are not replicated (their waiters live on one node); keep it "
+                        "ephemeral, or move the state that must survive into a persistent object of its own"
+                    )
+                self.repl.make_persistent(cell, options)
+        elif options.persistent != (cell.repl is not None) and call.create is not None and len(call.create) > 2:
+            held = "persistent" if cell.repl is not None else "ephemeral"
+            raise ObjectCreationError(
+                f"{call.type_name} {call.key!r} exists as a {held} object; "
+                f"attach to it with persistent={cell.repl is not None}, or delete it first",
+                call.type_name,
+                call.key,
+            )
+        return cell
+
+    def _check_replicable(self, type_name: str, key: str, options: Options) -> None:
+        assert self.view is not None
+        if type_name in self._unreplicable:
+            raise ConfigError(
+                f"{type_name} {key!r} cannot be persistent: synchronization objects are not replicated "
+                "(their waiters live on one node; the seed's footnote 3). Keep it ephemeral"
+            )
+        if options.rf is not None and options.rf > len(self.view.ids):
+            raise ConfigError(f"{type_name} {key!r}: rf={options.rf} is larger than the cluster ({len(self.view.ids)} nodes)")
+
+    def _lookup(self, call: P.CallRequest, cell: Cell | None) -> Cell:
+        if cell is not None:
+            return cell
+        table = self.table
+        assert table is not None
+        try:
+            return table.lookup(call.type_name, call.key, call.method)
+        except ObjectNotFoundError as exc:
+            lost = self._lost_on(call.type_name, call.key)
+            if lost is not None:
+                raise ObjectLostError(
+                    f"{call.type_name} {call.key!r} was lost: it lived on node {lost}, which crashed "
+                    "(ephemeral objects live on one node; create it with persistent=True to replicate it)",
+                    call.type_name,
+                    call.key,
+                    lost,
+                ) from exc
+            raise
+
+    def _lost_on(self, type_name: str, key: str) -> str | None:
+        prev = self.handoff.prev
+        if prev is None or not self.crashed:
+            return None
+        owner = prev.primary(type_name, key)
+        if owner in self.crashed:
+            return f"{owner} ({self.crashed[owner]})"
+        return None
+
+    def reply_now(self, targets: list[tuple[Any, int]], kind: int, payload: bytes, did: Did | None) -> None:
+        if did is not None:
+            self._inflight.pop(did, None)
+        for c, rid in targets:
+            c.pending.pop(rid, None)
+            c.send(kind, rid, payload)
+
+    def refuse(self, targets: list[tuple[Any, int]], did: Did | None) -> None:
+        """Calls that ran here but will not be acknowledged here (we stopped being their primary)."""
+        assert self.view is not None
+        self.reply_now(targets, P.Kind.UNAVAILABLE, _unavailable("the object moved", self.view.epoch), did)
+
+    def error_reply(self, exc: BaseException) -> tuple[int, bytes]:
+        self.stats["errors"] += 1
+        try:
+            return P.Kind.ERROR, P.dumps((exc, ""))
+        except SerializationError:
+            return P.Kind.ERROR, P.dumps((RemoteError(type(exc).__name__, str(exc)), ""))
+
+    def hand_over(self, conn: _Connection, inv: Invocation, did: Did) -> bool:
         """``conn`` closed while running ``inv``: if a retry of that call waits
         on another connection, that one takes it over and it is not cancelled."""
         targets = self._inflight.get(did)
@@ -255,14 +503,26 @@ class Node:
         heir.pending[rid] = (inv, did)
         return True
 
-    def _remember(self, did: tuple[str, int], kind: int, payload: bytes) -> None:
-        """Keep a reply for replays, within both the count and the byte budget."""
-        dedup = self._dedup
-        dedup[did] = (kind, payload)
+    def remember(self, cell: Cell, did: Did, kind: int, payload: bytes) -> None:
+        """Keep a reply for replays, on its object, within both the count and the byte budget."""
+        if cell.dedup is None:
+            cell.dedup = {}
+        cell.dedup[did] = (kind, payload)
+        order = self._dedup_order
+        order[did] = (cell.ref, len(payload))
         self._dedup_bytes += len(payload)
-        while len(dedup) > self._dedup_window or self._dedup_bytes > DEDUP_BYTES:
-            _, (_, old) = dedup.popitem(last=False)
-            self._dedup_bytes -= len(old)
+        if len(order) > self._dedup_window or self._dedup_bytes > DEDUP_BYTES:
+            cells = self.table.cells if self.table is not None else {}
+            while order and (len(order) > self._dedup_window or self._dedup_bytes > DEDUP_BYTES):
+                old, (ref, size) = order.popitem(last=False)
+                self._dedup_bytes -= size
+                holder = cells.get(ref)
+                if holder is not None and holder.dedup is not None:
+                    holder.dedup.pop(old, None)
+
+    def user_classes(self) -> dict[type, str]:
+        assert self.table is not None
+        return {cls: name for name, cls in self.table.types.items() if name not in self.builtin_names}
 
     def handle_register(self, conn: _Connection, req_id: int, body: bytes) -> None:
         type_name, cls = _pair(P.loads(body, what="shared class"), "REGISTER")
@@ -270,12 +530,27 @@ class Node:
             raise ProtocolError("malformed REGISTER: expected (name, class)")
         assert self.table is not None
         self.table.types[type_name] = cls
+        if self.class_bytes.get(type_name) != body:
+            self.class_bytes[type_name] = body
+            if self.store is not None:
+                self.store.save_type(type_name, body)
         conn.send(P.Kind.OK, req_id, P.dumps(True))
 
     def handle_delete(self, conn: _Connection, req_id: int, body: bytes) -> None:
         type_name, key = _pair(P.loads(body, what="delete"), "DELETE")
+        ref = (str(type_name), str(key))
+        if self.membership is not None:
+            refusal = self.gate(ref)
+            if refusal is not None:
+                conn.send(refusal[0], req_id, refusal[1])
+                return
         assert self.table is not None
-        conn.send(P.Kind.OK, req_id, P.dumps(self.table.delete(str(type_name), str(key))))
+        cell = self.table.cells.get(ref)
+        if cell is None or cell.repl is None:
+            conn.send(P.Kind.OK, req_id, P.dumps(self.table.delete(*ref)))
+            return
+        self.table.delete(*ref)
+        self.repl.commit_delete(cell, [(conn, req_id)])
 
     def handle_info(self, conn: _Connection, req_id: int, body: bytes) -> None:
         options = P.loads(body, what="info")
@@ -285,24 +560,53 @@ class Node:
         conn.send(P.Kind.OK, req_id, P.dumps(self.info(limit)))
 
     def info(self, objects: int = 0) -> dict[str, Any]:
-        """What ``crucial info`` shows: who this node is, its counters, and its first ``objects`` objects."""
+        """What ``crucial info`` shows: who this node is, its counters, its view, its first ``objects`` objects."""
         assert self.table is not None and self.view is not None
         cells = self.table.cells
         listed = heapq.nsmallest(objects, cells) if objects else []
+        view = self.view
+        primaries = backups = lag = 0
+        for ref, cell in cells.items():
+            if cell.repl is None:
+                continue
+            if view.ring.owner(*ref) == self.node_id:
+                primaries += 1
+                lag += len(cell.repl.pending)
+            else:
+                backups += 1
         return {
             "address": self.address,
             "node_id": self.node_id,
             "pid": os.getpid(),
             "uptime_s": round(time.monotonic() - self._started, 3),
-            "epoch": self.view.epoch,
-            "nodes": list(self.view.nodes),
+            "epoch": view.epoch,
+            "nodes": list(view.addresses),
+            "view": view.as_json(),
             "connections": len(self.connections),
             "clients": len(self._clients),
             "stats": dict(self.stats),
             "objects": len(cells),
             "types": dict(collections.Counter(type_name for type_name, _ in cells)),
+            "cluster": self.membership.describe() if self.membership is not None else None,
+            "replication": {
+                "primaries": primaries,
+                "backups": backups,
+                "pending": lag,  # calls run here, waiting for their backups' acknowledgements
+                "peer_backlog": {n: link.backlog for n, link in self.repl.links.items()},
+                "retired": len(self.handoff.retired),
+                "handoff_complete": self.handoff.complete,
+                "data_dir": str(self.store.path) if self.store is not None else None,
+                **self.repl.stats,
+                **self.handoff.stats,
+            },
             "listed": [
-                {"type": t, "key": k, "queued": len(cells[(t, k)].queue), "waiting": len(cells[(t, k)].waiters)}
+                {
+                    "type": t,
+                    "key": k,
+                    "queued": len(cells[(t, k)].queue),
+                    "waiting": len(cells[(t, k)].waiters),
+                    "persistent": cells[(t, k)].repl is not None,
+                }
                 for t, k in listed
             ],
         }
@@ -311,6 +615,11 @@ class Node:
         assert self.view is not None
         return P.encode_json(
             {"version": P.PROTOCOL_VERSION, "node_id": self.node_id, "address": self.address, "view": self.view.as_json()}
+        )
+
+    def peer_hello(self) -> bytes:
+        return P.encode_json(
+            {"version": P.PROTOCOL_VERSION, "token": self.token, "client_id": f"peer-{self.node_id}", "peer": self.node_id}
         )
 
     def client_opened(self, client_id: str) -> None:
@@ -324,6 +633,22 @@ class Node:
         self._clients.pop(client_id, None)
         if self.table is not None:
             self.table.client_gone(client_id)
+
+    def handle_peer(self, conn: _Connection, kind: int, req_id: int, body: bytes) -> None:
+        if kind == P.Kind.REPLICATE:
+            self.repl.on_replicate(conn, req_id, body)
+            return
+        if kind == P.Kind.HANDOFF:
+            self.handoff.on_handoff(body)
+        elif kind == P.Kind.DONE:
+            self.handoff.on_done(body)
+        elif kind == P.Kind.READY:
+            self.handoff.on_ready(body)
+        conn.send(P.Kind.OK, req_id, P.dumps(None))
+
+
+def _unavailable(reason: str, epoch: int) -> bytes:
+    return P.encode_json({"reason": reason, "epoch": epoch})
 
 
 def _pair(value: Any, what: str) -> tuple[Any, Any]:
@@ -346,13 +671,14 @@ def _encode_result(ok: bool, value: Any, tb: str, call: P.CallRequest) -> tuple[
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: handshake, then requests until it closes."""
+    """One client (or peer node) connection: handshake, then requests until it closes."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
         self.decoder = P.FrameDecoder(node.max_frame_size, P.Kind.REQUESTS)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client_id = ""
+        self.peer: str | None = None  # the node id, when the other side is a node
         self.authenticated = False
         # request id -> (running call, its dedup id): cancelled if we vanish
         self.pending: dict[int, tuple[Invocation, tuple[str, int]]] = {}
@@ -393,6 +719,11 @@ class _Connection(asyncio.Protocol):
                     self._hello(frame)
                 elif kind == P.Kind.CALL:
                     node.handle_call(self, frame.req_id, frame.body)
+                elif kind in P.Kind.PEER_REQUESTS:
+                    if self.peer is None:
+                        self.fail("kind", f"frame kind {kind} is for nodes only", frame.req_id)
+                    else:
+                        node.handle_peer(self, kind, frame.req_id, frame.body)
                 elif kind == P.Kind.REGISTER:
                     node.handle_register(self, frame.req_id, frame.body)
                 elif kind == P.Kind.DELETE:
@@ -407,7 +738,7 @@ class _Connection(asyncio.Protocol):
                     self.fail("kind", f"unexpected frame kind {kind} after handshake", frame.req_id)
             except AuthenticationError as exc:
                 self.fail("auth", str(exc), frame.req_id)
-            except (ProtocolError, SerializationError, ObjectError) as exc:
+            except (ProtocolError, SerializationError, ObjectError, ConfigError) as exc:
                 # a body that does not decode: answer this request, keep the connection
                 if isinstance(exc, ProtocolError) and not self.authenticated:
                     self.fail("handshake", str(exc), frame.req_id)
@@ -433,6 +764,10 @@ class _Connection(asyncio.Protocol):
         client_id = hello.get("client_id")
         if not isinstance(client_id, str) or not client_id:
             raise ProtocolError("HELLO lacks a client_id")
+        peer = hello.get("peer")
+        if peer is not None and not isinstance(peer, str):
+            raise ProtocolError("HELLO: peer must be a node id")
+        self.peer = peer
         self.client_id = client_id
         self.authenticated = True
         self.node.client_opened(client_id)

@@ -9,6 +9,8 @@ same way -- by applying its records in version order.  Pure data, no I/O.
     STATE   body = the object's pickled state      applies on anything (prev is None)
     CALL    body = the encoded CallRequest          applies on top of version ``prev``
     DELETE  body = b""                              the object is gone
+    CHECK   body = b""                              changes nothing: "do you hold ``version``?"
+                                                    (a new primary's probe; never stored)
 
 A version is ``(epoch, n)``: the view epoch in which the change was made and
 the object's change counter.  Replicas compare versions for *equality* only:
@@ -35,7 +37,8 @@ class RecordKind:
     STATE = 1
     CALL = 2
     DELETE = 3
-    ALL = frozenset({STATE, CALL, DELETE})
+    CHECK = 4
+    ALL = frozenset({STATE, CALL, DELETE, CHECK})
 
 
 class Record(NamedTuple):

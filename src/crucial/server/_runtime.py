@@ -84,11 +84,14 @@ class Invocation:
 class Cell:
     """One hosted object and the calls waiting for it."""
 
-    __slots__ = ("alive", "held", "obj", "queue", "quiet", "ref", "running", "waiters")
+    __slots__ = ("alive", "dedup", "held", "obj", "queue", "quiet", "ref", "repl", "running", "waiters")
 
     def __init__(self, ref: Ref, obj: Any) -> None:
         self.ref = ref
         self.obj = obj
+        self.repl: Any = None  # a persistent object's replication state (server._replica.ReplState)
+        # replies of calls on this object, kept for replays: they travel with the object
+        self.dedup: dict[tuple[str, int], tuple[int, bytes]] | None = None
         self.queue: deque[Invocation] = deque()
         self.waiters: list[tuple[Invocation, Callable[[], bool]]] = []
         self.held: Invocation | None = None  # suspended on a nested call
@@ -147,6 +150,15 @@ class ObjectTable:
             ) from exc
         if cell is not None:
             self._retire(cell, f"{type_name} {key!r} was replaced (force_new)")
+        cell = self.cells[ref] = Cell(ref, obj)
+        return cell
+
+    def install(self, type_name: str, key: str, obj: Any) -> Cell:
+        """Host ``obj`` (a replica's or a handed-over state) under this reference, replacing any copy."""
+        ref = (type_name, key)
+        old = self.cells.get(ref)
+        if old is not None:
+            self._retire(old, f"{type_name} {key!r} was replaced by its replicated state")
         cell = self.cells[ref] = Cell(ref, obj)
         return cell
 

@@ -32,7 +32,6 @@ import cloudpickle
 
 from .. import protocol as P
 from ..client._core import parse_address
-from ..client._ring import HashRing
 
 __all__ = [
     "ChildProcess",
@@ -149,9 +148,14 @@ def kill_process(child: ChildProcess | int, timeout: float = 30.0) -> None:
     os.kill(child, signal.SIGKILL)
 
 
-def owner_address(addresses: tuple[str, ...] | list[str], type_name: str, key: str) -> str:
-    """The node that owns ``(type_name, key)`` (what a client routes to)."""
-    return HashRing(addresses).owner(type_name, key)
+def owner_address(addresses: tuple[str, ...] | list[str], type_name: str, key: str, token: str | None = None) -> str:
+    """The node that owns ``(type_name, key)`` now (what a client routes to): asks the cluster for its view."""
+    from ..client import Client
+    from ..config import Config
+
+    with Client(tuple(addresses), Config(dso=tuple(addresses), token=token)) as client:
+        client.nodes  # noqa: B018 -- asks a node for the view
+        return client.core.route(type_name, key)
 
 
 # --------------------------------------------------------------------------- raw sockets

@@ -1,0 +1,270 @@
+"""View changes on one node: which objects it sends, keeps, gains and drops.
+
+::
+
+    install view e+1 ──► plan(prev=e, new=e+1) ──► HANDOFF images to new primaries
+                                               ──► DONE(e+1) to every member
+    every survivor's DONE(e+1) in ──► gained objects installed (best copy wins)
+                                  ──► persistent ones sync their backups ──► READY(e+1)
+    READY(e+1) from a primary ──► retired copies it now holds are dropped
+
+:func:`plan` is pure; :class:`Handoff` does the sending and bookkeeping.
+The rules (``docs/replication.md``, "View changes: hand-over"):
+
+* the *sync source* of a key -- the first of its replicas in the previous
+  view that is still a member -- sends the object to the key's new primary
+  when that primary was not a replica before (else it already holds every
+  acknowledged change);
+* a node that is no longer a replica keeps a *retired* copy, serving nothing
+  from it, until the new primary says READY -- and offers it again if
+  another view change comes first (a fallback, used only when no replica's
+  copy arrives);
+* a primary serves the keys it already held at once, and keys it may gain
+  only once every surviving member said DONE.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .. import protocol as P
+from .._placement import View
+from ..exceptions import CrucialError, ProtocolError
+from ._runtime import Cell
+
+if TYPE_CHECKING:
+    from ._node import Node
+
+__all__ = ["Handoff", "Plan", "plan"]
+
+log = logging.getLogger("crucial.node")
+
+Ref = tuple[str, str]
+
+
+class Held(NamedTuple):
+    """An object this node holds: its reference and replica count (1 for ephemeral objects)."""
+
+    ref: Ref
+    rf: int | None
+    persistent: bool
+
+
+class Plan(NamedTuple):
+    push: dict[str, list[Ref]]  # new primary id -> objects to send it
+    retire: list[Ref]  # no longer a replica here
+    lead: list[tuple[Ref, bool]]  # primary here in the new view: (ref, replica set changed)
+    follow: list[tuple[Ref, bool]]  # a backup here: (ref, was the primary)
+
+
+def replicas(view: View, held: Held) -> list[str]:
+    if not held.persistent:
+        return [view.primary(*held.ref)]
+    return list(view.replicas(held.ref[0], held.ref[1], held.rf))
+
+
+def plan(me: str, prev: View, new: View, held: Iterable[Held]) -> Plan:
+    """What this node does with each object it holds when ``new`` follows ``prev``."""
+    push: dict[str, list[Ref]] = {}
+    retire: list[Ref] = []
+    lead: list[tuple[Ref, bool]] = []
+    follow: list[tuple[Ref, bool]] = []
+    for h in held:
+        old_r = replicas(prev, h)
+        new_r = replicas(new, h)
+        primary = new_r[0]
+        source = next((n for n in old_r if n in new), None)
+        if source == me and primary not in old_r:
+            push.setdefault(primary, []).append(h.ref)
+        if me not in new_r:
+            retire.append(h.ref)
+        elif primary == me:
+            lead.append((h.ref, old_r != new_r))
+        else:
+            follow.append((h.ref, old_r[0] == me))
+    return Plan(push, retire, lead, follow)
+
+
+def may_gain(me: str, prev: View | None, ref: Ref) -> bool:
+    """Whether an object absent here might still be on its way (it was another node's)."""
+    return prev is not None and prev.primary(*ref) != me
+
+
+class _Candidate(NamedTuple):
+    rank: int  # 0 best: a replica of the previous view; 1: a retired copy
+    version: tuple[int, int]
+    body: bytes
+
+
+class Handoff:
+    """One node's part in view changes."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.epoch = 0  # the view epoch being handed over to
+        self.prev: View | None = None
+        self.complete = True
+        self._done_from: set[str] = set()
+        self._expect: set[str] = set()
+        self._candidates: dict[Ref, _Candidate] = {}
+        self.retired: dict[Ref, Cell] = {}
+        self._early: dict[int, set[str]] = {}  # DONE notices for epochs not installed yet
+        self.stats = {"pushed": 0, "received": 0, "moved_in": 0}
+
+    # -- installing a view ---------------------------------------------------------
+
+    def start(self, prev: View, new: View) -> None:
+        node = self.node
+        table = node.table
+        assert table is not None
+        me = node.node_id
+        self.epoch, self.prev, self.complete = new.epoch, prev, False
+        self._done_from = self._early.pop(new.epoch, set())
+        self._expect = {n for n in prev.ids if n in new and n != me}
+        held = [
+            Held(ref, cell.repl.options.rf if cell.repl is not None else None, cell.repl is not None)
+            for ref, cell in table.cells.items()
+        ]
+        p = plan(me, prev, new, held)
+        for ref in p.retire:
+            cell = table.cells.pop(ref)
+            self.retired[ref] = cell
+            if cell.repl is not None:
+                node.repl.step_down(cell)
+            _release_waiters(table, cell)
+        for ref, was_primary in p.follow:
+            cell = table.cells[ref]
+            if was_primary and cell.repl is not None:
+                node.repl.step_down(cell)
+        for target, refs in p.push.items():
+            self._send(target, [self._image(table.cells.get(r) or self.retired[r]) for r in refs], rank=0)
+        # retired copies of earlier changes: offered to their new primary as a fallback
+        fallback: dict[str, list[bytes]] = {}
+        for ref, cell in self.retired.items():
+            primary = new.primary(*ref) if cell.repl is None else new.replicas(ref[0], ref[1], cell.repl.options.rf)[0]
+            if primary != me and ref not in {r for refs in p.push.values() for r in refs}:
+                fallback.setdefault(primary, []).append(self._image(cell))
+        for target, images in fallback.items():
+            self._send(target, images, rank=1)
+        for ref, changed in p.lead:
+            cell = table.cells[ref]
+            if cell.repl is not None:
+                node.repl.become_primary(cell, changed)
+        body = pickle.dumps((new.epoch, me))
+        for other in new.ids:
+            if other != me:
+                node.repl.link(other).request(P.Kind.DONE, body, _ignore)
+        self._maybe_complete()
+
+    def _image(self, cell: Cell) -> bytes:
+        st = cell.repl
+        version = st.version if st is not None else (0, 0)
+        return pickle.dumps((cell.ref, version, self.node.repl.dump(cell)), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def _send(self, target: str, images: list[bytes], rank: int) -> None:
+        if not images:
+            return
+        self.stats["pushed"] += len(images)
+        body = pickle.dumps((self.epoch, self.node.node_id, rank, images), protocol=pickle.HIGHEST_PROTOCOL)
+        link = self.node.repl.link(target)
+        for type_name, class_body in self.node.class_bytes.items():  # the receiver may lack user classes
+            if type_name not in link.registered:
+                link.registered.add(type_name)
+                link.request(P.Kind.REGISTER, class_body, _ignore)
+        link.request(P.Kind.HANDOFF, body, _ignore)
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def on_handoff(self, body: bytes) -> None:
+        try:
+            _epoch, _sender, rank, images = pickle.loads(body)
+        except Exception as exc:
+            raise ProtocolError(f"malformed HANDOFF: {exc}") from None
+        self.stats["received"] += len(images)
+        table = self.node.table
+        assert table is not None
+        for data in images:
+            ref, version, state = pickle.loads(data)
+            ref = tuple(ref)
+            cand = _Candidate(rank, tuple(version), state)  # type: ignore[arg-type]
+            best = self._candidates.get(ref)
+            if best is None or (cand.rank, _neg(cand.version)) < (best.rank, _neg(best.version)):
+                self._candidates[ref] = cand
+        if self.complete:
+            self._install_candidates()
+
+    def on_done(self, body: bytes) -> None:
+        try:
+            epoch, sender = pickle.loads(body)
+        except Exception as exc:
+            raise ProtocolError(f"malformed DONE: {exc}") from None
+        if epoch == self.epoch:
+            self._done_from.add(sender)
+            self._maybe_complete()
+        elif epoch > self.epoch:
+            self._early.setdefault(epoch, set()).add(sender)
+
+    def on_ready(self, body: bytes) -> None:
+        try:
+            epoch, sender = pickle.loads(body)
+        except Exception as exc:
+            raise ProtocolError(f"malformed READY: {exc}") from None
+        view = self.node.view
+        if view is None or epoch != view.epoch:
+            return
+        for ref, cell in list(self.retired.items()):
+            rf = cell.repl.options.rf if cell.repl is not None else None
+            primary = view.replicas(ref[0], ref[1], rf)[0] if cell.repl is not None else view.primary(*ref)
+            if primary == sender:
+                del self.retired[ref]
+
+    def _maybe_complete(self) -> None:
+        if self.complete or not self._expect <= self._done_from:
+            return
+        self.complete = True
+        self._install_candidates()
+        self.node.handoff_complete(self.epoch)
+
+    def _install_candidates(self) -> None:
+        node = self.node
+        table = node.table
+        assert table is not None and node.view is not None
+        candidates, self._candidates = self._candidates, {}
+        for ref, cand in candidates.items():
+            if ref in table.cells:
+                continue  # held already (a replica's copy is at least as good)
+            try:
+                cell = node.repl.install(cand.body, cand.version)
+            except CrucialError as exc:
+                log.error("cannot install handed-over %s %r: %s", ref[0], ref[1], exc)
+                continue
+            self.stats["moved_in"] += 1
+            if cell.repl is not None and node.view.replicas(ref[0], ref[1], cell.repl.options.rf)[0] == node.node_id:
+                node.repl.become_primary(cell, changed=True)
+            self.retired.pop(ref, None)
+
+    def ready_notice(self) -> None:
+        """Every object this node leads is synced: tell the others to drop their retired copies."""
+        view = self.node.view
+        assert view is not None
+        body = pickle.dumps((view.epoch, self.node.node_id))
+        for other in view.ids:
+            if other != self.node.node_id:
+                self.node.repl.link(other).request(P.Kind.READY, body, _ignore)
+
+
+def _neg(version: tuple[int, int]) -> tuple[int, int]:
+    return (-version[0], -version[1])
+
+
+def _release_waiters(table: Any, cell: Cell) -> None:
+    """Calls parked on an object that moved away cannot follow it: they get an error to retry."""
+    if cell.waiters or cell.queue:
+        table._retire(cell, f"{cell.ref[0]} {cell.ref[1]!r} moved to another node")
+
+
+def _ignore(frame: P.Frame | None) -> None:
+    return None
