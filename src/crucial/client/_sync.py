@@ -153,7 +153,13 @@ class Client:
     def nodes(self) -> tuple[str, ...]:
         """The node addresses of the current view (asks a node if none was seen yet)."""
         if self.core.epoch == 0:
-            self._roundtrip(self.core.seeds[0], P.Kind.VIEW, b"")
+            for i, seed in enumerate(self.core.seeds):  # the first seed that answers
+                try:
+                    self._roundtrip(seed, P.Kind.VIEW, b"")
+                    break
+                except ConnectError:
+                    if i == len(self.core.seeds) - 1:
+                        raise
         return self.core.nodes
 
     # -- pool ------------------------------------------------------------------

@@ -43,12 +43,22 @@ class LocalCluster:
         max_frame_size: int | None = None,
         start_timeout: float = 30.0,
         env: dict[str, str] | None = None,
+        rf: int | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
+        fsync: str | None = None,
+        failure_timeout: float | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.nodes = nodes
         self.token = token
         self.max_frame_size = max_frame_size
         self.start_timeout = start_timeout
         self.env = env or {}
+        self.rf = rf
+        self.data_dir = data_dir
+        self.fsync = fsync
+        self.failure_timeout = failure_timeout
+        self.args = args
         self.proc: subprocess.Popen[str] | None = None
         self.addresses: tuple[str, ...] = ()
         self._clients: list[Client] = []
@@ -57,6 +67,15 @@ class LocalCluster:
         cmd = [sys.executable, "-m", "crucial.server", "--port", "0", "--nodes", str(self.nodes), "--watch-stdin"]
         if self.max_frame_size is not None:
             cmd += ["--max-frame-size", str(self.max_frame_size)]
+        for option, value in (
+            ("--rf", self.rf),
+            ("--data-dir", self.data_dir),
+            ("--fsync", self.fsync),
+            ("--failure-timeout", self.failure_timeout),
+        ):
+            if value is not None:
+                cmd += [option, str(value)]
+        cmd += list(self.args)
         env = unconfigured_env(self.env)
         if self.token:
             env["CRUCIAL_TOKEN"] = self.token
@@ -94,6 +113,31 @@ class LocalCluster:
         if self.token:
             env["CRUCIAL_TOKEN"] = self.token
         return env
+
+    def pids(self) -> dict[str, int]:
+        """Each node's process id, by the address the current view gives it."""
+        client = self.client()
+        try:
+            return {address: int(client.info(address)["pid"]) for address in client.nodes}
+        finally:
+            client.close()
+            self._clients.remove(client)
+
+    def owner(self, type_name: str, key: str) -> str:
+        """The address of the node that is primary for ``(type_name, key)`` in the current view."""
+        client = self.client()
+        try:
+            client.nodes  # noqa: B018 -- fetch the view
+            return client.core.route(type_name, key)
+        finally:
+            client.close()
+            self._clients.remove(client)
+
+    def signal_node(self, address: str, sig: int = signal.SIGKILL) -> int:
+        """Send ``sig`` to the node at ``address`` (a supervisor restarts a node that dies); returns its pid."""
+        pid = self.pids()[address]
+        os.kill(pid, sig)
+        return pid
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Kill the server process(es) abruptly (fault injection)."""
