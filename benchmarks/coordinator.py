@@ -14,6 +14,7 @@ the kills).
 
 from __future__ import annotations
 
+import random
 import statistics
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def kill_detection(etcd: EtcdProcess, ttl: float, kills: int) -> list[float]:
             args = [sys.executable, "-c", MEMBER, etcd.endpoint, cluster, str(ttl), node]
             child = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
             assert child.stdout is not None and child.stdout.readline().strip() == "joined"
-            time.sleep(ttl)  # let it refresh a few times: kills land at random points of the refresh cycle
+            time.sleep(ttl + random.uniform(0, ttl / 3))  # a few refreshes, then a kill at a random point of the cycle
             killed = time.monotonic()
             child.kill()
             child.wait()

@@ -387,8 +387,12 @@ class Coordinator:
         if not self._put_member(lease_id, node_id, value, deadline):
             raise CoordinatorError(f"cannot join as {node_id!r}: etcd at {self._where()} dropped the new lease at once")
         with self._lock:
-            self._lease_id = lease_id
-            self._valid_until = sent + min(self.ttl, granted)
+            left = self._node_id != node_id  # leave() ran meanwhile: this lease must not keep the key
+            if not left:
+                self._lease_id = lease_id
+                self._valid_until = sent + min(self.ttl, granted)
+        if left:
+            self._call("revoke the lease", lambda c: Lease(lease_id, c).revoke(), idempotent=True, deadline=deadline)
 
     def _put_member(self, lease_id: int, node_id: str, value: bytes, deadline: float) -> bool:
         """Put the member key on the lease; False if etcd no longer knows the lease."""
@@ -435,7 +439,7 @@ class Coordinator:
             )
             if remaining > 0:
                 with self._lock:
-                    if self._lease_id == lease_id:
+                    if self._lease_id == lease_id and self._node_id is not None:
                         self._valid_until = max(self._valid_until, sent + min(self.ttl, remaining))
                 return
             self._lease_lost(sent)
@@ -450,22 +454,26 @@ class Coordinator:
 
     def leave(self) -> None:
         """Stop refreshing, delete the member key and revoke the lease: others see this node gone at once."""
-        self._stop_keepalive()
+        deadline = time.monotonic() + self.timeout
         with self._lock:
-            node_id, lease_id = self._node_id, self._lease_id
-            self._node_id, self._lease_id, self._valid_until = None, 0, float("-inf")
+            node_id, self._node_id, self._valid_until = self._node_id, None, float("-inf")
+        self._stop_keepalive(deadline)
+        with self._lock:
+            lease_id, self._lease_id, self._valid_until = self._lease_id, 0, float("-inf")
         if node_id is None:
             return
-        self.delete("members/" + node_id)
+        key = self._key("members/" + node_id)
+        self._call(f"delete member {node_id!r}", lambda c: c.delete(key), idempotent=False, deadline=deadline)
         if lease_id:
-            self._call("revoke the lease", lambda c: Lease(lease_id, c).revoke(), idempotent=True)
+            self._call("revoke the lease", lambda c: Lease(lease_id, c).revoke(), idempotent=True, deadline=deadline)
 
-    def _stop_keepalive(self) -> None:
+    def _stop_keepalive(self, deadline: float) -> None:
+        """Stop the keep-alive thread; wait for it (an in-flight refresh ends by its own deadline) until ``deadline``."""
         with self._lock:
             thread, self._keepalive = self._keepalive, None
         self._keepalive_stop.set()
         if thread is not None and thread is not threading.current_thread():
-            thread.join(self.timeout + self.ttl)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ watch
 
@@ -519,9 +527,10 @@ class Coordinator:
                 return
             self._closed = True
             watches, self._watches = self._watches, []
-        self._stop_keepalive()
+        deadline = time.monotonic() + self.timeout  # the threads are daemons: never wait for them longer
+        self._stop_keepalive(deadline)
         for w in watches:
-            w.stop()
+            w.stop(deadline)
         self._session.close()
 
     def __enter__(self) -> Coordinator:

@@ -214,15 +214,14 @@ class EtcdProcess:
             self._choose_ports(fresh=attempt > 0)
             log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
             self._spawn(binary)
-            if self._wait_healthy():
+            failure = self._wait_healthy()
+            if failure is None:
                 return self
             if "address already in use" not in self._log_tail(log_start) or (self._given_client and self._given_peer):
                 break
         tail = self._log_tail(log_start)
         self.kill()
-        raise CoordinatorError(
-            f"etcd ({binary}) did not start on {self.endpoint} within {self.start_timeout} s; its log ends:\n{tail}"
-        )
+        raise CoordinatorError(f"etcd ({binary}) on {self.endpoint} {failure}; its log ({self.log_path}) ends:\n{tail}")
 
     def _choose_ports(self, fresh: bool) -> None:
         """Given ports stay; otherwise keep the last ones (a restart) unless ``fresh`` or unset."""
@@ -256,24 +255,24 @@ class EtcdProcess:
             except OSError as exc:
                 raise ConfigError(f"cannot run etcd binary {binary!r}: {exc}; {HOW_TO_GET_ETCD}") from exc
 
-    def _wait_healthy(self) -> bool:
-        """True once /health says so; False if etcd exited or the start timeout passed (it is then killed)."""
+    def _wait_healthy(self) -> str | None:
+        """None once /health says so, else what went wrong (exited, or silent until the start timeout: killed)."""
         deadline = time.monotonic() + self.start_timeout
         pause = 0.02
         assert self.proc is not None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                return False
+                return f"exited with code {self.proc.returncode}"
             try:
                 with _NO_PROXY.open(self.endpoint + "/health", timeout=1.0) as resp:
                     if json.loads(resp.read()).get("health") == "true":
-                        return True
+                        return None
             except (OSError, ValueError):
                 pass  # not listening yet, or no leader yet
             time.sleep(pause)
             pause = min(pause * 2, 0.25)
         self.kill()
-        return False
+        return f"was not healthy within {self.start_timeout} s"
 
     def _log_tail(self, start: int = 0) -> str:
         try:

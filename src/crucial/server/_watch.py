@@ -22,6 +22,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -80,13 +81,14 @@ class PrefixWatch:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, deadline: float) -> None:
+        """Stop the thread (a blocked read is woken by shutting its socket down); wait for it until ``deadline``."""
         self._stop.set()
         response = self._response
         if response is not None:
             _abort(response)
         if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(self.coord.timeout)
+            self._thread.join(max(0.0, deadline - time.monotonic()))
 
     def _relist(self) -> list[tuple[str, bytes | None, int]]:
         prefix = self.coord.prefix
