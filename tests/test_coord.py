@@ -417,6 +417,18 @@ def test_propose_view_is_a_compare_and_swap(coords: Callable[..., Coordinator]) 
     assert c.read_view()[0] == {"epoch": 2}
 
 
+def test_a_view_that_removes_a_node_fails_once_its_member_key_is_back(coords: Callable[..., Coordinator]) -> None:
+    """The removal's compare-and-swap also checks the removed node's key is absent (fencing after a lost lease)."""
+    proposer, member = coords(), coords()
+    assert proposer.propose_view({"epoch": 1}, 0)
+    _, rev = proposer.read_view()
+    member.join("back", {"address": "x"})
+    assert not proposer.propose_view({"epoch": 2}, rev, absent=["back"])  # it is live: the removal must not pass
+    member.leave()
+    assert proposer.propose_view({"epoch": 2}, rev, absent=["back"])
+    assert proposer.read_view()[0] == {"epoch": 2}
+
+
 def test_racing_proposers_one_winner_per_revision(coords: Callable[..., Coordinator]) -> None:
     rounds = 15
     proposers = [coords(), coords()]

@@ -265,8 +265,9 @@ class Coordinator:
         key = self._key(name)
         return self._call(f"delete {name!r}", lambda c: c.delete(key), idempotent=False)
 
-    def cas(self, name: str, value: bytes, expected_revision: int) -> bool:
-        """Put ``value`` only if ``name``'s mod_revision is still ``expected_revision`` (0: only if absent).
+    def cas(self, name: str, value: bytes, expected_revision: int, absent: Sequence[str] = ()) -> bool:
+        """Put ``value`` only if ``name``'s mod_revision is still ``expected_revision`` (0: only if absent),
+        and every key named in ``absent`` does not exist.
 
         One etcd transaction; False when another writer changed the key
         first.  A ``CoordinatorError`` whose message says "may or may not
@@ -275,8 +276,9 @@ class Coordinator:
         if not isinstance(expected_revision, int) or expected_revision < 0:
             raise ValueError(f"expected_revision must be an int >= 0, not {expected_revision!r}")
         key = b64(self._key(name))
+        gone = [{"key": b64(self._key(a)), "result": "EQUAL", "target": "CREATE", "create_revision": 0} for a in absent]
         txn = {
-            "compare": [{"key": key, "result": "EQUAL", "target": "MOD", "mod_revision": expected_revision}],
+            "compare": [{"key": key, "result": "EQUAL", "target": "MOD", "mod_revision": expected_revision}, *gone],
             "success": [{"request_put": {"key": key, "value": b64(bytes(value))}}],
             "failure": [],
         }
@@ -298,13 +300,18 @@ class Coordinator:
             raise CoordinatorError(f"the view in etcd at {self._where()} is not JSON: {value[:100]!r}") from exc
         return view, rev
 
-    def propose_view(self, view: dict[str, Any], expected_revision: int) -> bool:
-        """Install ``view`` if the view's mod_revision is still ``expected_revision`` (0: no view yet).
+    def propose_view(self, view: dict[str, Any], expected_revision: int, absent: Sequence[str] = ()) -> bool:
+        """Install ``view`` if the view's mod_revision is still ``expected_revision`` (0: no view yet)
+        and none of the member keys of the nodes in ``absent`` exists.
 
-        False when another proposer won the race: re-read with
-        :meth:`read_view` and decide again.
+        False when another proposer won the race, or a node assumed gone
+        came back: re-read with :meth:`read_view` and decide again.  Checking
+        the member keys in the same transaction is what lets a node whose
+        lease ran out trust a view it reads after re-joining: no view that
+        leaves it out can be installed once its key is back.
         """
-        return self.cas("view", json.dumps(view, sort_keys=True, separators=(",", ":")).encode(), expected_revision)
+        value = json.dumps(view, sort_keys=True, separators=(",", ":")).encode()
+        return self.cas("view", value, expected_revision, [f"members/{a}" for a in absent])
 
     def members(self) -> dict[str, dict[str, Any]]:
         """The live members: node_id -> the info it joined with."""

@@ -214,7 +214,7 @@ class Membership:
         assert loop is not None
 
         def propose() -> bool:
-            return bool(self.coord.propose_view(proposal.view.as_json(), expected))
+            return bool(self.coord.propose_view(proposal.view.as_json(), expected, absent=proposal.absent))
 
         def done(fut: asyncio.Future[bool]) -> None:
             self._proposing = False
