@@ -424,9 +424,9 @@ class Node:
                     )
                 self.repl.make_persistent(cell, options)
         elif options.persistent != (cell.repl is not None) and call.create is not None and len(call.create) > 2:
-            held = "persistent" if cell.repl is not None else "ephemeral"
+            held = "a persistent" if cell.repl is not None else "an ephemeral"
             raise ObjectCreationError(
-                f"{call.type_name} {call.key!r} exists as a {held} object; "
+                f"{call.type_name} {call.key!r} exists as {held} object; "
                 f"attach to it with persistent={cell.repl is not None}, or delete it first",
                 call.type_name,
                 call.key,
