@@ -5,6 +5,7 @@ Commands parse options and call the library."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -173,6 +174,132 @@ def info(dso: str | None, objects: int, as_json: bool) -> None:
         click.echo(f"  objects {report['objects']:,}: {types}")
         for obj in report["listed"]:
             click.echo(f"    {obj['type']}  {obj['key']}  (queued {obj['queued']}, waiting {obj['waiting']})")
+
+
+def _cluster_client(dso: str | None) -> Any:
+    from .client import Client
+    from .config import load_config
+
+    config = load_config(**({"dso": tuple(a for a in dso.split(",") if a)} if dso else {}))
+    if not config.dso:
+        raise click.UsageError("no DSO to ask: pass --dso HOST:PORT or set CRUCIAL_DSO")
+    return Client(config.dso, config)
+
+
+@cli.group()
+def cluster() -> None:
+    """Inspect and change a running cluster: status, add a node, remove one."""
+
+
+@cluster.command("status")
+@click.option("--dso", default=None, metavar="ADDR", help="A node host:port[,...] [default: CRUCIAL_DSO, else the config file].")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def cluster_status(dso: str | None, as_json: bool) -> None:
+    """The view (epoch, members, rf) and, per node, its objects, primaries, backups and replication lag."""
+    import json
+
+    try:
+        with _cluster_client(dso) as client:
+            reports = {}
+            for address in client.nodes:
+                try:
+                    reports[address] = client.info(address)
+                except CrucialError as exc:
+                    reports[address] = {"error": f"{type(exc).__name__}: {exc}"}
+            view = client.core.view
+    except CrucialError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    assert view is not None
+    if as_json:
+        click.echo(json.dumps({"view": view.as_json(), "nodes": reports}, sort_keys=True, default=str))
+        return
+    cluster_info = next((r.get("cluster") for r in reports.values() if r.get("cluster")), None) or {}
+    where = f", etcd {','.join(cluster_info['etcd'])}" if cluster_info.get("etcd") else " (a lone node)"
+    click.echo(
+        f"cluster {cluster_info.get('name', '-')!s}: view {view.epoch}, {len(view.members)} nodes, rf {view.rf}, "
+        f"failure timeout {view.failure_timeout:g} s{where}"
+    )
+    for node_id, address in view.members:
+        r = reports.get(address, {})
+        if "error" in r:
+            click.echo(f"  {node_id}  {address}  UNREACHABLE: {r['error']}")
+            continue
+        rep = r.get("replication", {})
+        flags = " leaving" if node_id in view.leaving else ""
+        click.echo(
+            f"  {node_id}  {address}  objects {r.get('objects', 0):,}: primary {rep.get('primaries', 0):,}, "
+            f"backup {rep.get('backups', 0):,}; replication lag {rep.get('pending', 0)} calls{flags}"
+        )
+
+
+@cluster.command("add")
+@click.option("--dso", default=None, metavar="ADDR", help="A member of the cluster [default: CRUCIAL_DSO].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address the new node binds.")
+@click.option("--advertise", default=None, help="Host name or address the new node gives clients and peers.")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="The new node's data dir.")
+@click.option("--log", "log_path", default=None, type=click.Path(dir_okay=False), help="Where the new node writes its messages.")
+@click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=1), help="Seconds to wait for it to join.")
+def cluster_add(
+    dso: str | None, host: str, advertise: str | None, data_dir: str | None, log_path: str | None, timeout: float
+) -> None:
+    """Start one more node on this machine, joined to the cluster; prints its address once it is in the view."""
+    import os
+    import subprocess
+    import tempfile
+    import time
+
+    try:
+        with _cluster_client(dso) as client:
+            seed = client.nodes[0]
+            cmd = [sys.executable, "-m", "crucial.server", "--join", seed, "--host", host]
+            if advertise:
+                cmd += ["--advertise", advertise]
+            if data_dir:
+                cmd += ["--data-dir", data_dir]
+            env = dict(os.environ)
+            if client.core.config.token:
+                env["CRUCIAL_TOKEN"] = client.core.config.token
+            log = log_path or os.path.join(tempfile.gettempdir(), f"crucial-node-{os.getpid()}.log")
+            with open(log, "ab") as out:
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out, env=env, start_new_session=True
+                )
+            assert proc.stdout is not None
+            line = proc.stdout.readline().decode().strip()
+            proc.stdout.close()  # the node prints nothing more: nobody needs to read it
+            if not line.startswith("CRUCIAL_DSO="):
+                raise click.ClickException(f"the new node did not start (exit code {proc.poll()}); see {log}")
+            address = line.split("=", 1)[1]
+            deadline = time.monotonic() + timeout
+            while address not in client.refresh():
+                if time.monotonic() > deadline:
+                    raise click.ClickException(f"{address} started but is not in the view after {timeout:g} s; see {log}")
+                time.sleep(0.1)
+    except CrucialError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    click.echo(f"{address} joined (pid {proc.pid}, messages in {log})")
+
+
+@cluster.command("remove")
+@click.argument("node")
+@click.option("--dso", default=None, metavar="ADDR", help="A member of the cluster [default: CRUCIAL_DSO].")
+@click.option("--timeout", default=120.0, show_default=True, type=click.FloatRange(min=1), help="Seconds to wait for it.")
+def cluster_remove(node: str, dso: str | None, timeout: float) -> None:
+    """Make NODE (an address or a node id) hand its objects over and leave; it exits once the others hold them."""
+    try:
+        with _cluster_client(dso) as client:
+            client.nodes  # noqa: B018 -- fetch the view
+            view = client.core.view
+            assert view is not None
+            address = view.address(node) if node in view else node
+            if address not in view.addresses:
+                raise click.ClickException(f"{node} is not a member of the cluster (members: {', '.join(view.addresses)})")
+            ok = client.leave(address, timeout=timeout)
+    except CrucialError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+    if not ok:
+        raise click.ClickException(f"{address} did not hand its objects over within its time; it stays a member")
+    click.echo(f"{address} left the cluster")
 
 
 @cli.command(

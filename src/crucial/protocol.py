@@ -75,6 +75,7 @@ class Kind:
     HANDOFF = 9  # pickle (epoch, sender id, rank, images): objects for their new primary
     DONE = 10  # pickle (epoch, sender id): the sender sent every hand-over of that view
     READY = 11  # pickle (epoch, sender id): the sender's objects are synced; drop retired copies
+    LEAVE = 12  # empty: hand every object over and leave the cluster (`crucial cluster remove`)
     WELCOME = 16  # json {version, node_id, view}
     OK = 17  # pickle value
     ERROR = 18  # pickle (exception, traceback text)
@@ -82,7 +83,7 @@ class Kind:
     REDIRECT = 20  # json {view}: this node does not own the object
     UNAVAILABLE = 21  # json {reason, epoch}: not served here now (view changing): retry shortly
 
-    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO, REPLICATE, HANDOFF, DONE, READY})
+    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO, REPLICATE, HANDOFF, DONE, READY, LEAVE})
     PEER_REQUESTS = frozenset({REPLICATE, HANDOFF, DONE, READY})
     REPLIES = frozenset({WELCOME, OK, ERROR, FAIL, REDIRECT, UNAVAILABLE})
     ALL = REQUESTS | REPLIES

@@ -149,6 +149,11 @@ class Client:
     def seeds(self) -> tuple[str, ...]:
         return self.core.seeds
 
+    def refresh(self) -> tuple[str, ...]:
+        """Ask the cluster for its current view now; returns the node addresses."""
+        self.core.epoch = 0
+        return self.nodes
+
     @property
     def nodes(self) -> tuple[str, ...]:
         """The node addresses of the current view (asks a node if none was seen yet)."""
@@ -361,6 +366,10 @@ class Client:
         address = address or self.core.seeds[0]
         frame = self._roundtrip(address, P.Kind.INFO, P.dumps({"objects": objects}))
         return dict(self.core.result(frame, address))
+
+    def leave(self, address: str, timeout: float | None = None) -> bool:
+        """Ask the node at ``address`` to hand its objects over and leave the cluster; True once it was let go."""
+        return bool(self.core.result(self._roundtrip(address, P.Kind.LEAVE, b"", timeout), address))
 
     def close(self) -> None:
         with self._lock:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,13 @@ async def _run_one(opts: ServerOptions) -> None:
     else:
         loop.add_signal_handler(signal.SIGINT, stop.set)
     membership = None
+    asked_to_leave: list[Callable[[bool], None]] = []
+
+    def leave_requested(reply: Callable[[bool], None]) -> None:  # `crucial cluster remove`
+        asked_to_leave.append(reply)
+        leave.set()
+
+    node.on_leave = leave_requested
     try:
         if opts.clustered:
             from ._membership import Membership
@@ -158,7 +166,10 @@ async def _run_one(opts: ServerOptions) -> None:
             waits.append(asyncio.ensure_future(membership.left.wait()))
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         if membership is not None and leave.is_set() and not stop.is_set():
-            await membership.leave(timeout=4 * opts.failure_timeout)  # hand objects over before going
+            ok = await membership.leave(timeout=4 * opts.failure_timeout)  # hand objects over before going
+            for reply in asked_to_leave:
+                reply(ok)
+            await asyncio.sleep(0)  # let the replies go out
         for w in waits:
             w.cancel()
         serve.cancel()
@@ -261,6 +272,9 @@ class _Supervisor:
             child = self.children[i]
             code = child.wait()
             if self.done.is_set():
+                return
+            if code == 0:  # it left the cluster (SIGTERM, `crucial cluster remove`): its objects are elsewhere
+                print(f"crucial: node {i} ({self.addresses.get(i)}) left the cluster", file=sys.stderr)
                 return
             print(f"crucial: node {i} ({self.addresses.get(i)}) exited with code {code}; starting it again", file=sys.stderr)
             delay = 0.5

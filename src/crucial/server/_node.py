@@ -156,6 +156,8 @@ class Node:
         self.crashed: dict[str, str] = {}  # node id -> address, for nodes removed without leaving
         self._redirect = b""
         self.on_view: list[Callable[[View], None]] = []
+        # set by whoever runs the node: start leaving the cluster, then call back with True when let go
+        self.on_leave: Callable[[Callable[[bool], None]], None] | None = None
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -552,6 +554,14 @@ class Node:
         self.table.delete(*ref)
         self.repl.commit_delete(cell, [(conn, req_id)])
 
+    def handle_leave(self, conn: _Connection, req_id: int) -> None:
+        """Hand everything over and leave; the reply comes once the cluster let this node go."""
+        if self.membership is None:
+            raise ConfigError(f"node {self.address} is a lone node (no cluster to leave): stop it instead")
+        if self.on_leave is None:
+            raise ConfigError(f"node {self.address} cannot leave from here")
+        self.on_leave(lambda ok: conn.send(P.Kind.OK, req_id, P.dumps(ok)))
+
     def handle_info(self, conn: _Connection, req_id: int, body: bytes) -> None:
         options = P.loads(body, what="info")
         limit = options.get("objects", 0) if isinstance(options, dict) else None
@@ -734,6 +744,8 @@ class _Connection(asyncio.Protocol):
                     self.send(P.Kind.OK, frame.req_id, P.dumps(None))
                 elif kind == P.Kind.INFO:
                     node.handle_info(self, frame.req_id, frame.body)
+                elif kind == P.Kind.LEAVE:
+                    node.handle_leave(self, frame.req_id)
                 else:
                     self.fail("kind", f"unexpected frame kind {kind} after handshake", frame.req_id)
             except AuthenticationError as exc:
