@@ -9,8 +9,10 @@ Every wait has a deadline.
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -438,23 +440,40 @@ def test_a_dir_under_a_regular_file_is_a_storage_error(tmp_path: Path) -> None:
         assert "directory" in str(info.value).lower()
 
 
-def test_a_read_only_dir_is_a_storage_error(tmp_path: Path) -> None:
-    data = tmp_path / "ro"
-    data.mkdir(mode=0o500)
-    try:
-        probe = data / "probe"
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[None]:
+    """chmod 0o500; as root (who writes there anyway) the immutable attribute, where the file system has it."""
+    if os.geteuid() != 0:
+        directory.chmod(0o500)
         try:
-            probe.touch()
-        except PermissionError:
-            pass
-        else:
-            probe.unlink()
-            pytest.skip("this user (root) writes into a 0o500 directory; the under-a-file test covers StorageError")
+            yield
+        finally:
+            directory.chmod(0o700)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(directory)], capture_output=True).returncode != 0:
+        pytest.skip("root ignores 0o500, and chattr +i is not available here: the under-a-file test covers StorageError")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(directory)], check=True)
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "existing"])
+def test_a_read_only_dir_is_a_storage_error(tmp_path: Path, existing: bool) -> None:
+    data = tmp_path / "ro"
+    data.mkdir()
+    if existing:
+        Store.open(data).close()
+    with read_only(data):
         with pytest.raises(StorageError) as info:
             Store.open(data)
-        assert str(data) in str(info.value) and "ermission" in str(info.value)
-    finally:
-        data.chmod(0o700)
+    assert type(info.value) is StorageError and str(data) in str(info.value) and str(data) in str(info.value.path)
+    message = str(info.value).lower()
+    assert "writable" in message if existing else ("not permitted" in message or "permission denied" in message)
+    if existing:
+        with Store.open(data) as s:  # nothing was lost
+            assert s.load() == {}
 
 
 # --------------------------------------------------------------------------- damaged files

@@ -130,7 +130,8 @@ def open_db(db_path: Path, fsync: str) -> sqlite3.Connection:
         db.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[fsync]}")
         db.execute("PRAGMA journal_size_limit = 67108864")
         db.execute("UPDATE info SET opens = opens + 1")  # a real write: a read-only file fails here, not later
-    except sqlite3.Error as exc:
+        fsync_dir(db_path.parent)  # that write made the WAL: its name must outlive a power loss in every mode
+    except (sqlite3.Error, OSError) as exc:
         db.close()
         raise _sqlite_error(db_path, exc) from exc
     except BaseException:
@@ -147,12 +148,18 @@ def _connect(db_path: Path, mode: str) -> sqlite3.Connection:
         raise _sqlite_error(db_path, exc) from exc
 
 
-def _sqlite_error(db_path: Path, exc: sqlite3.Error) -> StorageError:
+def _sqlite_error(db_path: Path, exc: BaseException) -> StorageError:
     name = getattr(exc, "sqlite_errorname", "")
     if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
         return CorruptDataError(f"{db_path} is corrupt: {exc}", path=str(db_path))
     if name == "SQLITE_BUSY":
         return StorageError(f"{db_path} is open in another program (SQLite says: {exc})", path=str(db_path))
+    if name == "SQLITE_CANTOPEN" or name.startswith("SQLITE_READONLY"):
+        return StorageError(
+            f"{db_path}: cannot open: {exc} ({name}; SQLite makes its -wal and -shm files beside it: "
+            f"is {db_path.parent} writable?)",
+            path=str(db_path),
+        )
     return storage_error(db_path, "cannot open", exc)
 
 
