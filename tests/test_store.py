@@ -8,6 +8,7 @@ Every wait has a deadline.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import json
@@ -101,6 +102,43 @@ def test_round_trip_in_apply_order_and_what_persists(tmp_path: Path) -> None:
         assert other.node_id != node_id
 
 
+def test_from_an_event_loop(tmp_path: Path) -> None:
+    """The node's way: submit on the loop, hop back with call_soon_threadsafe, reply after."""
+
+    async def main(s: Store) -> list[BaseException | None]:
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[BaseException | None]] = []
+        for i in range(100):
+            future = loop.create_future()
+            s.submit([rec("k", STATE if i == 0 else CALL, i)], lambda e, f=future: loop.call_soon_threadsafe(f.set_result, e))
+            futures.append(future)
+        return await asyncio.wait_for(asyncio.gather(*futures), WAIT)
+
+    with Store.open(tmp_path / "d") as s:
+        assert asyncio.run(main(s)) == [None] * 100
+        assert [r.version[1] for r in s.load()["AtomicInt", "k"]] == list(range(100))
+
+
+def test_what_is_submitted_during_a_commit_goes_in_the_next_one(store: Store) -> None:
+    """Group commit, made deterministic: the writer is held inside the first done()."""
+    gate = threading.Event()
+    acks = Acks()
+
+    def first(err: BaseException | None) -> None:
+        acks(err)
+        assert gate.wait(WAIT)
+
+    store.submit([rec("k", STATE, 0)], first)
+    acks.wait(1)
+    for i in range(1, 101):
+        store.submit([rec("k", CALL, i)], acks)
+    assert store.stats()["pending"] == 100
+    gate.set()
+    assert acks.wait(101) == [None] * 101
+    stats = store.stats()
+    assert stats["commits"] == 2 and stats["records_written"] == 101 and stats["pending"] == 0
+
+
 def test_a_state_record_supersedes_the_log_before_it(store: Store) -> None:
     acks = Acks()
     store.submit([rec("k", STATE, 0), rec("k", CALL, 1), rec("k", CALL, 2)], acks)
@@ -139,18 +177,31 @@ def test_a_log_without_a_state_comes_back_as_it_is(store: Store) -> None:
 
 
 def test_a_bad_record_fails_its_own_submit_only(store: Store) -> None:
+    """What SQLite would refuse mid-transaction must not fail the other records of the batch
+    (nor, being a write failure, every later write)."""
+    store._db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 4096)  # SQLite's limit on one value (1 GB by default)
+    bad = [
+        rec("k", 99, 1),  # no such kind
+        Record("AtomicInt", "k", CALL, ("one", 2), None, b""),  # a version that is not (int, int)
+        Record("AtomicInt", "k", CALL, (1, 2**64), None, b""),  # nor 64-bit
+        Record("AtomicInt", "k\udc80", CALL, (1, 2), None, b""),  # a key that is not UTF-8
+        rec("k", CALL, 2, bytes(5000)),  # over the limit
+    ]
     acks = Acks()
     store.submit([rec("k", STATE, 0)], acks)
-    store.submit([rec("k", 99, 1)], acks)  # no such kind
-    store.submit([Record("AtomicInt", "k", CALL, ("one", 2), None, b"")], acks)  # a version that is not (int, int)
+    for record in bad:
+        store.submit([record], acks)
     store.submit([rec("k", CALL, 3)], acks)
-    ok, bad_kind, bad_version, later = acks.wait(4)  # in submit order
+    ok, *refused, later = acks.wait(len(bad) + 2)  # in submit order
     assert ok is None and later is None
-    assert isinstance(bad_kind, SerializationError) and "kind 99" in str(bad_kind)
-    assert isinstance(bad_version, SerializationError)
+    assert all(isinstance(e, SerializationError) for e in refused), refused
+    assert "kind 99" in str(refused[0]) and "over the store's limit of 4096" in str(refused[4])
     assert bodies(store.load()) == {"k": [b"k:0", b"k:3"]}
+    assert store.stats()["failed"] is None
     with pytest.raises(ValueError):
         store.compact(Record("AtomicInt", "k", STATE, ("one", 2), None, b""))
+    with pytest.raises(UnicodeEncodeError):
+        store.set_meta("m\udc80", b"")
 
 
 def test_meta_and_types_are_fsynced_in_every_mode(tmp_path: Path) -> None:

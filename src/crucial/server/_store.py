@@ -162,7 +162,8 @@ class Store:
         every earlier submit.  Not acknowledged: if it is lost, the old log gives the same state."""
         if state.kind != RecordKind.STATE:
             raise ValueError(f"compact() takes a STATE record, not kind {state.kind} for {state.type_name!r} {state.key!r}")
-        self._enqueue((_COMPACT, _row(state)), (state.type_name, state.key), 1)  # a bad record raises here
+        row = _row(state, self._db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH))  # a bad record raises here
+        self._enqueue((_COMPACT, row), (state.type_name, state.key), 1)
 
     def delete(self, type_name: str, key: str) -> None:
         """Remove every stored record of one object (one this node no longer hosts), after earlier submits."""
@@ -170,11 +171,11 @@ class Store:
 
     def set_meta(self, name: str, value: bytes) -> None:
         """Store one named value; it is on disk (fsynced, whatever the mode) when this returns."""
-        self._wait((_META, name, bytes(value)))
+        self._wait((_META, _text(name), bytes(value)))
 
     def save_type(self, type_name: str, class_bytes: bytes) -> None:
         """Store a registered shared class; on disk (fsynced) when this returns."""
-        self._wait((_TYPE, type_name, bytes(class_bytes)))
+        self._wait((_TYPE, _text(type_name), bytes(class_bytes)))
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything submitted so far is durable per the fsync mode (committed;
@@ -224,7 +225,8 @@ class Store:
         return out
 
     def record_count(self, type_name: str, key: str) -> int:
-        """Records stored (or queued) for one object: compact it when this grows."""
+        """Records stored (or queued) for one object: compact it when this grows.  A hint, counted
+        when submitted (a submit refused for a bad record is counted all the same)."""
         with self._cond:
             return self._counts.get((type_name, key), 0)
 
@@ -316,10 +318,11 @@ class Store:
         """One turn of the writer: every write op queued since the last turn in ONE transaction."""
         submitted = sum(len(op[1]) for op in ops if op[0] == _SUBMIT)
         rows: dict[int, list[tuple[Any, ...]]] = {}  # per submit: its rows, encoded before BEGIN
+        max_bytes = self._db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
         for i, op in enumerate(ops):
             if op[0] == _SUBMIT:
                 try:
-                    rows[i] = [_row(r) for r in op[1]]
+                    rows[i] = [_row(r, max_bytes) for r in op[1]]
                 except Exception as exc:  # a bad record fails its own submit, not the others
                     ops[i] = (_REFUSED, op[-1], SerializationError(f"cannot store replication records: {exc!r}"))
         error = self._failure
@@ -329,7 +332,7 @@ class Store:
                 durable = _write(self._db, ops, rows)
                 if durable and self.fsync != "always":
                     self._fsync_files()
-            except (sqlite3.Error, OSError) as exc:
+            except Exception as exc:  # the disk (sqlite3.Error, OSError), or a bug: either way, fail closed
                 with contextlib.suppress(sqlite3.Error):
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
@@ -426,12 +429,27 @@ class Store:
 # -- pure helpers and the open-time checks ------------------------------------------------------------
 
 
-def _row(r: Record) -> tuple[Any, ...]:
+def _row(r: Record, max_bytes: int) -> tuple[Any, ...]:
+    """A record as a row of ``records``; whatever SQLite would refuse mid-transaction (and so
+    fail every other record of the batch with it) is refused here, for this record alone."""
     if r.kind not in RecordKind.ALL:
         raise ValueError(f"record kind {r.kind!r} for {r.type_name!r} {r.key!r}")
-    data = encode_records([r])
+    _text(r.type_name)
+    _text(r.key)
     epoch, n = r.version
-    return (r.type_name, r.key, int(epoch), int(n), r.kind, data, zlib.crc32(data))
+    if not (isinstance(epoch, int) and isinstance(n, int) and -(2**63) <= min(epoch, n) and max(epoch, n) < 2**63):
+        raise ValueError(f"version {r.version!r} of {r.type_name!r} {r.key!r} is not two 64-bit integers")
+    data = encode_records([r])
+    if len(data) > max_bytes:
+        raise ValueError(f"record of {r.type_name!r} {r.key!r} is {len(data)} bytes, over the store's limit of {max_bytes}")
+    return (r.type_name, r.key, epoch, n, r.kind, data, zlib.crc32(data))
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a str")
+    value.encode()  # a lone surrogate would fail inside the transaction
+    return value
 
 
 def _write(db: sqlite3.Connection, ops: list[tuple[Any, ...]], rows: dict[int, list[tuple[Any, ...]]]) -> bool:
