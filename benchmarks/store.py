@@ -6,7 +6,8 @@ For each of ``always``, ``batch``, ``never`` (the order alternates per run):
 
 * sequential: one 64-byte CALL record per submit, the next submitted when
   the previous one's ``done()`` came -- one client's durable call rate, and
-  the writer's own time per commit (``commit_us``, measured inside it);
+  the writer's own time per commit (``commit_us``, measured inside it; and
+  ``commit_us_4_records`` with 4 records per commit);
 * grouped: 4 records per submit, up to 256 submits in flight (a busy node:
   every event-loop turn submits what its calls produced) -- records/s and
   how many records one group commit wrote.
@@ -40,14 +41,14 @@ def record(n: int) -> Record:
     return Record("AtomicInt", f"k{n % 16}", RecordKind.CALL, (1, n), (1, n - 1), BODY, ("client", n, 0, b"1"))
 
 
-def sequential(store: Store, seconds: float, limit: int) -> tuple[float, float]:
+def sequential(store: Store, seconds: float, limit: int, per_submit: int = 1) -> tuple[float, float]:
     """Commits/s with one submit in flight, and the writer's mean time per commit (µs)."""
     done = threading.Event()
     before = store.stats()
     n, started = 0, time.perf_counter()
     while n < limit and time.perf_counter() - started < seconds:
         done.clear()
-        store.submit([record(n)], lambda err: done.set())
+        store.submit([record(n * per_submit + i) for i in range(per_submit)], lambda err: done.set())
         if not done.wait(60):
             raise TimeoutError("a commit took over 60 s")
         n += 1
@@ -108,6 +109,7 @@ def main() -> None:
                 with Store.open(base / f"{mode}-{run}", fsync=mode) as store:
                     figures = {}
                     figures["commits_per_s"], figures["commit_us"] = sequential(store, seconds, limit // 4)
+                    _, figures["commit_us_4_records"] = sequential(store, seconds / 4, limit // 4, per_submit=4)
                     figures["records_per_s"], figures["records_per_commit"] = grouped(store, seconds, limit)
                 for name, value in figures.items():
                     samples[mode].setdefault(name, []).append(value)

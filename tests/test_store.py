@@ -24,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crucial.exceptions import ConfigError, CorruptDataError, DataDirLockedError, SerializationError, StorageError
 from crucial.server._datadir import DB_NAME, SCHEMA_VERSION
@@ -167,6 +169,53 @@ def test_compact_and_delete_are_ordered_after_earlier_submits(tmp_path: Path) ->
     with Store.open(tmp_path / "d") as s:
         assert bodies(s.load()) == {"x": [b"x at 49", b"x:50"]}
         assert s.stats()["records"] == 2
+
+
+# one step: ("submit", [(key, kind), ...]) | ("compact", key) | ("delete", key)
+records_st = st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from([STATE, CALL, DELETE])), max_size=6)
+steps_st = st.lists(
+    st.one_of(
+        st.tuples(st.just("submit"), records_st),
+        st.tuples(st.just("compact"), st.sampled_from("abc")),
+        st.tuples(st.just("delete"), st.sampled_from("abc")),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(steps=steps_st)
+def test_load_agrees_with_a_model_of_the_log(tmp_path_factory: pytest.TempPathFactory, steps: list[tuple]) -> None:
+    """Whatever mix of submits, compactions and deletes: load() (now, and after a reopen) is what
+    applying the rules to a plain dict gives, and record_count() counts its rows."""
+    model: dict[str, list[bytes]] = {}
+    path = tmp_path_factory.mktemp("model")
+    n = 0
+    with Store.open(path, fsync="never") as s:
+        acks = Acks()
+        for step in steps:
+            n += 1
+            if step[0] == "submit":
+                batch = []
+                for key, kind in step[1]:
+                    n += 1
+                    batch.append(rec(key, kind, n))
+                    if kind == DELETE:
+                        model.pop(key, None)
+                    else:
+                        model[key] = ([] if kind == STATE else model.get(key, [])) + [f"{key}:{n}".encode()]
+                s.submit(batch, acks)
+            elif step[0] == "compact":
+                s.compact(rec(step[1], STATE, n))
+                model[step[1]] = [f"{step[1]}:{n}".encode()]
+            else:
+                s.delete("AtomicInt", step[1])
+                model.pop(step[1], None)
+        assert {k: s.record_count("AtomicInt", k) for k in "abc"} == {k: len(model.get(k, [])) for k in "abc"}
+        assert bodies(s.load()) == model
+    with Store.open(path) as s:
+        assert bodies(s.load()) == model and s.stats()["records"] == sum(map(len, model.values()))
+    assert all(e is None for e in acks.results)
 
 
 def test_a_log_without_a_state_comes_back_as_it_is(store: Store) -> None:

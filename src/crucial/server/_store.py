@@ -453,18 +453,30 @@ def _text(value: object) -> str:
 
 
 def _write(db: sqlite3.Connection, ops: list[tuple[Any, ...]], rows: dict[int, list[tuple[Any, ...]]]) -> bool:
-    """Apply the write ops to the tables in one transaction; True if one must be fsynced now."""
+    """Apply the write ops to the tables in one transaction; True if one must be fsynced now.
+
+    Runs of CALL rows (the common case) go in one ``executemany``: a few µs less per record."""
     durable = False
+    calls: list[tuple[Any, ...]] = []
     db.execute("BEGIN")
     for i, op in enumerate(ops):
         code = op[0]
         if code == _SUBMIT:
             for row in rows[i]:
-                if row[4] != RecordKind.CALL:  # STATE and DELETE end the object's log so far
-                    db.execute(_DROP, row[:2])
-                if row[4] != RecordKind.DELETE:
+                if row[4] == RecordKind.CALL:
+                    calls.append(row)
+                    continue
+                if calls:
+                    db.executemany(_INSERT, calls)
+                    calls = []
+                db.execute(_DROP, row[:2])  # STATE and DELETE end the object's log so far
+                if row[4] == RecordKind.STATE:
                     db.execute(_INSERT, row)
-        elif code == _COMPACT:
+            continue
+        if calls:
+            db.executemany(_INSERT, calls)
+            calls = []
+        if code == _COMPACT:
             db.execute(_DROP, op[1][:2])
             db.execute(_INSERT, op[1])
         elif code == _DELETE:
@@ -473,5 +485,7 @@ def _write(db: sqlite3.Connection, ops: list[tuple[Any, ...]], rows: dict[int, l
             table = "meta" if code == _META else "types"
             db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?, ?)", (op[1], op[2], zlib.crc32(op[2])))
             durable = True
+    if calls:
+        db.executemany(_INSERT, calls)
     db.execute("COMMIT")
     return durable
