@@ -180,10 +180,14 @@ class Store:
     def flush(self, timeout: float | None = None) -> None:
         """Block until everything submitted so far is durable per the fsync mode (committed;
         in ``always`` mode fsynced).  Raises the store's :class:`StorageError` if it failed."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
         with self._cond:
             closing = self._closing
+            if not closing:
+                self._queue.append((_FLUSH, future))
+                self._cond.notify()
         if not closing:
-            self._wait((_FLUSH,), timeout)
+            self._result(future, timeout)
             return
         if threading.current_thread() is not self._writer:  # close() writes everything queued
             self._writer.join(timeout)
@@ -279,6 +283,9 @@ class Store:
     def _wait(self, op: tuple[Any, ...], timeout: float | None = None) -> Any:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self._enqueue((*op, future))
+        return self._result(future, timeout)
+
+    def _result(self, future: concurrent.futures.Future[Any], timeout: float | None) -> Any:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
