@@ -220,6 +220,8 @@ class Handoff:
             primary = view.replicas(ref[0], ref[1], rf)[0] if cell.repl is not None else view.primary(*ref)
             if primary == sender:
                 del self.retired[ref]
+                if cell.repl is not None and self.node.store is not None:
+                    self.node.store.delete(*ref)  # no longer a replica here
 
     def _maybe_complete(self) -> None:
         if self.complete or not self._expect <= self._done_from:
@@ -242,6 +244,8 @@ class Handoff:
                 log.error("cannot install handed-over %s %r: %s", ref[0], ref[1], exc)
                 continue
             self.stats["moved_in"] += 1
+            if cell.repl is not None and node.store is not None:
+                node.repl.compact(cell)  # on disk too: this node is one of its replicas now
             if cell.repl is not None and node.view.replicas(ref[0], ref[1], cell.repl.options.rf)[0] == node.node_id:
                 node.repl.become_primary(cell, changed=True)
             self.retired.pop(ref, None)

@@ -43,6 +43,8 @@ class Membership:
         self.endpoints = endpoints
         self.cluster = cluster
         self.failure_timeout = failure_timeout
+        #: how long members missing when this node started may take to come back before they are removed
+        self.restart_grace = max(10.0, 5 * failure_timeout)
         self.rf = rf
         self.coord: Any = None
         self.live: dict[str, dict[str, Any]] = {}
@@ -199,12 +201,14 @@ class Membership:
             return
         now = time.monotonic()
         # a member whose key vanished while we watched is gone now: its lease ran out (or it left);
-        # one we never saw since we started gets failure_timeout to come back (a whole-cluster restart)
-        up = now - self._started
+        # one we never saw since we started is given restart_grace to come back: after a whole-cluster
+        # restart its data may hold the only copies of some objects, and nodes start at their own pace
+        grace = self.restart_grace - self.failure_timeout
+        up = now - self._started - grace
         absent_for = {i: math.inf if i in self._gone_since else up for i in node.view.ids if i not in self.live}
         proposal = next_view(node.view, self.live, absent_for)
         if proposal is None:
-            waiting = [self.failure_timeout - t for t in absent_for.values() if t < self.failure_timeout]
+            waiting = [self.failure_timeout - t for t in absent_for.values() if t < self.failure_timeout]  # timers
             if waiting:
                 self._arm(min(waiting))
             return

@@ -8,9 +8,10 @@ Pure, so every rule below is a unit test without etcd (``test_proposer.py``).
 Rules, in order (one change per proposal keeps every hand-over simple):
 
 1. a member whose address changed (restarted on another port) is updated;
-2. a member whose key has been absent for ``failure_timeout`` -- counted
-   from when this node started watching, so that after a whole-cluster
-   restart the others get that long to come back -- is removed (crashed);
+2. a member whose key has been absent for ``failure_timeout`` is removed
+   (crashed); the caller counts absence so that a member whose key vanished
+   while it watched is absent "forever", and one it never saw gets a restart
+   grace (after a whole-cluster restart its data may hold the only copies);
 3. a member that asked to leave is marked *leaving* (it keeps serving its
    hand-over but gets no objects), and once it reports its hand-over done
    (``settled`` at the current epoch) it is removed;

@@ -236,14 +236,19 @@ class Replicator:
             return
         for r in records:
             self.ack((r.type_name, r.key), r.version, DISK)
-            cell = self.node.table.cells.get((r.type_name, r.key)) if self.node.table else None
-            if cell is not None and cell.repl is not None:
-                cell.repl.logged += 1
-                if cell.repl.logged >= COMPACT_EVERY:
-                    self.compact(cell)
+            self.logged(r)
+
+    def logged(self, r: Record) -> None:
+        """One more record of ``r``'s object in the data dir: past ``COMPACT_EVERY``, keep its state instead."""
+        cell = self.node.table.cells.get((r.type_name, r.key)) if self.node.table else None
+        if cell is not None and cell.repl is not None:
+            cell.repl.logged += 1
+            if cell.repl.logged >= COMPACT_EVERY:
+                self.compact(cell)
 
     def compact(self, cell: Cell) -> None:
-        """Replace the key's records in the data dir by its state (the log would grow forever)."""
+        """Replace the key's records in the data dir by its state (the log would grow forever,
+        and an object that arrived whole -- a hand-over -- has no log yet)."""
         st: ReplState = cell.repl
         st.logged = 0
         state = Record(cell.ref[0], cell.ref[1], RecordKind.STATE, st.version, None, self.dump(cell))
@@ -407,6 +412,8 @@ class Replicator:
                 loop.call_soon_threadsafe(self._backup_written, conn, req_id, reply, exc)
 
             self.store.submit(written, done)
+            for r in written:
+                self.logged(r)
             return
         conn.send(P.Kind.OK, req_id, reply)
 
