@@ -449,6 +449,8 @@ def analyse(run: Run) -> dict[str, Any]:
     view_with = first(lambda e: e["t"] >= run.t_join and e.get("nodes") == 3)
     joined = [e for e in run.events if e.get("node") == run.joined and e.get("epoch", -1) > 0]
     settled = min((e["t"] for e in joined if e["handoff_complete"]), default=None)
+    crash_stall = longest_stall(run.stamps, run.t_kill, run.t_join)
+    join_stall = longest_stall(run.stamps, run.t_join, run.duration)
     timings = {
         "kill_to_view_without_it_s": round(view_without - run.t_kill, 2) if view_without is not None else None,
         "join_start_to_view_with_it_s": round(view_with - run.t_join, 2) if view_with is not None else None,
@@ -461,8 +463,10 @@ def analyse(run: Run) -> dict[str, Any]:
         "failures": [{"t": round(t, 2), "error": e} for t, e in run.failures[:20]],
         "longest_stall_s": round(stall, 3),
         "longest_stall_at_s": round(stall_at, 2),
-        "stall_after_crash_s": round(longest_stall(run.stamps, run.t_kill, run.t_join)[0], 3),
-        "stall_after_join_s": round(longest_stall(run.stamps, run.t_join, run.duration)[0], 3),
+        "stall_after_crash_s": round(crash_stall[0], 3),
+        "stall_after_crash_at_s": round(crash_stall[1], 2),
+        "stall_after_join_s": round(join_stall[0], 3),
+        "stall_after_join_at_s": round(join_stall[1], 2),
         # the longest pause with no crash or join in sight: what the machine's load alone causes
         "longest_gap_before_crash_s": round(longest_stall(run.stamps, windows["before_crash"][0], run.t_kill)[0], 3),
         **timings,
