@@ -439,22 +439,39 @@ def analyse(run: Run) -> dict[str, Any]:
             "reader_cpu_per_s": cpu_rate(a, b, "reader_cpu"),
             "reads_per_node_cpu_s": round(reads / node_cpu, 1) if node_cpu else None,
         }
-    before, after = phases["before_crash"]["reads_per_s_median"], phases["after_join"]["reads_per_s_median"]
-    first_epoch = min((e["epoch"] for e in run.events if e.get("epoch", -1) > 0), default=0)
+    before, after_join = phases["before_crash"]["reads_per_s_median"], phases["after_join"]["reads_per_s_median"]
 
-    def first(pred: Any) -> float | None:  # seconds from ... to the first monitor event that matches
+    def first(pred: Any) -> float | None:  # the time of the first monitor event that matches
         return next((e["t"] for e in run.events if "epoch" in e and pred(e)), None)
 
-    view_without = first(lambda e: e["t"] >= run.t_kill and e["epoch"] > first_epoch and e.get("nodes") == 2)
+    view_without = first(lambda e: e["t"] >= run.t_kill and e.get("nodes") == 2)
     view_with = first(lambda e: e["t"] >= run.t_join and e.get("nodes") == 3)
-    joined = [e for e in run.events if e.get("node") == run.joined and e.get("epoch", -1) > 0]
-    settled = min((e["t"] for e in joined if e["handoff_complete"]), default=None)
-    crash_stall = longest_stall(run.stamps, run.t_kill, run.t_join)
-    join_stall = longest_stall(run.stamps, run.t_join, run.duration)
+    # settled: every node of the view the join made has finished its hand-over
+    after = [e for e in run.events if "epoch" in e and e["t"] >= run.t_join and e.get("nodes") == 3]
+    epoch = after[0]["epoch"] if after else None  # the view the join made (a later one is another change)
+    done: dict[str, float] = {}
+    for e in after:
+        if e["epoch"] == epoch and e["handoff_complete"]:
+            done.setdefault(e["node"], e["t"])
+    settled = max(done.values()) if len(done) == 3 else None
+    # the crash: every read goes to the model's primary, so none completes from the kill until the failover
+    # is through; the stall is the gap that holds the kill.  The join: the longest gap from its start until
+    # a second after it has settled (in the view, hand-over done)
+    i = bisect.bisect_left(run.stamps, run.t_kill)
+    before_kill = run.stamps[i - 1] if i > 0 else 0.0
+    after_kill = run.stamps[i] if i < len(run.stamps) else run.duration
+    join_end = min(run.duration, run.t_join + (settled - run.t_join if settled is not None else 10.0) + 1.0)
+    join_stall = longest_stall(run.stamps, run.t_join, join_end)
+    between = longest_stall(run.stamps, after_kill + 1.0, run.t_join)
+    views: dict[int, dict[str, Any]] = {}  # each view, when the monitor first saw it
+    for e in run.events:
+        if e.get("epoch", -1) > 0 and e["epoch"] not in views:
+            views[e["epoch"]] = {"t": e["t"], "epoch": e["epoch"], "nodes": e.get("nodes")}
+    lost_lease = sorted({e["node"] for e in run.events if e.get("suspended")})
     timings = {
         "kill_to_view_without_it_s": round(view_without - run.t_kill, 2) if view_without is not None else None,
         "join_start_to_view_with_it_s": round(view_with - run.t_join, 2) if view_with is not None else None,
-        "join_start_to_its_handoff_done_s": round(settled - run.t_join, 2) if settled is not None else None,
+        "join_start_to_handoff_done_s": round(settled - run.t_join, 2) if settled is not None else None,
     }
     degraded = phases["after_crash"]["reads_per_s_median"]
     return {
@@ -463,15 +480,19 @@ def analyse(run: Run) -> dict[str, Any]:
         "failures": [{"t": round(t, 2), "error": e} for t, e in run.failures[:20]],
         "longest_stall_s": round(stall, 3),
         "longest_stall_at_s": round(stall_at, 2),
-        "stall_after_crash_s": round(crash_stall[0], 3),
-        "stall_after_crash_at_s": round(crash_stall[1], 2),
-        "stall_after_join_s": round(join_stall[0], 3),
-        "stall_after_join_at_s": round(join_stall[1], 2),
-        # the longest pause with no crash or join in sight: what the machine's load alone causes
-        "longest_gap_before_crash_s": round(longest_stall(run.stamps, windows["before_crash"][0], run.t_kill)[0], 3),
+        "stall_at_crash_s": round(after_kill - before_kill, 3),
+        "stall_at_join_s": round(join_stall[0], 3),
+        "stall_at_join_at_s": round(join_stall[1], 2),
+        # the longest pauses with no crash or join in sight: what the machine's load (and the readers' own
+        # waves) cause
+        "longest_gap_before_crash_s": round(longest_stall(run.stamps, windows["before_crash"][0], before_kill)[0], 3),
+        "longest_gap_between_crash_and_join_s": round(between[0], 3),
         **timings,
         "slowest_read_s": round(run.slowest, 3),
-        "throughput_after_join_vs_before_crash": round(after / before, 3) if before else None,
+        "views": list(views.values()),
+        # live nodes whose lease ran out (starved of CPU past the failure timeout): evicted, then rejoined
+        "nodes_that_lost_their_lease": lost_lease,
+        "throughput_after_join_vs_before_crash": round(after_join / before, 3) if before else None,
         "throughput_after_crash_vs_before_crash": round(degraded / before, 3) if before else None,
         "phases": phases,
         "crash_at_s": round(run.t_kill, 2),
