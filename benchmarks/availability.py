@@ -6,7 +6,8 @@
 An etcd and three DSO nodes (``crucial server --etcd URL --rf 2``, each its
 own process: no supervisor, so a killed node stays dead, as in the seed's
 run) hold a persistent k-means model of 200 centroids, a
-``@crucial.shared(persistent=True)`` class.  ``P`` client processes (spawn)
+``@crucial.shared(persistent=True)`` class whose read methods are marked
+``@crucial.readonly`` where crucial has it.  ``P`` client processes (spawn)
 of ``T`` threads each -- 4 x 25 = 100 by default, the seed's 100 cloud
 threads -- repeatedly run an inference (``model.predict(point)``: the
 nearest of the 200 centroids, computed on the node that holds the model)
@@ -18,9 +19,10 @@ view, hand-over) four times a second, so the stalls can be explained.
 
 Then, for each placement ``crucial server`` offers (``--placement`` in its
 ``--help``; consistent hashing when it has none), a fresh 3-node cluster
-with ``--keys`` extra persistent keys gets a fourth node, and every node's
-objects are listed before and after the join: how many keys gained a copy
-on another node (data moved) and how many changed primary.
+with ``--keys`` persistent and as many ephemeral counters gets a fourth
+node, and every node's objects are listed before and after the join: how
+many keys gained a copy on a node that did not hold them (data moved) and,
+for the persistent ones, how many changed primary.
 
 The last line of stdout is one JSON object; the timeline goes to a PNG
 (matplotlib: ``pip install 'crucial[plot]'``).  Node messages stay in a
@@ -54,7 +56,16 @@ import crucial
 
 K, DIM = 200, 10
 MODEL_KEY = "kmeans-model"
-HASHING = "consistent-hashing"  # the name reported for the placement of a server without --placement
+HASHING = "hash"  # the placement of a server without --placement (consistent hashing), named as --placement does
+
+
+#: ``@crucial.readonly`` where crucial has it: a method that only reads may skip the round to the backups
+readonly = getattr(crucial, "readonly", None)
+READONLY_MARKED = readonly is not None
+
+
+def _reads(fn: Any) -> Any:
+    return readonly(fn) if readonly is not None else fn
 
 
 @crucial.shared(persistent=True)
@@ -66,6 +77,7 @@ class KMeansModel:
         self.k, self.dim = k, dim
         self.flat = array.array("d", (rnd.uniform(-10, 10) for _ in range(k * dim)))
 
+    @_reads
     def predict(self, point: list[float]) -> int:
         """The index of the centroid nearest to ``point`` (one inference)."""
         flat, dim = self.flat, self.dim
@@ -80,6 +92,7 @@ class KMeansModel:
                 best, best_d = c, d
         return best
 
+    @_reads
     def centroids(self) -> list[list[float]]:
         return [list(self.flat[c * self.dim : (c + 1) * self.dim]) for c in range(self.k)]
 
@@ -89,7 +102,9 @@ class KMeansModel:
 
 def placements() -> list[str]:
     """The placements ``crucial server`` offers: the choices of its ``--placement`` option, if it has one."""
-    out = subprocess.run([sys.executable, "-m", "crucial", "server", "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "crucial.server", "--help"], capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"crucial server --help failed: {out.stderr.strip()}")
     text = " ".join(out.stdout.split())  # click wraps long choice lists
     m = re.search(r"--placement\s+\[([^\]]+)\]", text)
     return [p.strip() for p in m.group(1).split("|")] if m else [HASHING]
@@ -509,62 +524,81 @@ def analyse(run: Run) -> dict[str, Any]:
 # --------------------------------------------------------------------------- keys moved by a join
 
 
-def holders(cluster: Cluster, keys: set[str]) -> tuple[dict[str, set[str]], dict[str, str], int]:
-    """Who holds each population key (node ids), who is its primary, and the view's epoch."""
+POPULATION = crucial.AtomicInt
+
+
+def holders(cluster: Cluster, keys: list[str]) -> tuple[dict[tuple[str, bool], set[str]], dict[str, str]]:
+    """Which nodes (ids) hold each population object, by (key, persistent); the ring's primary of each key."""
     client = cluster.client()
     try:
-        infos = cluster.infos(client, objects=10 * len(keys) + 100)
-        held: dict[str, set[str]] = {k: set() for k in keys}
+        infos = cluster.infos(client, objects=20 * len(keys) + 1000)  # directory entries and others come too
+        wanted = set(keys)
+        held: dict[tuple[str, bool], set[str]] = {}
         for info in infos.values():
             for obj in info["listed"]:
-                if obj["key"] in held and obj["persistent"]:
-                    held[obj["key"]].add(info["node_id"])
+                if obj["type"] == POPULATION._type_name and obj["key"] in wanted:
+                    held.setdefault((obj["key"], obj["persistent"]), set()).add(info["node_id"])
         client.nodes  # noqa: B018 -- fetch the view
         view = client.core.view
         assert view is not None
-        primary = {k: view.primary(crucial.AtomicInt._type_name, k) for k in keys}
-        return held, primary, view.epoch
+        return held, {k: view.primary(POPULATION._type_name, k) for k in keys}
     finally:
         client.close()
 
 
 def keys_moved(args: Any, workdir: Path, placement: str, etcd: Any) -> dict[str, Any]:
-    """A 3-node cluster with ``args.keys`` persistent keys gets a 4th node: what moved."""
+    """A 3-node cluster holding ``args.keys`` persistent and as many ephemeral counters gets a 4th node: what moved.
+
+    Persistent objects follow the ring whatever the placement (their replicas must); a placement that
+    anchors objects (``--placement anchored``) applies to ephemeral ones, hence both populations.
+    """
     name = "keys-" + re.sub(r"[^A-Za-z0-9_-]", "-", placement)
+    persistent = [f"pop-p-{i}" for i in range(args.keys)]
+    ephemeral = [f"pop-e-{i}" for i in range(args.keys)]
     with Cluster(workdir, name, args.failure_timeout, rf=2, placement=placement, etcd=etcd) as cluster:
         cluster.start(3)
-        keys = {f"pop-{i}" for i in range(args.keys)}
         crucial.connect(",".join(cluster.live()))
-        for i, k in enumerate(sorted(keys)):
-            crucial.AtomicInt(i, key=k, persistent=True).get()
-        before, primary_before, _ = holders(cluster, keys)
-        assert all(len(h) == 2 for h in before.values()), "a key without rf=2 replicas before the join"
+        for i, k in enumerate(persistent):
+            POPULATION(i, key=k, persistent=True).get()
+        for i, k in enumerate(ephemeral):
+            POPULATION(i, key=k).get()
+        wanted = {**{(k, True): 2 for k in persistent}, **{(k, False): 1 for k in ephemeral}}
+
+        def complete(held: dict[tuple[str, bool], set[str]]) -> bool:
+            return all(len(held.get(ref, ())) == n for ref, n in wanted.items())
+
+        before, primary_before = holders(cluster, persistent + ephemeral)
+        if not complete(before):
+            raise RuntimeError("before the join, some population object is missing or has the wrong number of copies")
         t = time.monotonic()
         joined = cluster.start_node(join=cluster.live()[0])
         cluster.wait_members(set(cluster.live()))
         settle = time.monotonic() - t
         deadline = time.monotonic() + 60
-        while True:  # the hand-over is complete; the new backups may still be receiving state
-            after, primary, epoch = holders(cluster, keys)
-            if all(len(h) == 2 for h in after.values()) or time.monotonic() > deadline:
+        while True:  # the hand-over is complete; a new backup may still be receiving its state
+            after, primary_after = holders(cluster, persistent + ephemeral)
+            if complete(after) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        values = [crucial.AtomicInt.attach(k).get() for k in sorted(keys)]
-    copied = sum(1 for k in keys if after[k] - before[k])
-    n = len(keys)
-    # the ring's primary: what a key's primary is under consistent hashing (another placement records its own)
-    primaries_moved = sum(1 for k in keys if primary[k] != primary_before[k]) if placement == HASHING else None
+        intact = [POPULATION.attach(k).get() for k in persistent] == list(range(args.keys))
+        intact = intact and [POPULATION.attach(k).get() for k in ephemeral] == list(range(args.keys))
+
+    def summary(keys: list[str], durable: bool) -> dict[str, Any]:
+        moved = sum(1 for k in keys if after.get((k, durable), set()) - before[(k, durable)])  # a copy was sent
+        n = len(keys)
+        out: dict[str, Any] = {"keys": n, "moved": moved, "moved_fraction": round(moved / n, 4)}
+        if durable:  # on the ring in every placement
+            changed = sum(1 for k in keys if primary_after[k] != primary_before[k])
+            out |= {"primary_moved": changed, "primary_moved_fraction": round(changed / n, 4)}
+        return out
+
     return {
-        "keys": n,
-        "moved": copied,  # keys that gained a copy on a node that did not hold them (data sent over the network)
-        "moved_fraction": round(copied / n, 4),
-        "primary_moved": primaries_moved,
-        "primary_moved_fraction": round(primaries_moved / n, 4) if primaries_moved is not None else None,
-        "expected_hashing": {"moved_fraction": round(2 / 4, 4), "primary_moved_fraction": round(1 / 4, 4)},
-        "under_replicated_after": sum(1 for h in after.values() if len(h) != 2),
-        "values_intact": values == list(range(n)),
+        # consistent hashing: rf/N of the persistent keys gain a copy, 1/N change primary; 1/N of the ephemeral move
+        "persistent": summary(persistent, True) | {"expected_hashing": {"moved": 0.5, "primary_moved": 0.25}},
+        "ephemeral": summary(ephemeral, False) | {"expected_hashing": {"moved": 0.25}},
+        "wrong_copies_after": sum(1 for ref, n in wanted.items() if len(after.get(ref, ())) != n),
+        "values_intact": intact,
         "join_settled_s": round(settle, 2),
-        "epoch_after": epoch,
         "joined": joined,
     }
 
@@ -653,6 +687,8 @@ def main() -> None:
         "longest_stall_within_2x_failure_timeout": result["longest_stall_s"] <= 2 * args.failure_timeout,
     }
     result.update(meta(), mode="smoke" if args.smoke else "quick" if args.quick else "full")
+    result["crucial_source"] = str(Path(crucial.__file__).parent)
+    result["reads_marked_readonly"] = READONLY_MARKED  # the code measured (PYTHONPATH may point elsewhere)
     result["load_average"] = {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]}
     log(json.dumps({k: v for k, v in result.items() if k not in ("per_second", "events", "samples")}, indent=1))
     emit(result)

@@ -44,12 +44,16 @@ def test_smoke_run_reports_every_figure_and_draws_the_timeline(tmp_path: Path) -
     assert result["crash_at_s"] < result["join_at_s"] < result["duration_s"]
 
     moved = result["keys_moved_on_join"]  # one entry per placement `crucial server` offers
-    assert moved, "no placement measured"
+    assert "hash" in moved, moved
     for placement, figures in moved.items():
-        assert figures["keys"] > 0 and 0 <= figures["moved"] <= figures["keys"], (placement, figures)
-        assert figures["values_intact"] and figures["under_replicated_after"] == 0, (placement, figures)
-    if "consistent-hashing" in moved:  # about half the keys gain a copy on the 4th node (rf=2 of 4): never none
-        assert moved["consistent-hashing"]["moved"] > 0, moved
+        for population in ("persistent", "ephemeral"):
+            counted = figures[population]
+            assert counted["keys"] > 0 and 0 <= counted["moved"] <= counted["keys"], (placement, figures)
+        assert figures["values_intact"] and figures["wrong_copies_after"] == 0, (placement, figures)
+    # about half the persistent keys gain a copy on the 4th node (rf=2 of 4): never none
+    assert moved["hash"]["persistent"]["moved"] > 0, moved
+    if "anchored" in moved:  # a scale-up moves no anchored (ephemeral) object
+        assert moved["anchored"]["ephemeral"]["moved"] == 0, moved
 
     import matplotlib.image
 
