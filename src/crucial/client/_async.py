@@ -176,7 +176,7 @@ class AsyncClient:
         timeout = timeout if timeout is not None else core.config.call_timeout
         attempts = Attempts(core, type_name, key, cls)
         while True:
-            address = core.route(type_name, key)
+            address = core.target(type_name, key, attempts)
             try:
                 if cls is not None and (address, type_name) not in core.registered:
                     frame = await self._roundtrip(address, P.Kind.REGISTER, dumps_class(type_name, cls))
@@ -192,7 +192,7 @@ class AsyncClient:
     async def delete(self, type_name: str, key: str) -> bool:
         attempts = Attempts(self.core, type_name, key, None)
         while True:
-            address = self.core.route(type_name, key)
+            address = self.core.target(type_name, key, attempts)
             try:
                 frame = await self._roundtrip(address, P.Kind.DELETE, P.dumps((type_name, key)))
                 return bool(self.core.result(frame, address))

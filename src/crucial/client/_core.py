@@ -41,7 +41,16 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 class Redirect(Exception):
-    """Internal: the node does not own the object; the view was refreshed."""
+    """Internal: the node does not own the object; the view was refreshed.
+
+    ``to`` is set when one object is served elsewhere for a while (it is
+    being handed over and still has calls parked where it was): send this
+    call there, without changing the view.
+    """
+
+    def __init__(self, to: str | None = None) -> None:
+        super().__init__(to or "")
+        self.to = to
 
 
 class Unavailable(Exception):
@@ -79,6 +88,7 @@ class Attempts:
         self.waits = 0
         self.interrupted: CallInterruptedError | None = None
         self.deadline = 0.0
+        self.to: str | None = None  # where the last redirect sent this one call
 
     def _wait(self) -> float:
         """The pause before the next try, or raise once the failover deadline has passed."""
@@ -108,6 +118,7 @@ class Attempts:
         ``others_answer`` (for connection failures): whether another node of
         the view answered when asked for the view just now.
         """
+        self.to = None
         if isinstance(exc, CallInterruptedError):
             self.interrupted = exc
         if isinstance(exc, ConnectError):
@@ -121,6 +132,7 @@ class Attempts:
             return self._wait()
         if isinstance(exc, Redirect):
             self.redirects += 1
+            self.to = exc.to
             if self.redirects > self.MAX_REDIRECTS:
                 return self._wait()  # views changing under us: slow down, until the deadline
             return 0.0
@@ -175,6 +187,12 @@ class ClientCore:
 
     # -- views and routing -------------------------------------------------------
 
+    def target(self, type_name: str, key: str, attempts: Attempts | None) -> str:
+        """Where a call goes: where the last redirect said, else its primary."""
+        if attempts is not None and attempts.to is not None:
+            return attempts.to
+        return self.route(type_name, key)
+
     def route(self, type_name: str, key: str) -> str:
         view = self.view
         if view is None:  # before any node told us the view: any node redirects
@@ -224,8 +242,11 @@ class ClientCore:
                 exc.__cause__ = RemoteTraceback(f'\n"""\n(on node {address})\n{tb}"""')
             raise exc
         if kind == P.Kind.REDIRECT:
-            self.update_view(P.decode_json(frame.body, "REDIRECT").get("view") or {})
-            raise Redirect()
+            info = P.decode_json(frame.body, "REDIRECT")
+            if info.get("view"):
+                self.update_view(info["view"])
+            to = info.get("to")
+            raise Redirect(to if isinstance(to, str) else None)
         if kind == P.Kind.UNAVAILABLE:
             info = P.decode_json(frame.body, "UNAVAILABLE")
             epoch = info.get("epoch", 0)

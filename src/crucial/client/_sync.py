@@ -317,7 +317,7 @@ class Client:
         attempts: Attempts | None = None  # made on the first failure only: the hot path has none
         ref = (type_name, key)
         while True:
-            address = core.route(type_name, key)
+            address = core.target(type_name, key, attempts)
             try:
                 if cls is not None and (address, type_name) not in core.registered:
                     self._register(address, type_name, cls)
@@ -347,7 +347,7 @@ class Client:
         """Delete one object; ``True`` if it existed."""
         attempts = Attempts(self.core, type_name, key, None)
         while True:
-            address = self.core.route(type_name, key)
+            address = self.core.target(type_name, key, attempts)
             try:
                 frame = self._roundtrip(address, P.Kind.DELETE, P.dumps((type_name, key)))
                 return bool(self.core.result(frame, address))

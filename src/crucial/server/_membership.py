@@ -170,7 +170,8 @@ class Membership:
             self.settle_when_done(view.epoch)
 
     def settle_when_done(self, epoch: int) -> None:
-        if self.node.handoff.complete and self.node.handoff.epoch == epoch:
+        handoff = self.node.handoff
+        if handoff.complete and handoff.epoch == epoch and not handoff.pinned:
             self.settled(epoch)
 
     def settled(self, epoch: int) -> None:

@@ -280,7 +280,7 @@ class Node:
         return self.membership is not None and self.membership.left_gracefully(node_id)
 
     def handoff_complete(self, epoch: int) -> None:
-        if self.membership is not None:
+        if self.membership is not None and not self.handoff.pinned:
             self.membership.settled(epoch)
         if not self.repl._sync:
             self.handoff.ready_notice()
@@ -329,7 +329,13 @@ class Node:
         if self.newest_epoch > view.epoch:
             return P.Kind.UNAVAILABLE, _unavailable("this node is catching up with a newer view", view.epoch)
         if view.ring.owner(*ref) != self.node_id:
+            if ref in self.handoff.pinned:
+                return None  # handed over, but calls are parked on it here: it stays until idle
             return P.Kind.REDIRECT, self._redirect
+        if self.handoff.pinned_at:
+            to = self.handoff.pinned_at.get(ref)
+            if to is not None:
+                return P.Kind.REDIRECT, P.encode_json({"to": to})
         if not self.handoff.complete:
             assert self.table is not None
             if ref not in self.table.cells and may_gain(self.node_id, self.handoff.prev, ref):
