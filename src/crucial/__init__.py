@@ -18,7 +18,7 @@ from .client import Client, connect
 from .config import Config, load_config
 from .exceptions import *  # noqa: F403
 from .exceptions import __all__ as _exc_all
-from .objects import Proxy, current_caller, delete, shared, wait_until
+from .objects import Proxy, current_caller, delete, readonly, shared, wait_until
 from .objects.atomics import *  # noqa: F403
 from .objects.atomics import __all__ as _atomics_all
 from .objects.containers import *  # noqa: F403
@@ -44,6 +44,7 @@ __all__ = [
     "current_caller",
     "delete",
     "load_config",
+    "readonly",
     "shared",
     "wait_until",
     *_exc_all,

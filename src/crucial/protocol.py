@@ -76,6 +76,7 @@ class Kind:
     DONE = 10  # pickle (epoch, sender id): the sender sent every hand-over of that view
     READY = 11  # pickle (epoch, sender id): the sender's objects are synced; drop retired copies
     LEAVE = 12  # empty: hand every object over and leave the cluster (`crucial cluster remove`)
+    READ = 13  # a CALL of a read-only method that any replica may answer (sequential reads)
     WELCOME = 16  # json {version, node_id, view}
     OK = 17  # pickle value
     ERROR = 18  # pickle (exception, traceback text)
@@ -83,7 +84,7 @@ class Kind:
     REDIRECT = 20  # json {view}: this node does not own the object
     UNAVAILABLE = 21  # json {reason, epoch}: not served here now (view changing): retry shortly
 
-    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO, REPLICATE, HANDOFF, DONE, READY, LEAVE})
+    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO, REPLICATE, HANDOFF, DONE, READY, LEAVE, READ})
     PEER_REQUESTS = frozenset({REPLICATE, HANDOFF, DONE, READY})
     REPLIES = frozenset({WELCOME, OK, ERROR, FAIL, REDIRECT, UNAVAILABLE})
     ALL = REQUESTS | REPLIES

@@ -168,6 +168,7 @@ class AsyncClient:
         force: bool = False,
         cls: type | None = None,
         timeout: float | None = None,
+        read_any: bool = False,
     ) -> Any:
         """Same contract as :meth:`crucial.client.Client.call`."""
         core = self.core

@@ -193,6 +193,14 @@ class ClientCore:
             return attempts.to
         return self.route(type_name, key)
 
+    def read_target(self, type_name: str, key: str) -> str:
+        """The replica that answers this client's sequential reads of an object: always the same
+        one (per client), so that one client never sees an object's state go back."""
+        view = self.view
+        assert view is not None
+        replicas = view.replicas(type_name, key)
+        return view.address(replicas[hash(self.client_id) % len(replicas)])
+
     def route(self, type_name: str, key: str) -> str:
         view = self.view
         if view is None:  # before any node told us the view: any node redirects

@@ -304,16 +304,27 @@ class Client:
         force: bool = False,
         cls: type | None = None,
         timeout: float | None = None,
+        read_any: bool = False,
     ) -> Any:
         """Call ``method`` on object ``(type_name, key)`` and return its result.
 
         ``create`` creates the object with those arguments when it is absent;
         ``cls`` is the user class to register with a node that lacks it.
+        ``read_any``: the method changes nothing and any replica may answer
+        (sequential reads); a replica that cannot sends the call on to the primary.
         """
         core = self.core
         call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, threading.get_ident())
         body = P.encode_call(call)
         timeout = timeout if timeout is not None else core.config.call_timeout
+        if read_any and core.view is not None and len(core.view.placed) > 1:
+            address = core.read_target(type_name, key)
+            try:
+                frame = self._roundtrip(address, P.Kind.READ, body, timeout)
+                if frame.kind != P.Kind.REDIRECT:
+                    return core.result(frame, address)
+            except (ConnectError, Unavailable):
+                pass  # the primary will do
         attempts: Attempts | None = None  # made on the first failure only: the hot path has none
         ref = (type_name, key)
         while True:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import atomics, containers, synchronization
-from ._monitor import current_caller, wait_until
+from ._monitor import current_caller, readonly, wait_until
 from ._proxy import Proxy, delete
 from ._shared import shared
 from .atomics import *  # noqa: F403
@@ -15,6 +15,7 @@ __all__ = [
     "builtin_types",
     "current_caller",
     "delete",
+    "readonly",
     "shared",
     "wait_until",
     *atomics.__all__,

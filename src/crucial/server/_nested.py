@@ -53,6 +53,7 @@ class NodeTransport:
         force: bool = False,
         cls: type | None = None,
         timeout: float | None = None,
+        read_any: bool = False,
     ) -> Any:
         node = self.node
         assert node.view is not None and node.table is not None

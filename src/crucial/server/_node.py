@@ -52,7 +52,7 @@ from ..exceptions import (
     SerializationError,
 )
 from ..objects import builtin_types
-from ..objects._monitor import Caller, has_waiting_methods
+from ..objects._monitor import Caller, has_waiting_methods, is_readonly
 from ..objects._proxy import set_node_transport
 from ..objects._threadlike import monitors
 from ._handoff import Handoff, may_gain
@@ -411,6 +411,36 @@ class Node:
             self._inflight.pop(did, None)
             self.reply_now(targets, *self.error_reply(exc), None)
 
+    def handle_read(self, conn: _Connection, req_id: int, body: bytes) -> None:
+        """A read-only call that any replica may answer (``proxy.sequential()``): served from this
+        node's copy without replication, or sent back to the primary (REDIRECT) when this node
+        cannot answer it -- it holds no copy, is not serving, or the method may change something."""
+        self.stats["calls"] += 1
+        self.stats["reads"] = self.stats.get("reads", 0) + 1
+        call = P.decode_call(body)
+        ref = (call.type_name, call.key)
+        view = self.view
+        assert view is not None and self.table is not None
+        cell = self.table.cells.get(ref)
+        if (
+            cell is None
+            or (cell.repl is None and view.ring.owner(*ref) != self.node_id)
+            or cell.waiters
+            or time.monotonic() >= self.lease_valid_until
+            or self.newest_epoch > view.epoch
+            or ref in self.handoff.pinned
+            or not is_readonly(type(cell.obj), call.method)
+        ):
+            conn.send(P.Kind.REDIRECT, req_id, self._redirect)
+            return
+        try:
+            value = getattr(cell.obj, call.method)(*call.args, **(call.kwargs or {}))
+        except Exception as exc:  # the method's own error is its reply
+            kind, payload = _encode_result(False, exc, "", call)
+        else:
+            kind, payload = _encode_result(True, value, "", call)
+        conn.send(kind, req_id, payload)
+
     def _create(self, call: P.CallRequest, cell: Cell | None) -> Cell:
         table = self.table
         assert table is not None and self.view is not None
@@ -750,6 +780,8 @@ class _Connection(asyncio.Protocol):
                     self.send(P.Kind.OK, frame.req_id, P.dumps(None))
                 elif kind == P.Kind.INFO:
                     node.handle_info(self, frame.req_id, frame.body)
+                elif kind == P.Kind.READ:
+                    node.handle_read(self, frame.req_id, frame.body)
                 elif kind == P.Kind.LEAVE:
                     node.handle_leave(self, frame.req_id)
                 else:
