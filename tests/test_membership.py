@@ -259,3 +259,53 @@ def test_a_waiting_barrier_party_is_not_broken_by_a_join(mcluster: LocalCluster)
 def _waiting(client: crucial.Client, view: View, key: str) -> bool:
     report = client.info(view.primary_address("Barrier", key), objects=100_000)
     return any(o["key"] == key and o["waiting"] for o in report["listed"])
+
+
+# -- anchored placement ---------------------------------------------------------------------------
+
+
+def test_anchored_placement_moves_no_object_on_a_join() -> None:
+    with LocalCluster(nodes=3, rf=2, failure_timeout=1.0, args=("--placement", "anchored")) as cluster:
+        client = cluster.client()
+        prefix = uuid.uuid4().hex[:6]
+        for i in range(120):
+            client.call(INT, f"{prefix}-{i}", "add_and_get", (i,), create=((), {}))
+        view = _view(client)
+        assert view.placement == "anchored"
+        before = {ref: h for ref, h in _holders(client).items() if ref[1].startswith(prefix)}
+        assert {frozenset(h) for h in before.values()} == {frozenset({view.newest})}  # all on the newest node
+        node = _join(cluster)
+        try:
+            _settled(client, 4)
+            after = _holders(client)
+            assert all(after[ref] == holders for ref, holders in before.items())  # nothing moved
+            newest = _view(client).newest
+            client.call(INT, f"{prefix}-new", "add_and_get", (1,), create=((), {}))
+            assert _holders(client)[(INT, f"{prefix}-new")] == {newest}  # new objects go to the new node
+            other = crucial.Client(cluster.addresses, cluster.config())  # a client that never saw a redirect
+            for i in range(120):
+                assert other.call(INT, f"{prefix}-{i}", "get") == i
+            other.close()
+            # the node holding them leaves: they go home, and stay reachable
+            holder = _view(client).address(next(iter(before[(INT, f"{prefix}-0")])))
+            cluster.signal_node(holder, signal.SIGTERM)
+            _settled(client, 3)
+            for i in range(120):
+                assert client.call(INT, f"{prefix}-{i}", "get") == i
+        finally:
+            _stop(node)
+
+
+def test_anchored_object_on_a_crashed_node_is_lost_loudly() -> None:
+    with LocalCluster(nodes=3, rf=2, failure_timeout=1.0, args=("--placement", "anchored")) as cluster:
+        client = cluster.client()
+        client.call(INT, "anchored", "add_and_get", (3,), create=((), {}))
+        view = _view(client)
+        holder = view.address(view.newest)
+        cluster.signal_node(holder, signal.SIGKILL)
+        eventually(lambda: holder not in _view(client).addresses, timeout=30, what="the crash noticed")
+        fresh = crucial.Client(cluster.addresses[:1] if cluster.addresses[0] != holder else cluster.addresses[1:2], cluster.config())
+        with pytest.raises(crucial.ObjectLostError) as info:
+            fresh.call(INT, "anchored", "get")
+        assert info.value.node == view.newest
+        fresh.close()

@@ -83,6 +83,13 @@ def cli() -> None:
     help="A node silent this long is removed from the view (its lease in etcd).",
 )
 @click.option("--join", default=None, metavar="HOST:PORT", help="Join the running cluster of this member (its etcd is asked).")
+@click.option(
+    "--placement",
+    default="hash",
+    show_default=True,
+    type=click.Choice(["hash", "anchored"]),
+    help="Where a new cluster puts new ephemeral objects: consistent hashing, or the newest node (a scale-up moves none).",
+)
 @click.option("--watch-stdin", is_flag=True, help="Exit when standard input closes (for embedded nodes).")
 @click.option("--child", is_flag=True, hidden=True)
 def server(
@@ -100,6 +107,7 @@ def server(
     cluster: str,
     failure_timeout: float,
     join: str | None,
+    placement: str,
     watch_stdin: bool,
     child: bool,
 ) -> None:
@@ -130,6 +138,7 @@ def server(
         cluster=cluster,
         failure_timeout=failure_timeout,
         join=join,
+        placement=placement,
     )
     try:
         code = run_nodes(opts)

@@ -77,6 +77,7 @@ class Kind:
     READY = 11  # pickle (epoch, sender id): the sender's objects are synced; drop retired copies
     LEAVE = 12  # empty: hand every object over and leave the cluster (`crucial cluster remove`)
     READ = 13  # a CALL of a read-only method that any replica may answer (sequential reads)
+    ANCHOR = 14  # pickle (type, key): between nodes: the object's home placed it on the receiver
     WELCOME = 16  # json {version, node_id, view}
     OK = 17  # pickle value
     ERROR = 18  # pickle (exception, traceback text)
@@ -84,8 +85,8 @@ class Kind:
     REDIRECT = 20  # json {view}: this node does not own the object
     UNAVAILABLE = 21  # json {reason, epoch}: not served here now (view changing): retry shortly
 
-    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO, REPLICATE, HANDOFF, DONE, READY, LEAVE, READ})
-    PEER_REQUESTS = frozenset({REPLICATE, HANDOFF, DONE, READY})
+    REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO, REPLICATE, HANDOFF, DONE, READY, LEAVE, READ, ANCHOR})
+    PEER_REQUESTS = frozenset({REPLICATE, HANDOFF, DONE, READY, ANCHOR})
     REPLIES = frozenset({WELCOME, OK, ERROR, FAIL, REDIRECT, UNAVAILABLE})
     ALL = REQUESTS | REPLIES
 

@@ -48,9 +48,10 @@ class Redirect(Exception):
     call there, without changing the view.
     """
 
-    def __init__(self, to: str | None = None) -> None:
+    def __init__(self, to: str | None = None, anchored: bool = False) -> None:
         super().__init__(to or "")
         self.to = to
+        self.anchored = anchored
 
 
 class Unavailable(Exception):
@@ -122,6 +123,7 @@ class Attempts:
         if isinstance(exc, CallInterruptedError):
             self.interrupted = exc
         if isinstance(exc, ConnectError):
+            self.core.anchored(self.type_name, self.key, None)
             self.lost += 1
             if others_answer:
                 return self._wait()
@@ -133,6 +135,7 @@ class Attempts:
         if isinstance(exc, Redirect):
             self.redirects += 1
             self.to = exc.to
+            self.core.anchored(self.type_name, self.key, exc.to if exc.anchored else None)
             if self.redirects > self.MAX_REDIRECTS:
                 return self._wait()  # views changing under us: slow down, until the deadline
             return 0.0
@@ -144,6 +147,8 @@ class Attempts:
 
 class ClientCore:
     """Identity, the current view and the encode/decode rules of a client."""
+
+    MAX_ANCHORS = 100_000
 
     def __init__(self, config: Config, seeds: tuple[str, ...]) -> None:
         if not seeds:
@@ -158,6 +163,7 @@ class ClientCore:
         self.epoch = 0
         self.view: View | None = None
         self.nodes: tuple[str, ...] = self.seeds
+        self.anchors: dict[tuple[str, str], str] = {}  # anchored objects' addresses, learnt from redirects
         self.registered: set[tuple[str, str]] = set()
 
     # -- identity and framing ------------------------------------------------
@@ -188,10 +194,24 @@ class ClientCore:
     # -- views and routing -------------------------------------------------------
 
     def target(self, type_name: str, key: str, attempts: Attempts | None) -> str:
-        """Where a call goes: where the last redirect said, else its primary."""
+        """Where a call goes: where the last redirect said, else where the object was anchored, else its primary."""
         if attempts is not None and attempts.to is not None:
             return attempts.to
+        if self.anchors:
+            where = self.anchors.get((type_name, key))
+            if where is not None:
+                return where
         return self.route(type_name, key)
+
+    def anchored(self, type_name: str, key: str, address: str | None) -> None:
+        """Remember where an anchored object lives (``None``: forget it -- it moved or its node is gone)."""
+        ref = (type_name, key)
+        if address is None:
+            self.anchors.pop(ref, None)
+            return
+        if len(self.anchors) >= self.MAX_ANCHORS:
+            self.anchors.pop(next(iter(self.anchors)))
+        self.anchors[ref] = address
 
     def read_target(self, type_name: str, key: str) -> str:
         """The replica that answers this client's sequential reads of an object: always the same
@@ -254,7 +274,9 @@ class ClientCore:
             if info.get("view"):
                 self.update_view(info["view"])
             to = info.get("to")
-            raise Redirect(to if isinstance(to, str) else None)
+            if not isinstance(to, str):
+                raise Redirect(None)
+            raise Redirect(to, bool(info.get("anchored")))
         if kind == P.Kind.UNAVAILABLE:
             info = P.decode_json(frame.body, "UNAVAILABLE")
             epoch = info.get("epoch", 0)

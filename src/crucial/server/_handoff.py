@@ -51,6 +51,7 @@ class Held(NamedTuple):
     ref: Ref
     rf: int | None
     persistent: bool
+    anchored: bool = False  # placed here by anchored placement: it stays unless this node leaves
 
 
 class Plan(NamedTuple):
@@ -73,6 +74,12 @@ def plan(me: str, prev: View, new: View, held: Iterable[Held]) -> Plan:
     lead: list[tuple[Ref, bool]] = []
     follow: list[tuple[Ref, bool]] = []
     for h in held:
+        if h.anchored:
+            if me in new and me not in new.leaving:
+                continue  # anchored objects never move while their node stays
+            push.setdefault(new.primary(*h.ref), []).append(h.ref)  # going: back to its home
+            retire.append(h.ref)
+            continue
         old_r = replicas(prev, h)
         new_r = replicas(new, h)
         primary = new_r[0]
@@ -128,8 +135,9 @@ class Handoff:
         self.pinned_at = {r: a for r, a in self.pinned_at.items() if a in new.addresses}
         self._done_from = self._early.pop(new.epoch, set())
         self._expect = {n for n in prev.ids if n in new and n != me}
+        here = node.anchors.here
         held = [
-            Held(ref, cell.repl.options.rf if cell.repl is not None else None, cell.repl is not None)
+            Held(ref, cell.repl.options.rf if cell.repl is not None else None, cell.repl is not None, ref in here)
             for ref, cell in table.cells.items()
         ]
         p = plan(me, prev, new, held)
@@ -264,6 +272,8 @@ class Handoff:
                 log.error("cannot install handed-over %s %r: %s", ref[0], ref[1], exc)
                 continue
             self.stats["moved_in"] += 1
+            if cell.repl is None and node.view.placement == "anchored":
+                node.anchors.forget(ref)  # it came home (its node left): hash placement from now on
             if cell.repl is not None and node.store is not None:
                 node.repl.compact(cell)  # on disk too: this node is one of its replicas now
             if cell.repl is not None and node.view.replicas(ref[0], ref[1], cell.repl.options.rf)[0] == node.node_id:

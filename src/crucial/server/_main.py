@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._placement import DEFAULT_FAILURE_TIMEOUT
+from .._placement import DEFAULT_FAILURE_TIMEOUT, PLACEMENTS
 from ..exceptions import ConfigError, CrucialError
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ._node import BLOCKED_WARNING, Node, loop_factory
@@ -64,6 +64,7 @@ class ServerOptions:
     cluster: str = "default"  # the cluster's name in etcd
     failure_timeout: float = DEFAULT_FAILURE_TIMEOUT  # seconds before a silent node is removed
     join: str | None = None  # HOST:PORT of a running member: join its cluster
+    placement: str = "hash"  # hash | anchored: where a new cluster places new ephemeral objects
 
     @property
     def clustered(self) -> bool:
@@ -87,6 +88,8 @@ class ServerOptions:
             raise ConfigError(
                 f"--failure-timeout must be at least 1 second (etcd leases count seconds), not {self.failure_timeout}"
             )
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"--placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
         if self.join is not None and self.nodes > 1:
             raise ConfigError("--join adds one node to a running cluster: leave --nodes at 1")
 
@@ -153,7 +156,9 @@ async def _run_one(opts: ServerOptions) -> None:
                 endpoints, cluster = opts.etcd.split(","), opts.cluster
             else:
                 endpoints, cluster = await _ask_cluster(opts.join or "", opts.token)
-            membership = node.membership = Membership(node, endpoints, cluster, opts.failure_timeout, opts.rf or 2)
+            membership = node.membership = Membership(
+                node, endpoints, cluster, opts.failure_timeout, opts.rf or 2, placement=opts.placement
+            )
         address = await node.start()
         if membership is not None:
             await membership.start()
@@ -204,7 +209,7 @@ class _Supervisor:
         cmd = [sys.executable, "-m", "crucial.server", "--child", "--host", o.host, "--port", "0"]
         cmd += ["--max-frame-size", str(o.max_frame_size), "--blocked-warning", str(o.blocked_warning)]
         cmd += ["--etcd", str(self.endpoints), "--cluster", o.cluster, "--failure-timeout", str(o.failure_timeout)]
-        cmd += ["--rf", str(o.rf or 2)]
+        cmd += ["--rf", str(o.rf or 2), "--placement", o.placement]
         if o.advertise:
             cmd += ["--advertise", o.advertise]
         if o.data_dir:

@@ -38,7 +38,10 @@ log = logging.getLogger("crucial.node")
 class Membership:
     """Joins ``node`` to the cluster ``cluster`` whose views live in etcd at ``endpoints``."""
 
-    def __init__(self, node: Node, endpoints: list[str], cluster: str, failure_timeout: float, rf: int) -> None:
+    def __init__(
+        self, node: Node, endpoints: list[str], cluster: str, failure_timeout: float, rf: int, placement: str = "hash"
+    ) -> None:
+        self.placement = placement  # for the first view only: a cluster keeps the placement it started with
         self.node = node
         self.endpoints = endpoints
         self.cluster = cluster
@@ -102,7 +105,7 @@ class Membership:
             if data is not None:
                 self._view_rev = rev
                 return View.from_json(data)
-            first = View(1, ((self.node.node_id, self.node.address),), self.rf, self.failure_timeout)
+            first = View(1, ((self.node.node_id, self.node.address),), self.rf, self.failure_timeout, placement=self.placement)
             if coord.propose_view(first.as_json(), 0):
                 log.info("started cluster %r at %s", self.cluster, ",".join(self.endpoints))
 

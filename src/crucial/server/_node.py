@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
-from .._placement import View
+from .._placement import ANCHOR, View
 from ..exceptions import (
     AuthenticationError,
     CallCancelledError,
@@ -55,6 +55,7 @@ from ..objects import builtin_types
 from ..objects._monitor import Caller, has_waiting_methods, is_readonly
 from ..objects._proxy import set_node_transport
 from ..objects._threadlike import monitors
+from ._anchors import Anchors, AnchorState
 from ._handoff import Handoff, may_gain
 from ._nested import NodeTransport
 from ._replica import Replicator
@@ -150,6 +151,7 @@ class Node:
         self._watchdog_stop = threading.Event()
         self.repl = Replicator(self)
         self.handoff = Handoff(self)
+        self.anchors = Anchors(self)
         # membership: None for a lone node (its view never changes); else a server._membership.Membership
         self.membership: Any = None
         self.newest_epoch = 0  # the highest epoch heard of (a peer that is ahead deposes us)
@@ -164,6 +166,7 @@ class Node:
     async def start(self) -> str:
         loop = self.loop = asyncio.get_running_loop()
         types = builtin_types()
+        types[ANCHOR] = AnchorState  # directory entries of anchored placement: replicated like built-ins
         self.builtin_names = frozenset(types)
         self._unreplicable = unreplicable_types(types)
         self.table = ObjectTable(dict(types), loop.call_later, loop.call_soon, inline=frozenset(types))
@@ -329,8 +332,8 @@ class Node:
         if self.newest_epoch > view.epoch:
             return P.Kind.UNAVAILABLE, _unavailable("this node is catching up with a newer view", view.epoch)
         if view.ring.owner(*ref) != self.node_id:
-            if ref in self.handoff.pinned:
-                return None  # handed over, but calls are parked on it here: it stays until idle
+            if ref in self.handoff.pinned or ref in self.anchors.here:
+                return None  # handed over but calls are parked on it here, or placed here (anchored)
             return P.Kind.REDIRECT, self._redirect
         if self.handoff.pinned_at:
             to = self.handoff.pinned_at.get(ref)
@@ -368,6 +371,13 @@ class Node:
                 if cached is not None and (cell.repl is None or cell.repl.ready):
                     conn.send(cached[0], req_id, cached[1])
                     return
+        if cell is None and self.view.placement == "anchored" and ref[0] != ANCHOR:  # type: ignore[union-attr]
+            try:
+                if self.anchors.route(conn, req_id, call):
+                    return
+            except CrucialError as exc:
+                self.reply_now([(conn, req_id)], *self.error_reply(exc), None)
+                return
         if cell is not None and cell.repl is not None and not cell.repl.ready:
             self.stats["refused"] += 1
             conn.send(P.Kind.UNAVAILABLE, req_id, _unavailable("its replicas are being synchronised", self.view.epoch))  # type: ignore[union-attr]
@@ -690,6 +700,8 @@ class Node:
             self.handoff.on_done(body)
         elif kind == P.Kind.READY:
             self.handoff.on_ready(body)
+        elif kind == P.Kind.ANCHOR:
+            self.anchors.on_anchor(body)
         conn.send(P.Kind.OK, req_id, P.dumps(None))
 
 

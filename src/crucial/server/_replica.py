@@ -486,7 +486,11 @@ class Replicator:
         table = self.node.table
         assert table is not None
         image = load_image(body, table.types)
+        old = table.cells.get((image.type_name, image.key))
+        kept = dict(old.dedup) if old is not None and old.dedup else {}
         cell = table.install(image.type_name, image.key, image.obj)
+        if kept:  # a passive record carries only its own call's reply: keep the earlier ones
+            cell.dedup = kept
         if image.options.persistent:
             self.make_persistent(cell, image.options)
             cell.repl.version = version
