@@ -82,20 +82,29 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 def _settled(client: crucial.Client, n: int) -> None:
     """Until the view has ``n`` members, each of which finished its hand-over."""
 
+    seen: list[Any] = []
+
     def done() -> bool:
         view = _view(client)
+        seen[:] = [view]
         if len(view.placed) != n or view.leaving:
             return False
         for address in view.addresses:
             try:
                 rep = client.info(address)
-            except crucial.CrucialError:
+            except crucial.CrucialError as exc:
+                seen.append((address, exc))
                 return False
-            if rep["epoch"] != view.epoch or not rep["replication"]["handoff_complete"] or rep["replication"]["retired"]:
+            r = rep["replication"]
+            seen.append((address, rep["epoch"], r["handoff_complete"], r["retired"], rep["cluster"]))
+            if rep["epoch"] != view.epoch or not r["handoff_complete"] or r["retired"]:
                 return False
         return True
 
-    eventually(done, timeout=60, what=f"a settled view of {n} nodes")
+    try:
+        eventually(done, timeout=60, what=f"a settled view of {n} nodes")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {seen}") from None
 
 
 # -- joins -----------------------------------------------------------------------------------
@@ -183,6 +192,10 @@ def _count(client: crucial.Client, prefix: str) -> int:
 
 def _check(ops: list[Any], client: crucial.Client, prefix: str) -> None:
     assert not [o for o in ops if o.error is not None], [o for o in ops if o.error is not None][:3]
+    view = _view(client)
+    holders = _holders(client)
+    for ref in [(INT, f"{prefix}-n{i}") for i in range(3)] + [("Dict", f"{prefix}-d")]:
+        assert holders[ref] == set(view.replicas(*ref)), ref  # every persistent object has its rf replicas
     verdict = check(ops, {INT: AtomicIntState, "Dict": DictState}, timeout=120)
     assert verdict.ok, verdict.explanation
     eph = [o for o in ops if o.obj == (INT, f"{prefix}-eph")]
@@ -209,6 +222,24 @@ def test_graceful_leave_under_load(mcluster: LocalCluster) -> None:
     _settled(client, 2)
     assert victim not in _view(client).addresses
     _check(ops, client, prefix)  # the ephemeral counter moved with its state: nothing lost
+
+
+def test_pause_under_load(mcluster: LocalCluster) -> None:
+    """SIGSTOP of a node for longer than the failure timeout, then SIGCONT: it is replaced, then rejoins."""
+    client = mcluster.client()
+    victim = mcluster.addresses[0]
+    pid = mcluster.pids()[victim]
+
+    def pause() -> None:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            eventually(lambda: victim not in _view(client).addresses, timeout=30, what="the paused node replaced")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    ops, prefix = _under_load(mcluster, pause)
+    _settled(client, 3)  # it came back as a member (with no data: it was removed meanwhile)
+    _check(ops, client, prefix)
 
 
 def test_crash_under_load_keeps_persistent_objects_and_loses_ephemeral_ones_loudly(mcluster: LocalCluster) -> None:

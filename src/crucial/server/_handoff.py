@@ -122,6 +122,7 @@ class Handoff:
         self.pinned_at: dict[Ref, str] = {}  # objects this node now owns, still served at this address
         self._drain_timer: Any = None
         self._early: dict[int, set[str]] = {}  # DONE notices for epochs not installed yet
+        self._early_ready: dict[int, set[str]] = {}  # READY notices likewise
         self.stats = {"pushed": 0, "received": 0, "moved_in": 0}
 
     # -- installing a view ---------------------------------------------------------
@@ -181,6 +182,9 @@ class Handoff:
         for other in new.ids:
             if other != me:
                 node.repl.link(other).request(P.Kind.DONE, body, _ignore)
+        for sender in self._early_ready.pop(new.epoch, ()):
+            self._drop_retired(sender)
+        self._early_ready = {e: s for e, s in self._early_ready.items() if e > new.epoch}
         self._maybe_complete()
 
     def _image(self, cell: Cell) -> bytes:
@@ -241,8 +245,17 @@ class Handoff:
         except Exception as exc:
             raise ProtocolError(f"malformed READY: {exc}") from None
         view = self.node.view
-        if view is None or epoch != view.epoch:
+        if view is None or epoch < view.epoch:
             return
+        if epoch > view.epoch:  # it installed the view before us: keep the notice until we do
+            self._early_ready.setdefault(epoch, set()).add(sender)
+            return
+        self._drop_retired(sender)
+
+    def _drop_retired(self, sender: str) -> None:
+        """``sender`` holds, synced, every object it leads: copies retired here for it can go."""
+        view = self.node.view
+        assert view is not None
         for ref, cell in list(self.retired.items()):
             rf = cell.repl.options.rf if cell.repl is not None else None
             primary = view.replicas(ref[0], ref[1], rf)[0] if cell.repl is not None else view.primary(*ref)

@@ -102,8 +102,8 @@ def _open_store(opts: ServerOptions) -> object | None:
     return Store.open(opts.data_dir, opts.fsync)
 
 
-async def _ask_cluster(address: str, token: str | None) -> tuple[list[str], str]:
-    """The etcd endpoints and cluster name of the member at ``address`` (for --join)."""
+async def _ask_cluster(address: str, token: str | None) -> tuple[list[str], str, float]:
+    """The etcd endpoints, cluster name and failure timeout of the member at ``address`` (for --join)."""
     from ..client import AsyncClient
     from ..config import Config
 
@@ -117,7 +117,7 @@ async def _ask_cluster(address: str, token: str | None) -> tuple[list[str], str]
     cluster = info.get("cluster")
     if not cluster or not cluster.get("etcd"):
         raise ConfigError(f"{address} is a lone node (started without a cluster): it cannot take --join")
-    return list(cluster["etcd"]), str(cluster["name"])
+    return list(cluster["etcd"]), str(cluster["name"]), float(cluster.get("failure_timeout") or DEFAULT_FAILURE_TIMEOUT)
 
 
 async def _run_one(opts: ServerOptions) -> None:
@@ -152,13 +152,12 @@ async def _run_one(opts: ServerOptions) -> None:
         if opts.clustered:
             from ._membership import Membership
 
+            timeout = opts.failure_timeout
             if opts.etcd:
                 endpoints, cluster = opts.etcd.split(","), opts.cluster
-            else:
-                endpoints, cluster = await _ask_cluster(opts.join or "", opts.token)
-            membership = node.membership = Membership(
-                node, endpoints, cluster, opts.failure_timeout, opts.rf or 2, placement=opts.placement
-            )
+            else:  # the cluster's own settings: its failure timeout is every member's lease
+                endpoints, cluster, timeout = await _ask_cluster(opts.join or "", opts.token)
+            membership = node.membership = Membership(node, endpoints, cluster, timeout, opts.rf or 2, placement=opts.placement)
         address = await node.start()
         if membership is not None:
             await membership.start()
