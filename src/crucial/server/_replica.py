@@ -141,8 +141,12 @@ class Replicator:
         st: ReplState = cell.repl
         view = self.node.view
         assert view is not None and self.node.table is not None
-        if self.node.table.cells.get(cell.ref) is not cell and body is not None:
-            # it moved (a view change) while the call ran: this copy's effects do not count
+        if body is not None and (self.node.table.cells.get(cell.ref) is not cell or view.primary(*cell.ref) != self.node.node_id):
+            # the view changed while the call ran: this node no longer orders the object's calls,
+            # so this run does not count (the caller retries with the same call id at the primary);
+            # this copy ran it all the same: no version matches it now, so the primary's next record
+            # finds it different and sends its whole state
+            st.version = (view.epoch, -1)
             self.node.refuse(targets, did)
             return
         prev = st.version
