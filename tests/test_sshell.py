@@ -293,7 +293,9 @@ def test_a_reader_that_goes_away_ends_sshell_quietly_with_141(env: dict[str, str
     os.close(r)  # the reader has gone before sshell writes a byte
     fds = {"stdout": w, "stderr": subprocess.DEVNULL} if closed == "stdout" else {"stdout": subprocess.DEVNULL, "stderr": w}
     try:
-        proc = subprocess.run([*SSHELL, "--debug", "echo out; echo err >&2"], env=env, timeout=30, stdin=subprocess.DEVNULL, **fds)
+        proc = subprocess.run(
+            [*SSHELL, "--debug", "echo out; echo err >&2"], env=env, timeout=30, stdin=subprocess.DEVNULL, **fds
+        )
     finally:
         os.close(w)
     assert proc.returncode == 141

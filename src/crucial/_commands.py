@@ -81,9 +81,7 @@ def server(
 @click.option("--dso", default=None, metavar="ADDR", help="A node host:port[,...] [default: CRUCIAL_DSO, else the config file].")
 @click.option("--objects", default=0, show_default=True, type=click.IntRange(0), help="List up to N objects per node.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per node instead.")
-@click.option(
-    "--token", envvar="CRUCIAL_TOKEN", default=None, help="The token the nodes were started with [env: CRUCIAL_TOKEN]."
-)
+@click.option("--token", envvar="CRUCIAL_TOKEN", default=None, help="The token the nodes were started with [env: CRUCIAL_TOKEN].")
 def info(dso: str | None, objects: int, as_json: bool, token: str | None) -> None:
     """Show every node of a DSO cluster: address, uptime, clients, calls, objects by type (like `redis-cli INFO`)."""
     import json
