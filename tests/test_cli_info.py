@@ -58,3 +58,14 @@ def test_a_malformed_info_request_is_an_error_reply_not_a_disconnect(cluster: Lo
         raw.send(P.Kind.INFO, 8, pickle.dumps({"objects": 1}))
         frame = raw.recv_frame()
         assert frame.kind == P.Kind.OK and pickle.loads(frame.body)["address"] == cluster.addresses[0]
+
+
+def test_info_takes_the_token_from_the_option_or_the_environment() -> None:
+    with LocalCluster(token="s3cret") as secured:
+        for args, env in ((["--token", "s3cret"], {}), ([], {"CRUCIAL_TOKEN": "s3cret"})):
+            r = info("--dso", secured.dso, *args, env=env)
+            assert r.returncode == 0 and f"{secured.dso}  node " in r.stdout, r.stderr
+        for args in ([], ["--token", "wrong"]):
+            r = info("--dso", secured.dso, *args)
+            assert r.returncode == 1, r.stdout
+            assert "AuthenticationError" in r.stderr and "pass --token, or set CRUCIAL_TOKEN" in r.stderr

@@ -25,7 +25,7 @@ TOP=${3:-100}
 
 RANK=linkrun.$$.$(date +%s%N)
 export RANK
-cleanup() { sshell "treemap -n $RANK clear" > /dev/null || true; }
+cleanup() { sshell "treemap -n $RANK delete" > /dev/null || true; }  # objects outlive the run: delete it
 trap cleanup EXIT
 
 # The remote command: links -> domains -> local counts -> one merge-all.

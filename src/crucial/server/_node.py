@@ -86,13 +86,32 @@ def is_loopback(host: str) -> bool:
 
 
 def _reachable(host: str) -> str:
-    """The name others should use for a node bound to ``host``.
+    """The address others should use for a node bound to ``host``.
 
-    A wildcard bind (0.0.0.0, ::) is not an address anyone can connect to:
-    advertise this machine's name instead (``--advertise`` overrides it)."""
-    if host in ("0.0.0.0", "::", ""):
-        return socket.getfqdn()
-    return host
+    A wildcard bind (0.0.0.0, ::) is not an address anyone can connect to,
+    and this machine's name often resolves to 127.0.0.1 (``/etc/hosts``), which
+    no remote function reaches: advertise the machine's primary address -- the
+    one of the interface its default route leaves by -- else a non-loopback
+    address its name resolves to, else loopback (nothing else exists).
+    ``--advertise`` overrides all of this.
+    """
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    family, probe = (socket.AF_INET6, "2001:db8::1") if host == "::" else (socket.AF_INET, "192.0.2.1")
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))  # UDP: only picks the route, sends nothing (the probe is a documentation address)
+            if not is_loopback(address := str(s.getsockname()[0])):
+                return address
+    except OSError:  # no route
+        pass
+    try:
+        for *_, sockaddr in socket.getaddrinfo(socket.gethostname(), None, family, socket.SOCK_STREAM):
+            if not is_loopback(str(sockaddr[0])):
+                return str(sockaddr[0])
+    except OSError:
+        pass
+    return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
 def unreplicable_types(types: dict[str, type]) -> frozenset[str]:
