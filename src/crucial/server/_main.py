@@ -180,7 +180,11 @@ async def _run_one(opts: ServerOptions) -> None:
     finally:
         await node.close()
         if membership is not None:
-            membership.close(leave=True)
+            # a node that stops without leaving (stdin closed, Ctrl-C, the supervisor stopping the cluster)
+            # keeps its member key until its lease runs out, as a crash would: deleting it would make the
+            # nodes still running remove it at once -- and then a whole-cluster stop in which one node
+            # outlives the others by a moment, restarted, would find the others' data "stale"
+            membership.close(leave=membership.left.is_set())
         if store is not None:
             store.close()  # type: ignore[attr-defined]
 
