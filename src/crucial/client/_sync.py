@@ -213,8 +213,8 @@ class Client:
 
         ``key``: the object a call is for.  While its reply is awaited, every
         couple of failure timeouts another node is asked for the view: if this
-        node is no longer the object's primary (it was paused, and replaced),
-        the wait ends with CallInterruptedError and the call is resent there.
+        node is no longer a member (it was paused, and replaced), the wait
+        ends with CallInterruptedError and the call is resent to the primary.
         """
         limit = self.core.config.max_frame_size
         if len(body) > limit:  # the node would refuse it from the header: say so without sending
@@ -271,9 +271,10 @@ class Client:
             except TimeoutError:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise
-            # a long wait: is this node still the object's primary? (a paused node never answers)
+            # a long wait: is this node still a member? (a paused one never answers; one that is alive
+            # answers for itself, even for an object it handed over meanwhile: calls parked there end there)
             self._ask_view(address)
-            if self.core.route(*key) != address:
+            if address not in self.core.nodes:
                 raise CallInterruptedError(
                     f"DSO node {address} stopped answering and was replaced; the call may or may not have been applied",
                     address,

@@ -269,6 +269,7 @@ class Handoff:
             return
         self.complete = True
         self._install_candidates()
+        self.node.repl.recheck_ready()
         self.node.handoff_complete(self.epoch)
 
     def _install_candidates(self) -> None:

@@ -131,6 +131,8 @@ class Membership:
     # -- following ------------------------------------------------------------------------
 
     def _event(self, name: str, value: bytes | None, revision: int) -> None:
+        if self._closing:
+            return  # the node is stopping: its store may be closed already
         if name == "view":
             if value is None:
                 return

@@ -342,7 +342,7 @@ class Node:
 
     # -- who may be served here ------------------------------------------------------
 
-    def gate(self, ref: Ref) -> tuple[int, bytes] | None:
+    def gate(self, ref: Ref, cell: Cell | None) -> tuple[int, bytes] | None:
         """None when this node serves ``ref`` now; else the reply that sends the caller elsewhere or back later."""
         view = self.view
         assert view is not None
@@ -350,7 +350,9 @@ class Node:
             return P.Kind.UNAVAILABLE, _unavailable("this node cannot prove its membership (lease)", view.epoch)
         if self.newest_epoch > view.epoch:
             return P.Kind.UNAVAILABLE, _unavailable("this node is catching up with a newer view", view.epoch)
-        if view.ring.owner(*ref) != self.node_id:
+        if cell is not None and cell.placed == view.epoch:
+            return None  # checked already in this view: no hashing on the hot path
+        if view.primary(*ref) != self.node_id:
             if ref in self.handoff.pinned or ref in self.anchors.here:
                 return None  # handed over but calls are parked on it here, or placed here (anchored)
             return P.Kind.REDIRECT, self._redirect
@@ -360,8 +362,10 @@ class Node:
                 return P.Kind.REDIRECT, P.encode_json({"to": to})
         if not self.handoff.complete:
             assert self.table is not None
-            if ref not in self.table.cells and may_gain(self.node_id, self.handoff.prev, ref):
+            if cell is None and may_gain(self.node_id, self.handoff.prev, ref):
                 return P.Kind.UNAVAILABLE, _unavailable("objects are being handed over", view.epoch)
+        if cell is not None and self.handoff.complete:
+            cell.placed = view.epoch
         return None
 
     # -- dispatch (called by connections) ---------------------------------------
@@ -370,15 +374,15 @@ class Node:
         self.stats["calls"] += 1
         call = P.decode_call(body)  # ProtocolError / SerializationError handled by caller
         ref = (call.type_name, call.key)
+        table = self.table
+        assert table is not None
+        cell = table.cells.get(ref)
         if self.membership is not None:
-            refusal = self.gate(ref)
+            refusal = self.gate(ref, cell)
             if refusal is not None:
                 self.stats["refused"] += 1
                 conn.send(refusal[0], req_id, refusal[1])
                 return
-        table = self.table
-        assert table is not None
-        cell = table.cells.get(ref)
         did = (conn.client_id, call.seq)
         if call.seq:
             waiting = self._inflight.get(did)
@@ -402,6 +406,7 @@ class Node:
             conn.send(P.Kind.UNAVAILABLE, req_id, _unavailable("its replicas are being synchronised", self.view.epoch))  # type: ignore[union-attr]
             return
         targets = [(conn, req_id)]
+        existed = cell is not None
         try:
             if call.create is not None or call.force:
                 cell = self._create(call, cell)
@@ -413,6 +418,9 @@ class Node:
         if call.seq:
             self._inflight[did] = targets
         persistent = cell.repl is not None
+        # a read of a persistent object changes nothing: no record, no disk; it is answered after the
+        # writes before it are acknowledged, so it never shows a write that one failure could lose
+        reading = persistent and existed and not call.force and is_readonly(type(cell.obj), call.method)
         seq = call.seq
 
         def on_done(ok: bool, value: Any, tb: str) -> None:
@@ -420,6 +428,9 @@ class Node:
             if seq and not ok and isinstance(value, CallCancelledError):
                 # a cancelled call was not applied: a retry must run it again
                 self.reply_now(targets, kind, payload, did)
+                return
+            if reading:
+                self.repl.read_done(cell, kind, payload, targets, did if seq else None)
                 return
             if seq:
                 self.remember(cell, did, kind, payload)
@@ -607,7 +618,7 @@ class Node:
         type_name, key = _pair(P.loads(body, what="delete"), "DELETE")
         ref = (str(type_name), str(key))
         if self.membership is not None:
-            refusal = self.gate(ref)
+            refusal = self.gate(ref, None)
             if refusal is not None:
                 conn.send(refusal[0], req_id, refusal[1])
                 return

@@ -84,7 +84,7 @@ class Invocation:
 class Cell:
     """One hosted object and the calls waiting for it."""
 
-    __slots__ = ("alive", "dedup", "held", "obj", "queue", "quiet", "ref", "repl", "running", "waiters")
+    __slots__ = ("alive", "dedup", "held", "obj", "placed", "queue", "quiet", "ref", "repl", "running", "waiters")
 
     def __init__(self, ref: Ref, obj: Any) -> None:
         self.ref = ref
@@ -92,6 +92,7 @@ class Cell:
         self.repl: Any = None  # a persistent object's replication state (server._replica.ReplState)
         # replies of calls on this object, kept for replays: they travel with the object
         self.dedup: dict[tuple[str, int], tuple[int, bytes]] | None = None
+        self.placed = 0  # the view epoch in which this node checked it is the object's primary
         self.queue: deque[Invocation] = deque()
         self.waiters: list[tuple[Invocation, Callable[[], bool]]] = []
         self.held: Invocation | None = None  # suspended on a nested call
