@@ -20,7 +20,7 @@ from crucial.testing import LocalCluster
 if os.environ.get("CRUCIAL_RAY_NETNS") != "1":
     pytest.skip("run through tests/test_ray.py (inside a private network namespace)", allow_module_level=True)
 
-from crucial.compute.ray import RayBackend  # noqa: E402
+from crucial.compute.ray import RayBackend
 
 WAIT = 120.0
 

@@ -83,7 +83,7 @@ class RayBackend(Backend):
         address = address or load_config().ray_address
         self._owns_runtime = False
         if not ray.is_initialized():
-            options = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
+            options: dict[str, Any] = {"log_to_driver": False, "include_dashboard": False, "configure_logging": False}
             options.update(init_options or {})
             try:
                 ray.init(address=address, **options)
