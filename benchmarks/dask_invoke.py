@@ -59,15 +59,18 @@ def main() -> None:
     from crucial.compute.dask import DaskBackend
 
     with terminate_as_interrupt(), crucial_cluster(1) as dso, environ(**dso.env_vars()):
-        with distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            worker_dashboard_address="127.0.0.1:0",
-            silence_logs=50,
-        ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        with (
+            distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                worker_dashboard_address="127.0.0.1:0",
+                silence_logs=50,
+            ) as cluster,
+            distributed.Client(cluster, set_as_default=False) as client,
+        ):
             backend = DaskBackend(client=client)
             try:
                 for n in sizes:  # warm-up: workers import crucial, the DSO client connects
@@ -76,7 +79,7 @@ def main() -> None:
                 results: dict[str, list[float]] = {}
                 for run in range(runs):
                     for n in sizes:
-                        order = [("crucial", lambda: time_crucial(backend, n)), ("dask", lambda: time_dask(client, n))]
+                        order = [("crucial", lambda n=n: time_crucial(backend, n)), ("dask", lambda n=n: time_dask(client, n))]
                         if run % 2:
                             order.reverse()
                         for name, fn in order:
