@@ -101,7 +101,7 @@ def dask_client(dask_cluster: Any) -> Iterator[Any]:
 @pytest.fixture(scope="module")
 def shared_dask(dask_client: Any) -> Iterator[DaskBackend]:
     """The process-wide ``dask`` backend for this module (what ``backend="dask"`` finds)."""
-    backend = DaskBackend(client=dask_client)
+    backend = DaskBackend(client=dask_client, worker_wait=60.0)
     key = ("dask", repr([]))
     _backend._shared[key] = backend
     yield backend
@@ -109,9 +109,19 @@ def shared_dask(dask_client: Any) -> Iterator[DaskBackend]:
     backend.close()
 
 
+def _settled(cluster: Any, client: Any) -> bool:
+    """Both workers up, and the scheduler lists exactly them (a killed one is gone, its restart is in)."""
+    nannies = {n.worker_address for n in cluster.workers.values()}
+    listed = set(client.scheduler_info(n_workers=-1)["workers"])
+    return None not in nannies and len(nannies) == 2 and listed == nannies
+
+
 @pytest.fixture(autouse=True)
-def _on_dask(shared_dask: DaskBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+def _on_dask(shared_dask: DaskBackend, dask_cluster: Any, dask_client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts on two live workers: after a test that killed one, wait for its nanny's restart."""
     monkeypatch.setenv("CRUCIAL_BACKEND", "dask")
+    eventually(lambda: _settled(dask_cluster, dask_client), 120, "the Dask workers to be back")
+    yield
 
 
 @pytest.fixture
@@ -120,7 +130,7 @@ def new_backend(dask_client: Any) -> Iterator[Callable[..., DaskBackend]]:
     made: list[DaskBackend] = []
 
     def make(**options: Any) -> DaskBackend:
-        backend = DaskBackend(client=dask_client, **options)
+        backend = DaskBackend(client=dask_client, **({"worker_wait": 60.0} | options))
         made.append(backend)
         return backend
 
@@ -315,7 +325,7 @@ def test_a_cluster_without_workers_is_a_capacity_error(dso1):
 
 def test_the_scheduler_from_the_environment(dso1, dask_cluster, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("CRUCIAL_DASK_SCHEDULER", dask_cluster.scheduler_address)
-    backend = DaskBackend()
+    backend = DaskBackend(worker_wait=60.0)
     try:
         assert backend.address == dask_cluster.scheduler_address
         t = CloudThread(target=abs, args=(-5,), backend=backend)
