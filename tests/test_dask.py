@@ -110,7 +110,14 @@ def shared_dask(dask_client: Any) -> Iterator[DaskBackend]:
 
 
 def _settled(cluster: Any, client: Any) -> bool:
-    """Both workers up, and the scheduler lists exactly them (a killed one is gone, its restart is in)."""
+    """Both workers up, and the scheduler lists exactly them (a killed one is gone, its restart is in).
+
+    A nanny whose worker does not come back in time (a loaded machine) closes
+    itself and leaves the cluster: ask the cluster for two workers again.
+    """
+    if len(cluster.workers) < 2:
+        cluster.scale(2)
+        return False
     nannies = {n.worker_address for n in cluster.workers.values()}
     listed = set(client.scheduler_info(n_workers=-1)["workers"])
     return None not in nannies and len(nannies) == 2 and listed == nannies
@@ -120,7 +127,7 @@ def _settled(cluster: Any, client: Any) -> bool:
 def _on_dask(shared_dask: DaskBackend, dask_cluster: Any, dask_client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test starts on two live workers: after a test that killed one, wait for its nanny's restart."""
     monkeypatch.setenv("CRUCIAL_BACKEND", "dask")
-    eventually(lambda: _settled(dask_cluster, dask_client), 120, "the Dask workers to be back")
+    eventually(lambda: _settled(dask_cluster, dask_client), 90, "the Dask workers to be back")
     yield
 
 

@@ -33,7 +33,7 @@ Three choices make Dask behave like a FaaS platform for cloud threads:
 
 The function runs in the Dask worker process, so a crash of the function
 (``os._exit``, a segfault) is a crash of that worker; its nanny restarts it.
-Lists the DSO address and token as the local backend does: inside the task.
+The DSO address and token reach the function inside its task, as on the local backend.
 """
 
 from __future__ import annotations
