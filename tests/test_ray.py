@@ -37,7 +37,7 @@ def test_the_ray_backend_in_a_private_network_namespace():
     try:
         import ray  # noqa: F401
     except ImportError:
-        pytest.skip("ray is not installed: pip install 'crucial[ray]' (kept out of the test extra: a ~70 MB wheel)")
+        pytest.skip("ray is not installed: pip install 'crucial[ray]' (kept out of the test extra: about 240 MB installed)")
     reason = _netns_ok()
     if reason:
         pytest.skip(f"Ray binds every interface, so its tests need a private network namespace: {reason}")
