@@ -105,7 +105,7 @@ def test_montecarlo_takes_its_backend_from_the_environment(tmp_path: Path) -> No
     # no --backend flag (the original has none): CRUCIAL_BACKEND chooses, as for every crucial program
     out = run_module("montecarlo", "--threads", "2", "--points", "1000", "--mode", "executor", cwd=tmp_path, backend="inline")
     assert "by 2 executor tasks" in out.stdout and "counts: True" in out.stdout
-    with pytest.raises(AssertionError, match="unknown compute backend 'nope'; known backends: inline, lithops, local"):
+    with pytest.raises(AssertionError, match="unknown compute backend 'nope'; known backends: dask, inline, lithops, local, ray"):
         run_module("montecarlo", "--threads", "1", "--points", "10", cwd=tmp_path, backend="nope")
 
 

@@ -13,6 +13,26 @@ import crucial.exceptions as exceptions
 from crucial.exceptions import CrucialError, RemoteTraceback
 
 EXPORTS = {
+    "crucial.compute.dask": ["DaskBackend", "run_dask_task"],
+    "crucial.compute.ray": ["RayBackend", "run_ray_task"],
+    "crucial.k8s.manifests": [
+        "DEFAULTS",
+        "GROUP",
+        "KIND",
+        "PLURAL",
+        "VERSION",
+        "all_manifests",
+        "disruption_budget",
+        "etcd_manifests",
+        "etcd_url",
+        "node_address",
+        "pod_name",
+        "resolve",
+        "service",
+        "statefulset",
+        "token_secret",
+        "token_secret_name",
+    ],
     "crucial.compute": [
         "BACKENDS",
         "Backend",
