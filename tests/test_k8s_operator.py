@@ -248,5 +248,5 @@ def test_the_exec_drainer_runs_crucial_cluster_remove_in_the_pod(monkeypatch: py
             drainer.remove(NS, "dso-0", node(4), "http://etcd:2379")
     (call,) = calls
     assert call["pod"] == "dso-0" and call["namespace"] == NS and call["container"] == "node"
-    assert call["command"] == ["crucial", "cluster", "remove", "--etcd", "http://etcd:2379", node(4)]
+    assert call["command"] == ["crucial", "cluster", "remove", "--dso", node(4), node(4)]
     assert resp.ran

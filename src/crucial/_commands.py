@@ -37,8 +37,9 @@ def cli() -> None:
 @click.option(
     "--advertise",
     default=None,
-    help="Host name or address to give clients and functions (default: the bound host; for 0.0.0.0 or ::, "
-    "this machine's primary address).",
+    metavar="HOST[:PORT]",
+    help="Host name or address (and port, if it differs) to give clients, functions and peers (default: the bound "
+    "host; for 0.0.0.0 or ::, this machine's primary address).",
 )
 @click.option(
     "--blocked-warning",

@@ -153,7 +153,7 @@ class ExecDrainer:
         from kubernetes.stream import stream
 
         core = kubernetes.client.CoreV1Api()
-        command = ["crucial", "cluster", "remove", "--etcd", etcd, node]
+        command = ["crucial", "cluster", "remove", "--dso", node, node]  # the node itself answers; the pod has the token
         resp = stream(
             core.connect_get_namespaced_pod_exec,
             pod,

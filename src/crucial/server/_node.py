@@ -114,6 +114,11 @@ def _reachable(host: str) -> str:
     return "::1" if family == socket.AF_INET6 else "127.0.0.1"
 
 
+def _has_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep) and port.isdigit() and bool(host) and not host.endswith(":")
+
+
 def unreplicable_types(types: dict[str, type]) -> frozenset[str]:
     """Built-in types with a method that waits: synchronization objects, never replicated."""
     return frozenset(name for name, cls in types.items() if has_waiting_methods(cls))
@@ -193,7 +198,9 @@ class Node:
         sock = self._server.sockets[0]
         host, port = sock.getsockname()[:2]
         self.port = port
-        self.address = f"{self.advertise or _reachable(host)}:{port}"
+        advertised = self.advertise or _reachable(host)
+        # --advertise HOST, or HOST:PORT when clients reach the node through another port (NAT, a Service)
+        self.address = advertised if _has_port(advertised) else f"{advertised}:{port}"
         epoch = 1
         if self.store is not None:
             self._load_store()
