@@ -594,6 +594,9 @@ class Node:
             cell.dedup = {}
         cell.dedup[did] = (kind, payload)
         order = self._dedup_order
+        again = order.pop(did, None)  # remembered again (a resent record, a state installed): count it once
+        if again is not None:
+            self._dedup_bytes -= again[1]
         order[did] = (cell.ref, len(payload))
         self._dedup_bytes += len(payload)
         if len(order) > self._dedup_window or self._dedup_bytes > DEDUP_BYTES:
