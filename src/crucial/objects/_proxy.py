@@ -166,8 +166,29 @@ class Proxy:
             create=None if self._created_on is t else self._create,
             cls=self._user_class,
         )
-        self._created_on = t
+        if self._created_on is not t:
+            self._created_on = t
         return result
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):  # the proxy's own slots
+            object.__setattr__(self, name, value)
+            return
+        raise AttributeError(
+            f"cannot set {name!r} on a {type(self).__qualname__} proxy: a proxy holds no state, the object lives on "
+            "its DSO node; change it with its methods"
+        )
+
+    @property
+    def aio(self) -> Any:
+        """The asyncio twin of this proxy: ``await proxy.aio.method(...)``, ``async with lock.aio:``.
+
+        It reaches the same object through an :class:`~crucial.client.AsyncClient`
+        found as this proxy's client is (the configuration, else the embedded node).
+        """
+        from ._aio import view
+
+        return view(self)
 
     def delete(self) -> bool:
         """Delete the object from the DSO; ``True`` if it existed.  Waiters get ObjectNotFoundError."""

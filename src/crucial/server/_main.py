@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from ..exceptions import ConfigError
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ._node import BLOCKED_WARNING, Node, loop_factory
+from ._output import detach_stdout, install
 
 __all__ = ["ServerOptions", "run_nodes"]
 
@@ -65,6 +66,8 @@ async def _run_one(opts: ServerOptions) -> None:
         print("ready", flush=True)  # the supervisor announces the cluster only after this
     else:
         print(f"CRUCIAL_DSO={address}", flush=True)
+    detach_stdout()  # the parent read the address; nothing else goes to that pipe
+    install(node.table, loop.call_soon)  # what methods print goes to their callers
     if opts.watch_stdin or opts.child:
         loop.run_in_executor(None, _wait_eof).add_done_callback(lambda _: stop.set())
     serve = asyncio.ensure_future(node.serve_forever())
@@ -117,6 +120,7 @@ def _supervise(opts: ServerOptions) -> int:
             if c.stdout.readline().strip() != "ready":
                 raise ConfigError(f"a node process failed to take the view (exit code {c.poll()})")
         print("CRUCIAL_DSO=" + ",".join(addresses), flush=True)
+        detach_stdout()
 
         def watch_child(c: subprocess.Popen[str]) -> None:
             c.wait()

@@ -60,9 +60,11 @@ class NodeTransport:
         if isinstance(me, CallGreenlet) and me.ref == (type_name, key):
             # it would wait for itself forever: the object is held by this very call
             raise ObjectError(f"a method of {type_name} {key!r} called its own object through a proxy; use self", type_name, key)
+        running = node.table.current  # the calling method's invocation: what the nested call prints is its output
+        out = running.output if running is not None else None
         if node.view.ring.owner(type_name, key) != node.address:
             coro_args = (type_name, key, method, args, kwargs)
-            return suspend(lambda resume: self._remote(resume, coro_args, create, force, cls, timeout))
+            return suspend(lambda resume: self._remote(resume, coro_args, create, force, cls, timeout, out))
         table = node.table
         if cls is not None and type_name not in table.types:
             table.types[type_name] = cls
@@ -77,6 +79,7 @@ class NodeTransport:
 
         def start(resume: Any) -> None:
             inv = Invocation(method, args, kwargs, caller, lambda ok, value, tb: resume(ok, value))
+            inv.output = out
             try:
                 table.submit(cell, inv)
             except Exception as exc:
@@ -85,9 +88,12 @@ class NodeTransport:
         return suspend(start)
 
     def _remote(
-        self, resume: Any, call: tuple[Any, ...], create: Any, force: bool, cls: type | None, timeout: float | None
+        self, resume: Any, call: tuple[Any, ...], create: Any, force: bool, cls: type | None, timeout: float | None, out: Any
     ) -> None:
-        fut = asyncio.ensure_future(self._client().call(*call, create=create, force=force, cls=cls, timeout=timeout))
+        on_output = out.write if out is not None else None
+        fut = asyncio.ensure_future(
+            self._client().call(*call, create=create, force=force, cls=cls, timeout=timeout, on_output=on_output)
+        )
         fut.add_done_callback(lambda f: _settle(f, resume))
 
     def delete(self, type_name: str, key: str) -> bool:

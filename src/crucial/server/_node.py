@@ -46,6 +46,7 @@ from ..objects import builtin_types
 from ..objects._monitor import Caller
 from ..objects._proxy import set_node_transport
 from ._nested import NodeTransport
+from ._output import CallOutput
 from ._runtime import Invocation, ObjectTable, blocked_report
 
 __all__ = ["Node", "is_loopback"]
@@ -211,6 +212,7 @@ class Node:
             conn.send(P.Kind.REDIRECT, req_id, P.encode_json({"view": view.as_json()}))
             return
         targets = [(conn, req_id)]
+        out = CallOutput(targets)  # what the call prints, sent to targets before the reply
         if call.seq:
             self._inflight[did] = targets
 
@@ -221,6 +223,7 @@ class Node:
                 # a cancelled call was not applied: a retry must run it again
                 if ok or not isinstance(value, CallCancelledError):
                     self._remember(did, kind, payload)
+            out.flush()
             for c, rid in targets:
                 c.pending.pop(rid, None)
                 c.send(kind, rid, payload)
@@ -236,6 +239,7 @@ class Node:
                 on_done(True, None, "")
                 return
             inv = Invocation(call.method, call.args, call.kwargs, Caller(conn.client_id, call.owner), on_done)
+            inv.output = out
             conn.pending[req_id] = (inv, did)
             table.submit(cell, inv)
         except CrucialError as exc:
