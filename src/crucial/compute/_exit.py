@@ -1,0 +1,59 @@
+"""The interpreter waits at exit for cloud threads that are not daemons, as it waits for threads.
+
+``threading`` joins every non-daemon thread when the main thread ends;
+``ThreadPoolExecutor`` finishes its queued work then too.  Cloud threads and
+serverless executors do the same through ``threading._register_atexit``
+(the hook ``concurrent.futures`` uses), which runs before ``atexit``
+handlers -- so before the embedded DSO node and the local workers stop.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+import weakref
+from concurrent.futures import Future
+from typing import Any
+
+__all__ = ["wait_at_exit"]
+
+_lock = threading.Lock()
+_running: set[Any] = set()  # strong: nobody may forget a thread the program will wait for
+_ended: weakref.WeakSet[Any] = weakref.WeakSet()  # reported at exit if their error was never asked for
+_registered = False
+
+
+def wait_at_exit(obj: Any, future: Future[Any] | None = None) -> None:
+    """At exit, call ``obj._wait_at_exit()``; ``future``: ``obj`` needs no strong reference once it is done."""
+    global _registered
+    with _lock:
+        if not _registered:
+            _registered = True
+            register = getattr(threading, "_register_atexit", None)
+            try:
+                (register or atexit.register)(_wait_all)
+            except RuntimeError:  # the interpreter is already shutting down
+                atexit.register(_wait_all)
+        if future is None:
+            _ended.add(obj)
+            return
+        _running.add(obj)
+    future.add_done_callback(lambda _: _done(obj))
+
+
+def _done(obj: Any) -> None:
+    with _lock:
+        _running.discard(obj)
+        _ended.add(obj)
+
+
+def _wait_all() -> None:
+    done: list[Any] = []  # strong references: an id is not reused meanwhile
+    while True:
+        with _lock:
+            objs = [o for o in (*_running, *_ended) if not any(o is d for d in done)]
+        if not objs:  # nothing new started while we waited
+            return
+        for obj in objs:
+            done.append(obj)
+            obj._wait_at_exit()
