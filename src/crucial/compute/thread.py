@@ -310,7 +310,8 @@ def report(thread: CloudThread, exc: BaseException) -> None:
     if isinstance(exc, SystemExit):  # threading ignores it silently
         return
     try:
-        args = threading.ExceptHookArgs([type(exc), exc, exc.__traceback__, thread])  # type: ignore[arg-type]
+        # no local traceback: the frames that matter are the worker's, chained as __cause__
+        args = threading.ExceptHookArgs([type(exc), exc, None, thread])  # type: ignore[arg-type]
         threading.excepthook(args)  # type: ignore[arg-type]
     except Exception:
         sys.stderr.write(f"Exception in cloud thread {thread.name}: {exc!r}\n")
