@@ -172,14 +172,21 @@ class AsyncClient:
         cls: type | None = None,
         timeout: float | None = None,
         on_output: OnOutput | None = None,
+        owner: int | None = None,
     ) -> Any:
         """Same contract as :meth:`crucial.client.Client.call`.
 
         What the call prints on its node goes to this process's
         ``sys.stdout``/``sys.stderr``, or to ``on_output(stream, text)``.
+        The caller, for objects with an owner (``RLock``, ``Condition``), is
+        the asyncio task -- tasks are to a loop what threads are to a
+        process -- unless ``owner`` says otherwise.
         """
         core = self.core
-        call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, threading.get_ident())
+        if owner is None:
+            task = asyncio.current_task()
+            owner = id(task) if task is not None else threading.get_ident()
+        call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, owner)
         body = P.encode_call(call)
         timeout = timeout if timeout is not None else core.config.call_timeout
         attempts = Attempts(core, type_name, key, cls)

@@ -8,6 +8,7 @@ through an asyncio client.  The event loop keeps serving everyone else.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
@@ -92,7 +93,9 @@ class NodeTransport:
     ) -> None:
         on_output = out.write if out is not None else None
         fut = asyncio.ensure_future(
-            self._client().call(*call, create=create, force=force, cls=cls, timeout=timeout, on_output=on_output)
+            self._client().call(
+                *call, create=create, force=force, cls=cls, timeout=timeout, on_output=on_output, owner=threading.get_ident()
+            )
         )
         fut.add_done_callback(lambda f: _settle(f, resume))
 
