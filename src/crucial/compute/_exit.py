@@ -15,25 +15,38 @@ import weakref
 from concurrent.futures import Future
 from typing import Any
 
-__all__ = ["wait_at_exit"]
+__all__ = ["exiting", "register", "wait_at_exit"]
 
 _lock = threading.Lock()
 _running: set[Any] = set()  # strong: nobody may forget a thread the program will wait for
 _ended: weakref.WeakSet[Any] = weakref.WeakSet()  # reported at exit if their error was never asked for
 _registered = False
+_exiting = False
+
+
+def exiting() -> bool:
+    """Whether the interpreter is past waiting for its threads (daemons die silently then, as threads do)."""
+    return _exiting
+
+
+def register() -> None:
+    """Hook :func:`_wait_all` into the interpreter's exit, once (also when only daemons run: they must die quietly)."""
+    global _registered
+    with _lock:
+        if _registered:
+            return
+        _registered = True
+    hook = getattr(threading, "_register_atexit", None)
+    try:
+        (hook or atexit.register)(_wait_all)
+    except RuntimeError:  # the interpreter is already shutting down
+        atexit.register(_wait_all)
 
 
 def wait_at_exit(obj: Any, future: Future[Any] | None = None) -> None:
     """At exit, call ``obj._wait_at_exit()``; ``future``: ``obj`` needs no strong reference once it is done."""
-    global _registered
+    register()
     with _lock:
-        if not _registered:
-            _registered = True
-            register = getattr(threading, "_register_atexit", None)
-            try:
-                (register or atexit.register)(_wait_all)
-            except RuntimeError:  # the interpreter is already shutting down
-                atexit.register(_wait_all)
         if future is None:
             _ended.add(obj)
             return
@@ -48,11 +61,13 @@ def _done(obj: Any) -> None:
 
 
 def _wait_all() -> None:
+    global _exiting
     done: list[Any] = []  # strong references: an id is not reused meanwhile
     while True:
         with _lock:
             objs = [o for o in (*_running, *_ended) if not any(o is d for d in done)]
         if not objs:  # nothing new started while we waited
+            _exiting = True
             return
         for obj in objs:
             done.append(obj)

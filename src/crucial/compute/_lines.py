@@ -16,9 +16,10 @@ from __future__ import annotations
 import io
 import os
 import select
+import sys
 import threading
 
-__all__ = ["LineWriter"]
+__all__ = ["LineWriter", "line_buffer_caller"]
 
 _PIPE_BUF = getattr(select, "PIPE_BUF", 512)
 
@@ -79,3 +80,30 @@ class LineWriter(io.TextIOBase):
     @property
     def errors(self) -> str:  # type: ignore[override]
         return self._errors
+
+
+_caller_done = False
+
+
+def line_buffer_caller() -> None:
+    """Make the program's stdout and stderr line-buffered, once, as it starts its first cloud function.
+
+    Threads share one stdout buffer, so their lines come out in the order
+    they were printed; cloud threads print from other processes, straight
+    to the file.  A block-buffered stdout in the program (a pipe, a file)
+    would hold back what the program printed *before* starting a thread
+    until after the thread's lines.  Line buffering keeps the order, as
+    ``multiprocessing`` keeps it by flushing before it forks.
+    """
+    global _caller_done
+    if _caller_done:
+        return
+    _caller_done = True
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is None or getattr(stream, "line_buffering", True):
+            continue
+        try:
+            reconfigure(line_buffering=True)  # flushes what is buffered, too
+        except (OSError, ValueError):
+            pass

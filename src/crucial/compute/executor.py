@@ -34,6 +34,7 @@ from ..exceptions import ConfigError
 from ._backend import Backend, get_backend
 from ._exit import wait_at_exit
 from ._invoke import Retry, prepare, start_invocation
+from ._lines import line_buffer_caller
 from .timeline import CANCELLED, Call, Timeline
 
 __all__ = ["ServerlessExecutor"]
@@ -78,7 +79,8 @@ class ServerlessExecutor(Executor):
         return self.timeline.plot(path, title)
 
     def _wait_at_exit(self) -> None:
-        self.shutdown(wait=True)
+        if not getattr(self, "_abandoned", False):  # Pool.terminate() stops waiting for its tasks
+            self.shutdown(wait=True)
 
     # -- the Executor interface ----------------------------------------------------
 
@@ -91,6 +93,7 @@ class ServerlessExecutor(Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
         data = prepare(fn, args, kwargs)  # fails now, in the caller, if it cannot travel
+        line_buffer_caller()
         fut: Future[Any] = Future()
         record = self.timeline.add(label)
         with self._lock:

@@ -28,16 +28,19 @@ import sys
 import threading
 import types
 import warnings
+import weakref
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, NamedTuple
 
 from .. import protocol as P
 from ._backend import Backend, get_backend
-from ._exit import wait_at_exit
+from ._exit import exiting, wait_at_exit
+from ._exit import register as register_exit
 from ._invoke import Retry, prepare, start_invocation
+from ._lines import line_buffer_caller
 
-__all__ = ["CloudThread", "current_cloud_thread"]
+__all__ = ["CloudThread", "alive", "current_cloud_thread"]
 
 _counter = itertools.count(1)
 #: idents of cloud threads: far from the OS thread ids that threading.get_ident() gives
@@ -60,6 +63,12 @@ class _Ended(NamedTuple):
 
 
 _here = threading.local()  # .thread: the CloudThread running in this worker thread
+_alive: weakref.WeakSet[CloudThread] = weakref.WeakSet()  # started here, not ended
+
+
+def alive() -> list[CloudThread]:
+    """The cloud threads this process started that have not ended (``threading.enumerate``'s share)."""
+    return [t for t in list(_alive) if t.is_alive()]
 
 
 def current_cloud_thread() -> CloudThread | None:
@@ -72,7 +81,7 @@ def _bootstrap(run: Any, thread: CloudThread) -> _Ended:
     before = dict(thread.__dict__)
     _here.thread = thread
     try:
-        value = run(thread)
+        value = thread._crucial_run(run)
     finally:
         _here.thread = None
     changed = {}
@@ -138,6 +147,10 @@ class CloudThread:
         self._ident: int | None = None
         self._retrieved = False
 
+    def _crucial_run(self, run: Any) -> Any:
+        """How the worker calls ``run`` (``crucial.multiprocessing.Process`` turns errors into an exit code)."""
+        return run(self)
+
     def run(self) -> Any:
         """The body; runs in the cloud function.  Override it, or pass ``target``."""
         if self._target is not None:
@@ -151,6 +164,7 @@ class CloudThread:
         if not hasattr(self, "_retry"):
             raise RuntimeError("thread.__init__() not called")
         backend = get_backend(self._backend)
+        line_buffer_caller()
         run = type(self).run
         if not isinstance(run, types.FunctionType):
             raise TypeError(f"{type(self).__qualname__}.run must be a plain method")
@@ -167,13 +181,19 @@ class CloudThread:
         future.set_running_or_notify_cancel()
         inner = start_invocation(backend, data, retry=self._retry, timeout=self._timeout, where=f"cloud thread {self.name!r}")
         self._future = future
+        _alive.add(self)
         if not self._daemonic:
             wait_at_exit(self, future)
+        else:
+            register_exit()
         inner.add_done_callback(self._ended)
 
     def _ended(self, inner: Future[Any]) -> None:
         """The invocation ended: take back what run() changed, then let join() return."""
         assert self._future is not None
+        _alive.discard(self)
+        if self._future.done():  # the caller stopped waiting (Process.terminate)
+            return
         exc = inner.exception()
         if exc is None:
             ended = inner.result()
@@ -307,11 +327,15 @@ def _current_daemon() -> bool:
 
 def report(thread: CloudThread, exc: BaseException) -> None:
     """Tell ``threading.excepthook`` about a cloud thread's error, as a thread's own would be."""
-    if isinstance(exc, SystemExit):  # threading ignores it silently
+    if isinstance(exc, SystemExit) or (thread.daemon and exiting()):  # threading says nothing for either
         return
+    hook = threading.excepthook
+    dropin = sys.modules.get("crucial.threading")
+    if dropin is not None and getattr(dropin, "excepthook", hook) is not threading.__excepthook__:
+        hook = dropin.excepthook  # the program set crucial.threading.excepthook
     try:
         # no local traceback: the frames that matter are the worker's, chained as __cause__
         args = threading.ExceptHookArgs([type(exc), exc, None, thread])  # type: ignore[arg-type]
-        threading.excepthook(args)  # type: ignore[arg-type]
+        hook(args)
     except Exception:
         sys.stderr.write(f"Exception in cloud thread {thread.name}: {exc!r}\n")
