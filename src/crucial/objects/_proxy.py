@@ -89,7 +89,9 @@ class Proxy:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "_type_name" not in cls.__dict__:
+        # a class with its own node-side type is named after itself; a subclass that only adds
+        # client-side behaviour (crucial.threading.Lock, a manager's dict) names its parent's type
+        if "_type_name" not in cls.__dict__ and ("_impl" in cls.__dict__ or not hasattr(cls, "_type_name")):
             cls._type_name = cls.__name__
 
     def __init__(self, *args: Any, key: str | None = None, force_new: bool = False, **kwargs: Any) -> None:
