@@ -234,3 +234,75 @@ def test_errors_are_reported_when_the_thread_ends(dso1, monkeypatch: pytest.Monk
     t.start()
     t.join()
     assert [(h.exc_type, h.thread.name) for h in hooked] == [(ValueError, "failing")]
+
+
+# -- the names and signatures are the stdlib's ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "required"),
+    [
+        (
+            "crucial.threading",
+            "threading",
+            "Thread Lock RLock Condition Semaphore BoundedSemaphore Event Barrier Timer current_thread get_ident active_count",
+        ),
+        ("crucial.queue", "queue", "Queue LifoQueue PriorityQueue SimpleQueue Empty Full"),
+        (
+            "crucial.multiprocessing",
+            "multiprocessing",
+            "Process Pool Queue JoinableQueue SimpleQueue Pipe Value Array Lock RLock Semaphore Event Condition Barrier Manager "
+            "cpu_count",
+        ),
+        ("crucial.concurrent.futures", "concurrent.futures", "ThreadPoolExecutor ProcessPoolExecutor wait as_completed Future"),
+    ],
+)
+def test_names_are_the_stdlibs(ours: str, theirs: str, required: str) -> None:
+    import importlib
+
+    mine, stdlib = importlib.import_module(ours), importlib.import_module(theirs)
+    assert set(required.split()) <= set(mine.__all__)
+    assert [n for n in mine.__all__ if not hasattr(stdlib, n)] == []
+
+
+def _params(obj: Any) -> list[str]:
+    import inspect
+
+    return [p.name for p in inspect.signature(obj).parameters.values() if p.kind is not p.KEYWORD_ONLY]
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        ("crucial.threading.Thread", "threading.Thread"),
+        ("crucial.threading.Timer", "threading.Timer"),
+        ("crucial.threading.Condition", "threading.Condition"),
+        ("crucial.threading.Barrier", "threading.Barrier"),
+        ("crucial.threading.Semaphore", "threading.Semaphore"),
+        ("crucial.queue.Queue", "queue.Queue"),
+        ("crucial.multiprocessing.Process", "multiprocessing.Process"),
+        ("crucial.multiprocessing.Pool", "multiprocessing.pool.Pool"),
+        ("crucial.multiprocessing.pool.Pool.map", "multiprocessing.pool.Pool.map"),
+        ("crucial.multiprocessing.pool.Pool.apply_async", "multiprocessing.pool.Pool.apply_async"),
+        ("crucial.multiprocessing.pool.Pool.imap_unordered", "multiprocessing.pool.Pool.imap_unordered"),
+        ("crucial.concurrent.futures.ThreadPoolExecutor", "concurrent.futures.ThreadPoolExecutor"),
+    ],
+)
+def test_positional_parameters_are_the_stdlibs(ours: str, theirs: str) -> None:
+    import importlib
+
+    def resolve(path: str) -> Any:
+        parts = path.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            for part in parts[i:]:
+                obj = getattr(obj, part)
+            return obj
+        raise ImportError(path)
+
+    mine, std = resolve(ours), resolve(theirs)
+    std_params = [p for p in _params(std) if p != "self"]
+    assert [p for p in _params(mine) if p != "self"][: len(std_params)] == std_params

@@ -11,6 +11,7 @@ plain Python, as everywhere: their waits are
 from __future__ import annotations
 
 import heapq
+import inspect
 from collections import deque
 from typing import Any
 
@@ -221,3 +222,9 @@ class OnNode(type):
         if _proxy._node_transport is not None:
             return cls._on_node(*args, **kwargs)  # type: ignore[attr-defined]
         return super().__call__(*args, **kwargs)
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        """The constructor's signature (``inspect`` would otherwise show ``__call__``'s ``*args, **kwargs``)."""
+        init = inspect.signature(cls.__init__)  # type: ignore[misc]
+        return init.replace(parameters=list(init.parameters.values())[1:])
