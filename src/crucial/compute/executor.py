@@ -35,7 +35,7 @@ from ._backend import Backend, get_backend
 from ._exit import wait_at_exit
 from ._invoke import Retry, prepare, start_invocation
 from ._lines import line_buffer_caller
-from .timeline import CANCELLED, Call, Timeline
+from .timeline import CANCELLED, Call, Timeline, recorded
 
 __all__ = ["ServerlessExecutor"]
 
@@ -95,7 +95,7 @@ class ServerlessExecutor(Executor):
         data = prepare(fn, args, kwargs)  # fails now, in the caller, if it cannot travel
         line_buffer_caller()
         fut: Future[Any] = Future()
-        record = self.timeline.add(label)
+        record = self.timeline.add(label, recorded().add(label))
         with self._lock:
             self._queue.append((fut, data, f"task {label!r}", record))
         self._pump()

@@ -39,6 +39,7 @@ from ._exit import exiting, wait_at_exit
 from ._exit import register as register_exit
 from ._invoke import Retry, prepare, start_invocation
 from ._lines import line_buffer_caller
+from .timeline import Call, recorded
 
 __all__ = ["CloudThread", "alive", "current_cloud_thread"]
 
@@ -48,7 +49,7 @@ _idents = itertools.count(1 << 48)
 
 #: the caller-side attributes of a CloudThread: never sent back from the worker
 _OWN = frozenset(
-    {"_target", "_args", "_kwargs", "name", "_daemonic", "_backend", "_retry", "_timeout", "_future", "_ident", "_retrieved"}
+    {"_target", "_args", "_kwargs", "name", "_daemonic", "_backend", "_retry", "_timeout", "_future", "_ident", "_retrieved", "_call"}
 )
 #: values that cannot have been changed in place: sent back only when rebound
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range)
@@ -146,6 +147,7 @@ class CloudThread:
         self._future: Future[Any] | None = None
         self._ident: int | None = None
         self._retrieved = False
+        self._call: Call | None = None  # its entry in the process's timeline, once started
 
     def _crucial_run(self, run: Any) -> Any:
         """How the worker calls ``run`` (``crucial.multiprocessing.Process`` turns errors into an exit code)."""
@@ -179,7 +181,9 @@ class CloudThread:
             raise
         future: Future[Any] = Future()
         future.set_running_or_notify_cancel()
-        inner = start_invocation(backend, data, retry=self._retry, timeout=self._timeout, where=f"cloud thread {self.name!r}")
+        self._call = recorded().add(self.name)
+        where = f"cloud thread {self.name!r}"
+        inner = start_invocation(backend, data, retry=self._retry, timeout=self._timeout, where=where, record=self._call)
         self._future = future
         _alive.add(self)
         if not self._daemonic:
@@ -305,6 +309,7 @@ class CloudThread:
         state = self.__dict__.copy()
         state["_future"] = None  # the invocation's bookkeeping stays with the caller
         state["_retrieved"] = True
+        state.pop("_call", None)
         if isinstance(state.get("_backend"), Backend):
             state["_backend"] = None
         return state

@@ -7,6 +7,8 @@
     ex.timeline.calls[0]   # Call(name='work', submitted=..., started=..., finished=..., worker='vm:4242', status='done')
     ex.plot("run.png")     # the calls as bars over time, and a histogram of their durations
 
+Every cloud function of the process is also in :func:`recorded` (cloud
+threads included), which is what the examples' ``--plot PATH`` draws.
 Times are the caller's wall clock (``time.time()``): *submitted* when the
 program handed the function over, *started* when it was sent to the backend
 (after waiting for a free ``max_workers`` slot), *finished* when its outcome
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ..exceptions import ConfigError
 
-__all__ = ["Call", "Timeline"]
+__all__ = ["Call", "Timeline", "recorded"]
 
 #: status of a call: waiting for a slot, sent to the backend, and the three ends
 QUEUED, RUNNING, DONE, ERROR, CANCELLED = "queued", "running", "done", "error", "cancelled"
@@ -61,15 +64,23 @@ class Call:
 
 
 class Timeline:
-    """The calls of one executor or pool, in submission order (thread-safe)."""
+    """The calls of one executor or pool, in submission order (thread-safe).
 
-    def __init__(self) -> None:
+    It keeps the last ``maxlen`` calls (``dropped`` counts the older ones),
+    so a long-lived executor does not grow without bound.
+    """
+
+    def __init__(self, maxlen: int = 100_000) -> None:
         self._lock = threading.Lock()
-        self._calls: list[Call] = []
+        self._calls: deque[Call] = deque(maxlen=maxlen)
+        self.dropped = 0
 
-    def add(self, name: str) -> Call:
-        call = Call(name, time.time())
+    def add(self, name: str, call: Call | None = None) -> Call:
+        """Record a new call named ``name`` (or ``call``, already recorded elsewhere)."""
+        call = call or Call(name, time.time())
         with self._lock:
+            if len(self._calls) == self._calls.maxlen:
+                self.dropped += 1
             self._calls.append(call)
         return call
 
@@ -134,3 +145,11 @@ class Timeline:
         finally:
             plt.close(fig)
         return out
+
+
+_process = Timeline()
+
+
+def recorded() -> Timeline:
+    """Every cloud function this process started -- cloud threads and executor tasks alike."""
+    return _process
