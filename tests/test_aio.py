@@ -90,7 +90,7 @@ def test_shared_classes_methods_and_attributes(dso1) -> None:
         with pytest.raises(AttributeError, match="withdraw"):
             await acc.aio.withdraw  # not a method of the class: read as an attribute, on the node
         with pytest.raises(AttributeError, match="no method 'nope' to await"):
-            crucial.AtomicInt().aio.nope
+            _ = crucial.AtomicInt().aio.nope
         await acc.aio.delete()
 
     asyncio.run(main())
@@ -128,7 +128,8 @@ def test_embedded_default_needs_no_address(tmp_path: Path) -> None:
             """
         )
     )
-    done = subprocess.run([sys.executable, "-W", "error", str(script)], env=unconfigured_env(), capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-W", "error", str(script)]
+    done = subprocess.run(command, env=unconfigured_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == ["tally 20 20", "tally 40 40"]
     assert done.stderr == ""  # no unclosed transport when the loops end

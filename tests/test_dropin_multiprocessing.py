@@ -258,7 +258,7 @@ def test_manager(dso1) -> None:
         assert (ns.x, ns.y, q.get(timeout=60)) == (10, 5, 5)
         assert repr(ns) == "Namespace(y=5, x=10)"
         with pytest.raises(AttributeError):
-            ns.missing
+            _ = ns.missing
         del ns.x
         assert not hasattr(ns, "x")
         value = manager.Value("d", 1.5)
@@ -270,8 +270,8 @@ def test_module_level_names() -> None:
     assert mp.get_context() is mp and mp.get_start_method() == "crucial"
     mp.set_start_method("spawn")  # accepted, ignored
     mp.freeze_support()
-    with pytest.raises(AttributeError, match="docs/porting.md"):
-        mp.shared_memory  # noqa: B018
+    with pytest.raises(AttributeError, match=r"docs/porting\.md"):
+        _ = mp.shared_memory
 
 
 def test_pool_plot(dso1, tmp_path: Path) -> None:

@@ -131,7 +131,8 @@ def barber(plain: str, ported: str) -> None:
     for out in (plain, ported):
         lines = out.splitlines()
         assert lines[-1] == "the shop closes"
-        seen = sorted(int(re.fullmatch(r"customer (\d+) (got a haircut|left: no free chair)", line).group(1)) for line in lines[:-1])  # type: ignore[union-attr]
+        visit = re.compile(r"customer (\d+) (got a haircut|left: no free chair)")
+        seen = sorted(int(visit.fullmatch(line).group(1)) for line in lines[:-1])  # type: ignore[union-attr]
         assert seen == list(range(12)), "every customer is served or leaves, exactly once"
         assert any("haircut" in line for line in lines)
 

@@ -62,9 +62,9 @@ def test_read_and_write_reach_the_node(dso) -> None:
     assert g.UNIT == "km" and g.scale(3) == 30 and g.unit() == "km"
     del g.history
     with pytest.raises(AttributeError, match="history"):
-        g.history
+        _ = g.history
     with pytest.raises(AttributeError, match="nothing"):
-        g.nothing
+        _ = g.nothing
     assert not hasattr(g, "nothing")
     g.delete()
 
@@ -72,7 +72,7 @@ def test_read_and_write_reach_the_node(dso) -> None:
 def test_private_attributes_stay_private(dso1) -> None:
     g = Gauge()
     with pytest.raises(AttributeError):
-        g._secret  # a proxy's own names: never a remote call
+        _ = g._secret  # a proxy's own names: never a remote call
     with pytest.raises(crucial.UnknownMethodError, match="private"):
         g._call("crucial.getattr", "_secret")
     with pytest.raises(crucial.UnknownMethodError, match="private"):
@@ -115,5 +115,5 @@ def test_builtin_proxies_refuse_attributes(dso1) -> None:
     with pytest.raises(AttributeError, match=r"cannot set 'value' on a AtomicInt proxy.*methods"):
         c.value = 5
     with pytest.raises(AttributeError):
-        c.value
+        _ = c.value
     assert c.get() == 0

@@ -117,7 +117,7 @@ def test_example_takes_plot(cluster, tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"timeline of 3 cloud functions on" in done.stdout
+    assert "timeline of 3 cloud functions on" in done.stdout
     assert _png_size(png.read_bytes()) == (1000, 700)
 
 

@@ -33,28 +33,28 @@ def _adopted(kind: type) -> Any:
     return make
 
 
-class _JoinReturnsNone:
-    def join(self) -> None:  # type: ignore[override]
-        """Wait until every item put has been marked ``task_done()`` (on the node)."""
-        self._call("join", None)  # type: ignore[attr-defined]
-
-
-class Queue(_JoinReturnsNone, _Queue, metaclass=OnNode):
+class Queue(_Queue, metaclass=OnNode):
     """``queue.Queue(maxsize=0)`` shared by cloud threads: FIFO."""
 
     _on_node = staticmethod(_adopted(_queue.Queue))
 
+    def join(self) -> None:  # type: ignore[override]
+        """Wait until every item put has been marked ``task_done()`` (on the node); ``queue.Queue.join``'s signature."""
+        self._call("join", None)
 
-class LifoQueue(_JoinReturnsNone, _LifoQueue, metaclass=OnNode):
+
+class LifoQueue(_LifoQueue, metaclass=OnNode):
     """``queue.LifoQueue(maxsize=0)`` shared by cloud threads: the last item put comes out first."""
 
     _on_node = staticmethod(_adopted(_queue.LifoQueue))
+    join = Queue.join  # type: ignore[assignment]
 
 
-class PriorityQueue(_JoinReturnsNone, _PriorityQueue, metaclass=OnNode):
+class PriorityQueue(_PriorityQueue, metaclass=OnNode):
     """``queue.PriorityQueue(maxsize=0)`` shared by cloud threads: the smallest item first (items compare on the node)."""
 
     _on_node = staticmethod(_adopted(_queue.PriorityQueue))
+    join = Queue.join  # type: ignore[assignment]
 
 
 class SimpleQueue(Proxy, metaclass=OnNode):

@@ -324,12 +324,12 @@ def active_count() -> int:
     return _threading.active_count() + len(alive())
 
 
-def enumerate() -> list[Any]:  # noqa: A001  (threading's name)
+def enumerate() -> list[Any]:
     """This process's live threads, then the cloud threads it started that have not ended."""
     return [*_threading.enumerate(), *alive()]
 
 
-class local(_threading.local):  # noqa: N801  (threading's name)
+class local(_threading.local):
     """``threading.local``: each thread sees its own attributes -- and so does each cloud thread.
 
     It pickles (a ``threading.local`` does not) as a fresh instance: a cloud

@@ -75,7 +75,7 @@ class ServerlessExecutor(Executor):
         return self._backend
 
     def plot(self, path: str, title: str | None = None) -> Any:
-        """Draw :attr:`timeline` to ``path`` (a PNG): the tasks over time and a histogram of durations (needs ``crucial[plot]``)."""
+        """Draw :attr:`timeline` to ``path`` (a PNG): the tasks over time, a histogram of durations (``crucial[plot]``)."""
         return self.timeline.plot(path, title)
 
     def _wait_at_exit(self) -> None:

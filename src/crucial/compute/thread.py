@@ -49,7 +49,8 @@ _idents = itertools.count(1 << 48)
 
 #: the caller-side attributes of a CloudThread: never sent back from the worker
 _OWN = frozenset(
-    {"_target", "_args", "_kwargs", "name", "_daemonic", "_backend", "_retry", "_timeout", "_future", "_ident", "_retrieved", "_call"}
+    {"_target", "_args", "_kwargs", "name", "_daemonic", "_backend", "_retry", "_timeout", "_future", "_ident", "_retrieved"}
+    | {"_call"}
 )
 #: values that cannot have been changed in place: sent back only when rebound
 _IMMUTABLE = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range)
@@ -100,7 +101,8 @@ def _bootstrap(run: Any, thread: CloudThread) -> _Ended:
     return _Ended(value, changed, removed)
 
 
-_bootstrap._crucial_thread_bootstrap = True  # type: ignore[attr-defined]  (the error messages look inside it)
+# the error messages for what does not pickle look inside it (compute._diagnose)
+_bootstrap._crucial_thread_bootstrap = True  # type: ignore[attr-defined]
 
 
 def _is_proxy(v: Any) -> bool:
@@ -261,19 +263,19 @@ class CloudThread:
             raise RuntimeError("cannot set daemon status of active thread")
         self._daemonic = bool(daemonic)
 
-    def isDaemon(self) -> bool:  # noqa: N802  (threading's name)
+    def isDaemon(self) -> bool:
         warnings.warn("isDaemon() is deprecated, get the daemon attribute instead", DeprecationWarning, stacklevel=2)
         return self.daemon
 
-    def setDaemon(self, daemonic: bool) -> None:  # noqa: N802
+    def setDaemon(self, daemonic: bool) -> None:
         warnings.warn("setDaemon() is deprecated, set the daemon attribute instead", DeprecationWarning, stacklevel=2)
         self.daemon = daemonic
 
-    def getName(self) -> str:  # noqa: N802
+    def getName(self) -> str:
         warnings.warn("getName() is deprecated, get the name attribute instead", DeprecationWarning, stacklevel=2)
         return self.name
 
-    def setName(self, name: str) -> None:  # noqa: N802
+    def setName(self, name: str) -> None:
         warnings.warn("setName() is deprecated, set the name attribute instead", DeprecationWarning, stacklevel=2)
         self.name = str(name)
 

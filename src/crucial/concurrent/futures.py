@@ -103,7 +103,11 @@ class ProcessPoolExecutor(ThreadPoolExecutor):
 
 
 def _initialized(
-    initializer: Callable[..., Any], initargs: tuple[Any, ...], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    initializer: Callable[..., Any],
+    initargs: tuple[Any, ...],
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
 ) -> Any:
     initializer(*initargs)
     return fn(*args, **kwargs)

@@ -80,7 +80,7 @@ def cpu_count() -> int:
     return n
 
 
-def Manager() -> SyncManager:  # noqa: N802  (multiprocessing's name)
+def Manager() -> SyncManager:
     """A manager whose objects live on the DSO nodes (no server process to start)."""
     return SyncManager()
 
@@ -106,6 +106,5 @@ def get_context(method: str | None = None) -> ModuleType:
 
 def __getattr__(name: str) -> Any:
     raise AttributeError(
-        f"module 'crucial.multiprocessing' has no attribute {name!r} "
-        "(see docs/porting.md for what the drop-in modules cover)"
+        f"module 'crucial.multiprocessing' has no attribute {name!r} (see docs/porting.md for what the drop-in modules cover)"
     )

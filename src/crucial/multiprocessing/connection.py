@@ -117,7 +117,7 @@ class _Bytes(bytes):
         return (_Bytes, (bytes(self),))
 
 
-def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:  # noqa: N802  (multiprocessing's name)
+def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
     """``multiprocessing.Pipe(duplex=True)``: ``(conn1, conn2)``; one way, ``conn1`` receives and ``conn2`` sends."""
     ends = PipeEnds()
     if duplex:

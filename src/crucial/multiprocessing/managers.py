@@ -119,41 +119,41 @@ class SyncManager:
     def list(self, sequence: Any = ()) -> ListProxy:
         return ListProxy(list(sequence))
 
-    def Namespace(self, **kwds: Any) -> Namespace:  # noqa: N802  (multiprocessing's names, here and below)
+    def Namespace(self, **kwds: Any) -> Namespace:
         return Namespace(**kwds)
 
-    def Queue(self, maxsize: int = 0) -> Queue:  # noqa: N802
+    def Queue(self, maxsize: int = 0) -> Queue:
         return Queue(maxsize)
 
-    def JoinableQueue(self, maxsize: int = 0) -> JoinableQueue:  # noqa: N802
+    def JoinableQueue(self, maxsize: int = 0) -> JoinableQueue:
         return JoinableQueue(maxsize)
 
-    def Lock(self) -> Lock:  # noqa: N802
+    def Lock(self) -> Lock:
         return Lock()
 
-    def RLock(self) -> RLock:  # noqa: N802
+    def RLock(self) -> RLock:
         return RLock()
 
-    def Semaphore(self, value: int = 1) -> Semaphore:  # noqa: N802
+    def Semaphore(self, value: int = 1) -> Semaphore:
         return Semaphore(value)
 
-    def BoundedSemaphore(self, value: int = 1) -> BoundedSemaphore:  # noqa: N802
+    def BoundedSemaphore(self, value: int = 1) -> BoundedSemaphore:
         return BoundedSemaphore(value)
 
-    def Condition(self, lock: Any = None) -> Any:  # noqa: N802
+    def Condition(self, lock: Any = None) -> Any:
         return Condition(lock)
 
-    def Event(self) -> Event:  # noqa: N802
+    def Event(self) -> Event:
         return Event()
 
-    def Barrier(self, parties: int, action: Any = None, timeout: float | None = None) -> Barrier:  # noqa: N802
+    def Barrier(self, parties: int, action: Any = None, timeout: float | None = None) -> Barrier:
         return Barrier(parties, action, timeout)
 
-    def Value(self, typecode: Any, value: Any, lock: bool = True) -> Any:  # noqa: N802
+    def Value(self, typecode: Any, value: Any, lock: bool = True) -> Any:
         return _Value(typecode, value, lock=False)  # a manager's Value has no lock
 
-    def Array(self, typecode: Any, sequence: Any, lock: bool = True) -> Any:  # noqa: N802
+    def Array(self, typecode: Any, sequence: Any, lock: bool = True) -> Any:
         return _Array(typecode, sequence, lock=False)
 
-    def Pool(self, *args: Any, **kwargs: Any) -> Pool:  # noqa: N802
+    def Pool(self, *args: Any, **kwargs: Any) -> Pool:
         return Pool(*args, **kwargs)

@@ -176,7 +176,8 @@ class Pool:
         ex = self._executor
         label = getattr(func, "__qualname__", None) or type(func).__qualname__
         init = (ex._initializer, ex._initargs)
-        return [ex._submit(_run_chunk, (func, items[i : i + chunksize], *init), {}, label) for i in range(0, len(items), chunksize)]
+        starts = range(0, len(items), chunksize)
+        return [ex._submit(_run_chunk, (func, items[i : i + chunksize], *init), {}, label) for i in starts]
 
     # -- one call ----------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Iterator
-from multiprocessing.sharedctypes import typecode_to_type
+from multiprocessing import sharedctypes as _stdlib
 from typing import Any
 
 from ..objects.atomics import AtomicReference
@@ -22,6 +22,9 @@ from ..objects.containers import List
 from .synchronize import RLock
 
 __all__ = ["Array", "RawArray", "RawValue", "Value"]
+
+#: typecode -> ctypes type, as multiprocessing's (its stubs do not declare it)
+typecode_to_type: dict[str, Any] = _stdlib.typecode_to_type  # type: ignore[attr-defined]
 
 
 def _ctype(typecode_or_type: Any) -> Any:
@@ -135,17 +138,17 @@ def _lock_of(lock: Any) -> Any:
     return lock
 
 
-def Value(typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:  # noqa: N802  (multiprocessing's names)
+def Value(typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
     """``multiprocessing.Value(typecode_or_type, *args, lock=True)``: ``.value``, ``get_lock()``."""
     ctype = _ctype(typecode_or_type)
     return _Value(ctype, args[0] if args else ctype().value, _lock_of(lock))
 
 
-def RawValue(typecode_or_type: Any, *args: Any) -> Any:  # noqa: N802
+def RawValue(typecode_or_type: Any, *args: Any) -> Any:
     return Value(typecode_or_type, *args, lock=False)
 
 
-def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:  # noqa: N802
+def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:
     """``multiprocessing.Array(typecode_or_type, size_or_initializer, *, lock=True)``: items, slices, ``len``."""
     ctype = _ctype(typecode_or_type)
     if isinstance(size_or_initializer, int):
@@ -155,5 +158,5 @@ def Array(typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) 
     return _Array(ctype, values, _lock_of(lock))
 
 
-def RawArray(typecode_or_type: Any, size_or_initializer: Any) -> Any:  # noqa: N802
+def RawArray(typecode_or_type: Any, size_or_initializer: Any) -> Any:
     return Array(typecode_or_type, size_or_initializer, lock=False)

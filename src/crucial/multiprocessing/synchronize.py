@@ -57,6 +57,6 @@ Event = _threading.Event
 Barrier = _threading.Barrier
 
 
-def Condition(lock: Any = None) -> _threading.Condition:  # noqa: N802  (multiprocessing's name)
+def Condition(lock: Any = None) -> _threading.Condition:
     """``multiprocessing.Condition(lock=None)``: over its own reentrant lock, or over ``lock``."""
     return _threading.Condition(lock)

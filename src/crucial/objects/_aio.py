@@ -40,7 +40,7 @@ from ._proxy import Proxy
 __all__ = ["AsyncView", "view"]
 
 
-class _Planned(Exception):  # noqa: N818  (control flow, never seen by users)
+class _Planned(Exception):
     """Raised by the stand-in's ``_call``: the one call the method wanted to make."""
 
     def __init__(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -207,7 +207,9 @@ async def _client(proxy: Proxy) -> Any:
         seeds = tuple(proxy._seeds)
         config = None
     else:
-        sync = _default._default or await asyncio.to_thread(_default.default_client)  # may start the embedded node
+        sync = _default._default
+        if sync is None:
+            sync = await asyncio.to_thread(_default.default_client)  # may start the embedded node
         seeds = sync.seeds
         config = sync.core.config
     loop = asyncio.get_running_loop()

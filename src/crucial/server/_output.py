@@ -29,7 +29,7 @@ import os
 import stat
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from .. import protocol as P
@@ -53,7 +53,7 @@ class CallOutput:
 
     __slots__ = ("_dropped", "_parts", "_pending", "_scheduled", "targets")
 
-    def __init__(self, targets: list[tuple[_Target, int]]) -> None:
+    def __init__(self, targets: Sequence[tuple[_Target, int]]) -> None:
         self.targets = targets
         self._parts: list[tuple[int, list[str]]] = []  # (stream, its pieces): consecutive writes to one stream together
         self._pending = 0

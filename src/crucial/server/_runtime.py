@@ -448,7 +448,7 @@ def _resolve(cell: Cell, method: str) -> Callable[..., Any]:
     return fn
 
 
-_ATTRIBUTE_OPS = {P.GETATTR: getattr, P.SETATTR: setattr, P.DELATTR: delattr}
+_ATTRIBUTE_OPS: dict[str, Callable[..., Any]] = {P.GETATTR: getattr, P.SETATTR: setattr, P.DELATTR: delattr}
 
 
 def _attribute_op(cell: Cell, method: str) -> Callable[..., Any]:
