@@ -16,6 +16,7 @@ EXPORTS = {
     "crucial.compute.timeline": [
         "Call",
         "Timeline",
+        "recorded",
     ],
     "crucial.concurrent": [
         "futures",

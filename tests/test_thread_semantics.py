@@ -230,3 +230,41 @@ def test_script_with_a_module_level_lock(tmp_path: Path, cluster) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "the global 'lock' of work() is a _thread.lock" in done.stdout
+
+
+_total = 0
+
+
+def _adds_to_a_global() -> None:
+    global _total
+    _total += 1
+
+
+def test_assigning_a_global_in_a_thread_is_warned(dso1) -> None:
+    t = CloudThread(target=_adds_to_a_global)
+    with pytest.warns(RuntimeWarning, match=r"_adds_to_a_global\(\) assigns the global '_total'.*another process"):
+        t.start()
+    t.join()
+    assert _total == 0  # as the warning said
+
+
+def test_executor_work_is_finished_at_exit(tmp_path: Path, cluster, key: str) -> None:
+    done = _run(
+        tmp_path,
+        f"""
+        import crucial
+
+        def work(i):
+            crucial.Event(key="{key}-go").wait(60)
+            crucial.Counter(key="{key}").increment()
+
+        ex = crucial.ServerlessExecutor(max_workers=2)
+        for i in range(4):
+            ex.submit(work, i)               # two wait in the executor's queue
+        crucial.Event(key="{key}-go").set()
+        print("main ends")                   # no shutdown(), no result(): as with ThreadPoolExecutor
+        """,
+        unconfigured_env(cluster.env_vars()),
+    )
+    assert done.returncode == 0 and done.stdout == "main ends\n", done.stderr[-2000:]
+    assert cluster.client().call("Counter", key, "tally", create=((), {})) == 4

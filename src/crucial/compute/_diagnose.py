@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import protocol as P
 
-__all__ = ["culprit", "hint"]
+__all__ = ["assigned_globals", "culprit", "hint"]
 
 _LOCKS = (type(threading.Lock()), type(threading.RLock()))
 
@@ -41,6 +41,7 @@ _HINTS: list[tuple[tuple[type, ...], str]] = [
     ((threading.Thread,), "a thread cannot travel: start it inside the function, or make it a crucial.threading.Thread"),
     ((io.IOBase, socket.socket), "open the file or socket inside the function instead of passing it"),
     ((types.GeneratorType,), "generators do not pickle: pass the data, or make the generator inside the function"),
+    ((threading.local,), "use crucial.threading.local: per thread, cloud threads included"),
 ]
 
 
@@ -137,3 +138,17 @@ def culprit(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any
     if not _pickles(fn):
         return "the function itself", fn
     return None
+
+
+def assigned_globals(fn: Any) -> list[str]:
+    """The globals ``fn``'s own code assigns or deletes (``global total; total += 1``), in order."""
+    import dis
+
+    code = getattr(getattr(fn, "__func__", fn), "__code__", None)
+    if code is None:
+        return []
+    names: list[str] = []
+    for ins in dis.get_instructions(code):
+        if ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL") and ins.argval not in names:
+            names.append(str(ins.argval))
+    return names

@@ -12,10 +12,9 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
-from concurrent.futures import Future
 from typing import Any
 
-__all__ = ["exiting", "register", "wait_at_exit"]
+__all__ = ["ended", "exiting", "register", "wait_at_exit"]
 
 _lock = threading.Lock()
 _running: set[Any] = set()  # strong: nobody may forget a thread the program will wait for
@@ -43,18 +42,19 @@ def register() -> None:
         atexit.register(_wait_all)
 
 
-def wait_at_exit(obj: Any, future: Future[Any] | None = None) -> None:
-    """At exit, call ``obj._wait_at_exit()``; ``future``: ``obj`` needs no strong reference once it is done."""
+def wait_at_exit(obj: Any, running: bool = False) -> None:
+    """At exit, call ``obj._wait_at_exit()``.
+
+    ``running=True`` holds ``obj`` strongly until :func:`ended` is called
+    for it (a thread the program may have forgotten but must wait for).
+    """
     register()
     with _lock:
-        if future is None:
-            _ended.add(obj)
-            return
-        _running.add(obj)
-    future.add_done_callback(lambda _: _done(obj))
+        (_running if running else _ended).add(obj)
 
 
-def _done(obj: Any) -> None:
+def ended(obj: Any) -> None:
+    """``obj`` (given ``running=True``) ended: it may be collected now (and report an error nobody asked for)."""
     with _lock:
         _running.discard(obj)
         _ended.add(obj)

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 from .. import protocol as P
 from ._backend import Backend, get_backend
+from ._exit import ended as exit_ended
 from ._exit import exiting, wait_at_exit
 from ._exit import register as register_exit
 from ._invoke import Retry, prepare, start_invocation
@@ -174,6 +175,7 @@ class CloudThread:
             raise TypeError(f"{type(self).__qualname__}.run must be a plain method")
         self._ident = next(_idents)
         target = self._target
+        _warn_about_globals(run if run is not CloudThread.run else target)
         code = [run, type(self), target, type(target), *self._args, *self._kwargs.values()]
         what = f"{type(self).__qualname__}.run" if run is not CloudThread.run else getattr(target, "__qualname__", None)
         try:
@@ -189,7 +191,7 @@ class CloudThread:
         self._future = future
         _alive.add(self)
         if not self._daemonic:
-            wait_at_exit(self, future)
+            wait_at_exit(self, running=True)
         else:
             register_exit()
         inner.add_done_callback(self._ended)
@@ -198,6 +200,7 @@ class CloudThread:
         """The invocation ended: take back what run() changed, then let join() return."""
         assert self._future is not None
         _alive.discard(self)
+        exit_ended(self)  # before join() can return: the program may drop the thread then
         if self._future.done():  # the caller stopped waiting (Process.terminate)
             return
         exc = inner.exception()
@@ -324,6 +327,32 @@ class CloudThread:
         if self._daemonic:
             status += " daemon"
         return f"<{type(self).__name__}({self.name}, {status})>"
+
+
+_warned: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _warn_about_globals(fn: Any) -> None:
+    """A thread body that assigns globals expects its parent to see them: it cannot (once per function)."""
+    from ._diagnose import assigned_globals
+
+    names = assigned_globals(fn)
+    if not names:
+        return
+    try:
+        if fn in _warned:
+            return
+        _warned.add(fn)
+    except TypeError:  # not weak-referenceable: warn every time
+        pass
+    what = ", ".join(repr(n) for n in names)
+    warnings.warn(
+        f"{getattr(fn, '__qualname__', fn)}() assigns the global {what}: a cloud thread runs in another process, "
+        "where that changes its own copy, not the program's; share the value through a DSO object "
+        "(crucial.AtomicInt, a @crucial.shared class) or return it (docs/porting.md)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def _current_daemon() -> bool:
