@@ -136,6 +136,11 @@ class _Router(io.TextIOBase):
     def fileno(self) -> int:
         return int(self._fallback.fileno())
 
+    @property
+    def buffer(self) -> Any:
+        """The node's own binary stream: bytes written there are not a call's output."""
+        return self._fallback.buffer
+
 
 _call_soon: Callable[[Callable[[], None]], Any] | None = None
 
