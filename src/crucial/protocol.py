@@ -82,7 +82,7 @@ class Kind:
     ERROR = 18  # pickle (exception, traceback text)
     FAIL = 19  # json {code, message}: protocol-level failure
     REDIRECT = 20  # json {view}: this node does not own the object
-    OUTPUT = 21  # stream byte + utf-8 text: what a call printed on the node, sent before its reply
+    OUTPUT = 22  # stream byte + utf-8 text: what a call printed on the node, sent before its reply
 
     REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO})
     REPLIES = frozenset({WELCOME, OK, ERROR, FAIL, REDIRECT})  # what ends a request
