@@ -79,8 +79,16 @@ __all__ = [
     "stack_size",
 ]
 
-#: called with a ``threading.ExceptHookArgs`` when a thread's body raises (set it to handle them yourself)
-excepthook = _threading.excepthook
+
+def excepthook(args: Any) -> None:
+    """Called with a ``threading.ExceptHookArgs`` when a thread's body raises; set it to handle them yourself.
+
+    By default it is ``threading.excepthook`` -- whatever that is when a thread fails.
+    """
+    _threading.excepthook(args)
+
+
+excepthook._crucial_default = True  # type: ignore[attr-defined]
 
 _names = itertools.count(1)
 

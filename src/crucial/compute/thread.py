@@ -366,9 +366,9 @@ def report(thread: CloudThread, exc: BaseException) -> None:
     if isinstance(exc, SystemExit) or (thread.daemon and exiting()):  # threading says nothing for either
         return
     hook = threading.excepthook
-    dropin = sys.modules.get("crucial.threading")
-    if dropin is not None and getattr(dropin, "excepthook", hook) is not threading.__excepthook__:
-        hook = dropin.excepthook  # the program set crucial.threading.excepthook
+    chosen = getattr(sys.modules.get("crucial.threading"), "excepthook", None)
+    if chosen is not None and not getattr(chosen, "_crucial_default", False):
+        hook = chosen  # the program set crucial.threading.excepthook
     try:
         # no local traceback: the frames that matter are the worker's, chained as __cause__
         args = threading.ExceptHookArgs([type(exc), exc, None, thread])  # type: ignore[arg-type]
