@@ -51,7 +51,7 @@ def porting() -> tuple[str, dict[str, object]]:
 
 def _pairs() -> dict[str, dict[str, float]]:
     result = porting()[1]
-    names = [key[: -len("_changed")] for key in result if key.endswith("_changed")]
+    names = [key[: -len("_changed")] for key in result if key.endswith("_changed") and not key.endswith("_dropin_changed")]
     return {name: {k: float(result[f"{name}_{k}"]) for k in ("changed", "sloc", "pct")} for name in names}  # type: ignore[arg-type]
 
 

@@ -37,8 +37,13 @@ from .exceptions import FrameTooLargeError, ProtocolError, SerializationError
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "DELATTR",
+    "GETATTR",
     "HEADER",
     "PROTOCOL_VERSION",
+    "SETATTR",
+    "STDERR",
+    "STDOUT",
     "CallRequest",
     "Frame",
     "FrameDecoder",
@@ -51,6 +56,8 @@ __all__ = [
     "encode_call",
     "encode_frame",
     "encode_json",
+    "encode_output",
+    "decode_output",
     "loads",
     "ships_by_value",
 ]
@@ -84,11 +91,13 @@ class Kind:
     FAIL = 19  # json {code, message}: protocol-level failure
     REDIRECT = 20  # json {view}: this node does not own the object
     UNAVAILABLE = 21  # json {reason, epoch}: not served here now (view changing): retry shortly
+    OUTPUT = 22  # stream byte + utf-8 text: what a call printed on the node, sent before its reply
 
     REQUESTS = frozenset({HELLO, CALL, REGISTER, DELETE, VIEW, PING, INFO, REPLICATE, HANDOFF, DONE, READY, LEAVE, READ, ANCHOR})
     PEER_REQUESTS = frozenset({REPLICATE, HANDOFF, DONE, READY, ANCHOR})
-    REPLIES = frozenset({WELCOME, OK, ERROR, FAIL, REDIRECT, UNAVAILABLE})
-    ALL = REQUESTS | REPLIES
+    REPLIES = frozenset({WELCOME, OK, ERROR, FAIL, REDIRECT, UNAVAILABLE})  # what ends a request
+    FROM_NODE = REPLIES | {OUTPUT}  # what a client may receive
+    ALL = REQUESTS | FROM_NODE
 
 
 class Frame(NamedTuple):
@@ -346,3 +355,23 @@ def decode_call(body: bytes) -> CallRequest:
     ):
         raise ProtocolError("malformed call: create must be (args, kwargs) or (args, kwargs, (persistent, rf))")
     return CallRequest(seq, type_name, key, method, args, kwargs, create, bool(force), owner)
+
+
+#: method names of a CALL that read, write and delete a data attribute of a
+#: user object (``proxy.value``, ``proxy.value = 5``): a dot is in no Python name
+GETATTR, SETATTR, DELATTR = "crucial.getattr", "crucial.setattr", "crucial.delattr"
+
+#: the streams of an OUTPUT frame
+STDOUT, STDERR = 1, 2
+
+
+def encode_output(stream: int, text: str) -> bytes:
+    """The body of an OUTPUT frame: one byte naming the stream, then the text as UTF-8."""
+    return bytes((stream,)) + text.encode("utf-8", "surrogateescape")
+
+
+def decode_output(body: bytes) -> tuple[int, str]:
+    """``(stream, text)`` of an OUTPUT frame; an unknown stream is a ProtocolError."""
+    if not body or body[0] not in (STDOUT, STDERR):
+        raise ProtocolError("malformed OUTPUT: the first byte must name stdout (1) or stderr (2)")
+    return body[0], body[1:].decode("utf-8", "replace")

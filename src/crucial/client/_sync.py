@@ -21,6 +21,7 @@ from .. import protocol as P
 from ..config import Config
 from ..exceptions import CallInterruptedError, CallTimeoutError, ConnectError, CrucialError, FrameTooLargeError, UnknownTypeError
 from ._core import Attempts, ClientCore, Redirect, Unavailable, parse_address
+from ._output import show_frame
 
 __all__ = ["Client"]
 
@@ -53,7 +54,7 @@ class _Conn:
         except OSError as exc:
             raise ConnectError(f"cannot connect to DSO node {address}: {exc}", address) from exc
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.decoder = P.FrameDecoder(core.config.max_frame_size, P.Kind.REPLIES)
+        self.decoder = P.FrameDecoder(core.config.max_frame_size, P.Kind.FROM_NODE)
         self.frames: list[P.Frame] = []
         self.timeout: float | None = timeout
         try:
@@ -81,13 +82,13 @@ class _Conn:
                 whole = len(data) == _HSIZE + length and length <= self.decoder.max_frame_size
                 if whole and (rid == req_id or kind == P.Kind.FAIL) and kind in P.Kind.REPLIES:
                     return P.Frame(kind, rid, data[_HSIZE:])
-            self.frames.extend(self.decoder.feed(data))
+            self.frames.extend(_printed(self.decoder.feed(data)))
         while True:
             for i, f in enumerate(self.frames):
                 if f.req_id == req_id or f.kind == P.Kind.FAIL:
                     del self.frames[i]
                     return f
-            self.frames.extend(self.decoder.feed(self._recv()))
+            self.frames.extend(_printed(self.decoder.feed(self._recv())))
 
     def _recv(self) -> bytes:
         try:
@@ -105,6 +106,16 @@ class _Conn:
             self.sock.close()
         except OSError:
             pass
+
+
+def _printed(frames: list[P.Frame]) -> list[P.Frame]:
+    """``frames`` without the OUTPUT ones, which are shown here: what the call printed on its node."""
+    if all(f.kind != P.Kind.OUTPUT for f in frames):
+        return frames
+    for f in frames:
+        if f.kind == P.Kind.OUTPUT:
+            show_frame(f)
+    return [f for f in frames if f.kind != P.Kind.OUTPUT]
 
 
 _live: weakref.WeakSet[Client] = weakref.WeakSet()

@@ -92,7 +92,9 @@ class Proxy:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "_type_name" not in cls.__dict__:
+        # a class with its own node-side type is named after itself; a subclass that only adds
+        # client-side behaviour (crucial.threading.Lock, a manager's dict) names its parent's type
+        if "_type_name" not in cls.__dict__ and ("_impl" in cls.__dict__ or not hasattr(cls, "_type_name")):
             cls._type_name = cls.__name__
 
     def __init__(
@@ -200,7 +202,8 @@ class Proxy:
             cls=self._user_class,
             read_any=self._sequential and created and is_readonly(self._impl, method),
         )
-        self._created_on = t
+        if self._created_on is not t:
+            self._created_on = t
         return result
 
     def sequential(self: P) -> P:
@@ -215,6 +218,26 @@ class Proxy:
             p.__dict__.update(self.__dict__)
         p._sequential = True
         return p
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):  # the proxy's own slots
+            object.__setattr__(self, name, value)
+            return
+        raise AttributeError(
+            f"cannot set {name!r} on a {type(self).__qualname__} proxy: a proxy holds no state, the object lives on "
+            "its DSO node; change it with its methods"
+        )
+
+    @property
+    def aio(self) -> Any:
+        """The asyncio twin of this proxy: ``await proxy.aio.method(...)``, ``async with lock.aio:``.
+
+        It reaches the same object through an :class:`~crucial.client.AsyncClient`
+        found as this proxy's client is (the configuration, else the embedded node).
+        """
+        from ._aio import view
+
+        return view(self)
 
     def delete(self) -> bool:
         """Delete the object from the DSO; ``True`` if it existed.  Waiters get ObjectNotFoundError."""

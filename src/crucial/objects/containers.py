@@ -1074,7 +1074,7 @@ class QueueState:
                 self.putters -= 1
             if not ok:
                 raise queue.Full(f"queue full (maxsize={self.maxsize})" + (f" after {timeout} s" if block else ""))
-        self.items.append(item)
+        self._put(item)
         self.unfinished += 1
 
     @waits
@@ -1088,6 +1088,13 @@ class QueueState:
                 self.getters -= 1
             if not ok:
                 raise queue.Empty("queue empty" + (f" after {timeout} s" if block else ""))
+        return self._get()
+
+    # the order, as queue.Queue's subclasses override it (crucial.queue.LifoQueue, PriorityQueue)
+    def _put(self, item: Any) -> None:
+        self.items.append(item)
+
+    def _get(self) -> Any:
         return self.items.popleft()
 
     def qsize(self) -> int:

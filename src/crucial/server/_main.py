@@ -39,6 +39,7 @@ from .._placement import DEFAULT_FAILURE_TIMEOUT, PLACEMENTS
 from ..exceptions import ConfigError, CrucialError
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ._node import BLOCKED_WARNING, Node, loop_factory
+from ._output import detach_stdout, install
 
 __all__ = ["ServerOptions", "run_nodes"]
 
@@ -167,6 +168,8 @@ async def _run_one(opts: ServerOptions) -> None:
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
         print(address if opts.child else f"CRUCIAL_DSO={address}", flush=True)
+        detach_stdout()  # the parent read the address; nothing else goes to that pipe
+        install(node.table, loop.call_soon)  # what methods print goes to their callers
         if opts.watch_stdin or opts.child:
             loop.run_in_executor(None, _wait_eof).add_done_callback(lambda _: stop.set())
         serve = asyncio.ensure_future(node.serve_forever())
@@ -313,6 +316,7 @@ class _Supervisor:
                 self.spawn(i)
             self.wait_for_view()
             print("CRUCIAL_DSO=" + ",".join(self.addresses[i] for i in sorted(self.addresses)), flush=True)
+            detach_stdout()
             for i in range(self.opts.nodes):
                 threading.Thread(target=self.watch, args=(i,), daemon=True).start()
             if self.opts.watch_stdin:

@@ -58,6 +58,7 @@ from ..objects._threadlike import monitors
 from ._anchors import Anchors, AnchorState
 from ._handoff import Handoff, may_gain
 from ._nested import NodeTransport
+from ._output import CallOutput
 from ._replica import Replicator
 from ._runtime import Cell, Invocation, ObjectTable, blocked_report
 from ._state import Options
@@ -413,6 +414,7 @@ class Node:
             conn.send(P.Kind.UNAVAILABLE, req_id, _unavailable("its replicas are being synchronised", self.view.epoch))  # type: ignore[union-attr]
             return
         targets = [(conn, req_id)]
+        out = CallOutput(targets)  # what the call prints, sent to targets before the reply
         existed = cell is not None
         try:
             if call.create is not None or call.force:
@@ -432,6 +434,7 @@ class Node:
 
         def on_done(ok: bool, value: Any, tb: str) -> None:
             kind, payload = _encode_result(ok, value, tb, call)
+            out.flush()  # what it printed goes first (a replicated call's reply comes later still)
             if seq and not ok and isinstance(value, CallCancelledError):
                 # a cancelled call was not applied: a retry must run it again
                 self.reply_now(targets, kind, payload, did)
@@ -450,6 +453,7 @@ class Node:
             on_done(True, None, "")
             return
         inv = Invocation(call.method, call.args, call.kwargs, Caller(conn.client_id, call.owner), on_done)
+        inv.output = out
         conn.pending[req_id] = (inv, did)
         try:
             table.submit(cell, inv)
