@@ -1,0 +1,715 @@
+"""Replicated persistent objects vs Redis replication (WAIT n, appendfsync always): latency and throughput.
+
+    .venv/bin/python benchmarks/replication.py [--quick | --smoke] [--runs N] [--ops N] [--duration S]
+                                               [--procs P] [--threads T] [--objects K] [--only latency|throughput]
+    .venv/bin/python benchmarks/replication.py --profile DIR [--profile-seconds S]
+
+The seed's replication table (§3.4, Table 2 and Figure 3) on this machine,
+both systems in the same run, the order of the systems reversed on every
+other repetition, medians over the repetitions:
+
+* crucial: one cluster of 3 node processes (``LocalCluster(nodes=3, rf=2)``)
+  holding ephemeral objects and persistent objects with ``rf`` = 1, 2 and 3;
+  a second one with ``--data-dir`` and ``--fsync always`` for the durable
+  row (``rf`` = 2, so two nodes write every call to disk).
+* Redis: a redis-server alone (WAIT 0); a primary with one replica, each
+  write followed by ``WAIT 1``; a primary with two replicas and ``WAIT 2``;
+  and for the durable row a primary with one replica, both with
+  ``appendonly yes`` + ``appendfsync always``, and ``WAIT 1``.  The WAIT is
+  pipelined with its write (one round trip: the fastest way redis-py offers).
+
+Latency: one client thread, ``ops`` sequential puts then gets of a 1 KB
+``bytes`` value (``AtomicReference.set/get`` vs ``SET`` [+ ``WAIT n``] /
+``GET``), as ``benchmarks/dso_latency.py`` does; medians of the per-call
+latencies.  Throughput: ``threads`` client threads in ``procs`` processes,
+each call an increment of one of ``objects`` counters chosen at random
+(``AtomicInt.add_and_get(1)`` vs ``INCR`` [+ ``WAIT n``]), for ``duration``
+seconds; at the end every counter is read back and the sum must equal the
+increments made.
+
+Besides wall figures, each row reports the CPU time that the server processes
+(crucial nodes; redis-server primary and replicas) spent per call, from
+``/proc/PID/stat`` before and after: on a shared machine it moves far less
+than wall time.  ``--profile DIR`` instead profiles where an rf=2 call's time
+goes (CPU per call of the primary and the backup, per thread; syscalls per
+call with ``strace -c``; py-spy flame data) and writes it to DIR.
+
+The last line of stdout is a JSON object with ``ratio_rf2_vs_rf1`` (latency,
+goal <= 2.2), ``ratio_vs_redis_wait`` (throughput of rf=2 / Redis WAIT 1,
+goal >= 1) and ``ratio_vs_redis_fsync`` (durable throughput / Redis
+appendfsync always, goal >= 1), each the median of the per-repetition ratios.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    LOOPBACK,
+    Link,
+    ProcessGroup,
+    RedisServer,
+    emit,
+    ensure_redis_server,
+    free_port,
+    hiredis_version,
+    log,
+    median,
+    meta,
+    parser,
+    redis_client,
+)
+from _common import terminate_as_interrupt as _sigterm
+
+VALUE_SIZE = 1024
+WAIT_TIMEOUT_MS = 5000  # a WAIT that returns fewer replicas than asked is counted, never silently accepted
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+# system -> (cluster, rf); rf None: an ephemeral object
+CRUCIAL = {
+    "crucial-rf1": ("plain", 1),
+    "crucial-rf2": ("plain", 2),
+    "crucial-rf3": ("plain", 3),
+    "crucial-durable": ("durable", 2),
+    "crucial-ephemeral": ("plain", None),
+}
+# system -> (replicas, append-only file with fsync always, WAIT n)
+REDIS = {
+    "redis": (0, False, 0),
+    "redis-wait1": (1, False, 1),
+    "redis-wait2": (2, False, 2),
+    "redis-fsync": (1, True, 1),
+}
+# adjacent pairs of the table (crucial, its Redis peer); the order is reversed on every other repetition
+ORDER = [
+    "crucial-rf1",
+    "redis",
+    "crucial-rf2",
+    "redis-wait1",
+    "crucial-rf3",
+    "redis-wait2",
+    "crucial-durable",
+    "redis-fsync",
+    "crucial-ephemeral",
+]
+PAIRS = [
+    ("crucial-rf1", "redis"),
+    ("crucial-rf2", "redis-wait1"),
+    ("crucial-rf3", "redis-wait2"),
+    ("crucial-durable", "redis-fsync"),
+]
+
+
+# --------------------------------------------------------------------------- CPU time of processes
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads, also those that ended)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15 of proc(5)
+
+
+class CpuMeter:
+    """CPU seconds of a set of processes (by role) between two snapshots."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.base = self.snapshot()
+
+    def snapshot(self) -> dict[str, float]:
+        return {role: cpu_seconds(pid) for role, pid in self.pids.items()}
+
+    def delta(self) -> dict[str, float]:
+        now = self.snapshot()
+        out = {role: now[role] - self.base[role] for role in now}
+        self.base = now
+        return out
+
+
+# --------------------------------------------------------------------------- Redis primary + replicas
+
+
+class RedisNode(RedisServer):
+    """A redis-server with extra options (``--replicaof``, an append-only file) in its own directory."""
+
+    def __init__(self, extra: list[str], directory: str) -> None:
+        super().__init__()
+        self.extra = extra
+        self.directory = directory
+
+    def start(self) -> RedisNode:
+        exe = ensure_redis_server()
+        for _attempt in range(5):  # the free port may be taken between probe and bind
+            self.port = free_port()
+            cmd = [exe, "--bind", LOOPBACK, "--port", str(self.port), "--save", "", "--appendonly", "no"]
+            cmd += ["--protected-mode", "yes", "--daemonize", "no", "--loglevel", "notice", "--logfile", ""]
+            cmd += ["--maxclients", "10000", "--dir", self.directory, "--repl-diskless-sync-delay", "0"]
+            cmd += self.extra
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+            if self._wait_ready():
+                threading.Thread(target=self._drain, daemon=True).start()
+                return self
+            self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+
+class RedisDeployment:
+    """A Redis primary and ``replicas`` replicas on 127.0.0.1; with ``aof``: every one with appendfsync always."""
+
+    def __init__(self, replicas: int, aof: bool, root: str) -> None:
+        self.replicas = replicas
+        self.aof = aof
+        self.root = root
+        self.nodes: list[RedisNode] = []
+
+    def start(self) -> RedisDeployment:
+        durable = ["--appendonly", "yes", "--appendfsync", "always"] if self.aof else []
+        primary = RedisNode(durable, tempfile.mkdtemp(prefix="redis-", dir=self.root)).start()
+        self.nodes.append(primary)
+        for _ in range(self.replicas):
+            replica = ["--replicaof", LOOPBACK, str(primary.port), *durable]
+            self.nodes.append(RedisNode(replica, tempfile.mkdtemp(prefix="redis-", dir=self.root)).start())
+        return self
+
+    def wait_synced(self, timeout: float = 60.0) -> None:
+        """Until the primary sees every replica online (after their first full sync)."""
+        r = redis_client(self.port)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                info = r.info("replication")
+                online = [
+                    v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+                ]
+                if len(online) >= self.replicas:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"redis replicas not online after {timeout} s: {info}")
+                time.sleep(0.05)
+        finally:
+            r.close()
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    def pids(self) -> dict[str, int]:
+        return {"primary" if i == 0 else f"replica{i}": n.pid for i, n in enumerate(self.nodes)}
+
+    def stop(self) -> None:
+        for n in reversed(self.nodes):
+            n.stop()
+        self.nodes.clear()
+
+
+# --------------------------------------------------------------------------- the systems under test
+
+
+class Systems:
+    """Everything the run measures: crucial's two clusters and Redis' four deployments, started in parallel."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.root = tempfile.mkdtemp(prefix="crucial-bench-repl-")
+        self.clusters: dict[str, Any] = {}
+        self.redis: dict[str, RedisDeployment] = {}
+
+    def start(self) -> Systems:
+        from crucial.testing import LocalCluster
+
+        wanted = {CRUCIAL[n][0] for n in self.names if n in CRUCIAL}
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            futures: dict[str, concurrent.futures.Future[Any]] = {}
+            if "plain" in wanted:
+                futures["plain"] = pool.submit(LocalCluster(nodes=3, rf=2).start)
+            if "durable" in wanted:
+                data = os.path.join(self.root, "crucial-data")
+                futures["durable"] = pool.submit(LocalCluster(nodes=3, rf=2, data_dir=data, fsync="always").start)
+            for name in self.names:
+                if name in REDIS:
+                    replicas, aof, _ = REDIS[name]
+                    futures[name] = pool.submit(RedisDeployment(replicas, aof, self.root).start)
+            errors = []
+            for name, fut in futures.items():
+                try:
+                    started = fut.result()
+                except Exception as exc:  # the others are still stopped below
+                    errors.append(f"{name}: {exc}")
+                    continue
+                (self.clusters if name in ("plain", "durable") else self.redis)[name] = started
+            if errors:
+                self.stop()
+                raise RuntimeError("cannot start: " + "; ".join(errors))
+        for deployment in self.redis.values():
+            deployment.wait_synced()
+        return self
+
+    def stop(self) -> None:
+        for deployment in self.redis.values():
+            deployment.stop()
+        for cluster in self.clusters.values():
+            cluster.stop()
+        self.redis.clear()
+        self.clusters.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Systems:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def dso(self, system: str) -> str:
+        return str(self.clusters[CRUCIAL[system][0]].dso)
+
+    def target(self, system: str) -> dict[str, Any]:
+        """What a worker process needs to reach ``system``."""
+        if system in CRUCIAL:
+            return {"kind": "crucial", "dso": self.dso(system), "rf": CRUCIAL[system][1]}
+        return {"kind": "redis", "port": self.redis[system].port, "wait": REDIS[system][2]}
+
+    def pids(self, system: str, type_name: str, key: str) -> dict[str, int]:
+        """The server processes of ``system``, by role; for crucial, the roles of the object ``(type_name, key)``."""
+        if system in REDIS:
+            return self.redis[system].pids()
+        cluster = self.clusters[CRUCIAL[system][0]]
+        by_address = cluster.pids()
+        rf = CRUCIAL[system][1] or 1
+        client = cluster.client()
+        try:
+            client.nodes  # noqa: B018 -- fetch the view
+            view = client.core.view
+            replicas = [view.address(n) for n in view.replicas(type_name, key, rf)]
+        finally:
+            client.close()
+        roles = {"primary": by_address[replicas[0]]}
+        roles.update({f"backup{i}": by_address[a] for i, a in enumerate(replicas[1:], 1)})
+        others = [a for a in by_address if a not in replicas]
+        roles.update({f"idle{i}": by_address[a] for i, a in enumerate(others, 1)})
+        return roles
+
+
+_current: dict[str, Any] = {"dso": None, "client": None}
+
+
+def use_cluster(dso: str) -> None:
+    """Make ``dso`` this process's default cluster (closing the client of the previous one)."""
+    import crucial
+
+    if _current["dso"] == dso:
+        return
+    if _current["client"] is not None:
+        _current["client"].close()
+    _current["client"] = crucial.connect(dso)
+    _current["dso"] = dso
+
+
+def redis_writer(r: Any, wait: int) -> Callable[[Callable[[Any], Any]], Any]:
+    """``write(lambda c: c.incr(k))``: the write, then ``WAIT wait`` in the same round trip; counts short WAITs."""
+    if wait == 0:
+        return lambda command: command(r)
+
+    def write(command: Callable[[Any], Any]) -> Any:
+        pipe = r.pipeline(transaction=False)
+        command(pipe)
+        pipe.wait(wait, WAIT_TIMEOUT_MS)
+        result, acked = pipe.execute()
+        if acked < wait:
+            raise RuntimeError(f"WAIT {wait} returned {acked}: a replica did not acknowledge within {WAIT_TIMEOUT_MS} ms")
+        return result
+
+    return write
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def timed(op: Callable[[], Any], n: int) -> list[float]:
+    """Latency of each of ``n`` sequential calls, in microseconds."""
+    clock = time.perf_counter_ns
+    out = [0.0] * n
+    for i in range(n):
+        t0 = clock()
+        op()
+        out[i] = (clock() - t0) / 1000.0
+    return out
+
+
+def latency_ops(systems: Systems, system: str, value: bytes) -> tuple[Callable[[], Any], Callable[[], Any], Callable[[], None]]:
+    """(put, get, close) for one system."""
+    if system in CRUCIAL:
+        import crucial
+
+        use_cluster(systems.dso(system))
+        rf = CRUCIAL[system][1]
+        options = {"persistent": True, "rf": rf} if rf is not None else {}
+        ref = crucial.AtomicReference(None, key=f"lat-{system}", **options)
+        return (lambda: ref.set(value)), ref.get, lambda: None
+    r = redis_client(systems.redis[system].port)
+    write = redis_writer(r, REDIS[system][2])
+    key = f"lat-{system}"
+    return (lambda: write(lambda c: c.set(key, value))), (lambda: r.get(key)), r.close
+
+
+def measure_latency(systems: Systems, system: str, value: bytes, n: int, warmup: int) -> dict[str, Any]:
+    put, get, close = latency_ops(systems, system, value)
+    try:
+        for _ in range(warmup):
+            put()
+            get()
+        kind, key = ("AtomicReference", f"lat-{system}")
+        meter = CpuMeter(systems.pids(system, kind, key))
+        client0 = time.process_time()
+        puts = timed(put, n)
+        put_cpu = meter.delta()
+        client1 = time.process_time()
+        gets = timed(get, n)
+        get_cpu = meter.delta()
+        client2 = time.process_time()
+        if get() != value:
+            raise AssertionError(f"{system}: the value read back is not the value written")
+    finally:
+        close()
+    return {
+        "put_p50_us": median(puts),
+        "get_p50_us": median(gets),
+        "put_mean_us": sum(puts) / n,
+        "get_mean_us": sum(gets) / n,
+        "p50_us": (median(puts) + median(gets)) / 2,
+        "put_server_cpu_us": {role: s * 1e6 / n for role, s in put_cpu.items()},
+        "get_server_cpu_us": {role: s * 1e6 / n for role, s in get_cpu.items()},
+        "server_cpu_us_per_op": (sum(put_cpu.values()) + sum(get_cpu.values())) * 1e6 / (2 * n),
+        "client_cpu_us_per_op": (client2 - client0) * 1e6 / (2 * n),
+        "put_client_cpu_us": (client1 - client0) * 1e6 / n,
+    }
+
+
+def run_latency(systems: Systems, names: list[str], runs: int, n: int, warmup: int) -> list[dict[str, dict[str, Any]]]:
+    value = os.urandom(VALUE_SIZE)
+    reps: list[dict[str, dict[str, Any]]] = []
+    for rep in range(runs):
+        order = names if rep % 2 == 0 else names[::-1]
+        row: dict[str, dict[str, Any]] = {}
+        for system in order:
+            row[system] = measure_latency(systems, system, value, n, warmup)
+        reps.append(row)
+        log(f"latency {rep + 1}/{runs}: " + "  ".join(f"{s} {row[s]['p50_us']:.0f}" for s in names) + "  (p50 us, put+get / 2)")
+    return reps
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+def counter_key(system: str, i: int) -> str:
+    return f"tp-{system}-{i}"
+
+
+def make_increment(target: dict[str, Any], system: str, objects: int) -> tuple[Callable[[int], Any], Callable[[], None]]:
+    """(increment(i), close) for one system, in a worker process."""
+    if target["kind"] == "crucial":
+        import crucial
+
+        use_cluster(target["dso"])
+        counters = [crucial.AtomicInt.attach(counter_key(system, i)) for i in range(objects)]
+        return (lambda i: counters[i].add_and_get(1)), lambda: None
+    r = redis_client(target["port"])
+    write = redis_writer(r, target["wait"])
+    keys = [counter_key(system, i) for i in range(objects)]
+    return (lambda i: write(lambda c: c.incr(keys[i]))), r.close
+
+
+def run_phase(link: Link, target: dict[str, Any], system: str, nthreads: int, objects: int, duration: float, seed: int) -> None:
+    """This process's threads warm up, wait for every process, then increment random counters for ``duration`` s."""
+    increment, close = make_increment(target, system, objects)
+    ready = threading.Barrier(nthreads + 1)
+    go = threading.Event()
+    counts = [0] * nthreads
+    made = [0] * nthreads  # every increment sent, also the warm-up and the one that crossed the deadline
+    window = [0.0]
+    errors: list[BaseException] = []
+
+    def run(slot: int) -> None:
+        rng = random.Random(seed * 1000 + slot)
+        try:
+            for _ in range(3):  # warm up: this thread's connections
+                made[slot] += 1
+                increment(rng.randrange(objects))
+        except BaseException as exc:
+            errors.append(exc)
+        ready.wait()
+        go.wait()
+        if errors:
+            return
+        deadline = window[0]
+        clock = time.monotonic
+        n = 0
+        try:
+            while True:
+                made[slot] += 1
+                increment(rng.randrange(objects))
+                if clock() >= deadline:
+                    break
+                n += 1
+        except BaseException as exc:
+            errors.append(exc)
+        counts[slot] = n
+
+    pool = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(nthreads)]
+    for t in pool:
+        t.start()
+    ready.wait()
+    link.start()  # every process is ready: start together
+    window[0] = time.monotonic() + duration
+    cpu = time.process_time()
+    go.set()
+    for t in pool:
+        t.join()
+    cpu = time.process_time() - cpu
+    close()
+    if errors:
+        raise errors[0]
+    link.report({"ops": sum(counts), "made": sum(made), "cpu": cpu})
+
+
+def tp_worker(
+    link: Link, nprocs: int, threads: int, objects: int, duration: float, phases: list[str], targets: dict[str, Any]
+) -> None:
+    """One client process: its share of the threads, phase after phase."""
+    mine = len([g for g in range(threads) if g % nprocs == link.index])
+    for i, system in enumerate(phases):
+        run_phase(link, targets[system], system, mine, objects, duration, seed=i * 100 + link.index)
+
+
+def prepare_counters(systems: Systems, system: str, objects: int) -> None:
+    """Create the counters (at 0) before the first phase, so no phase pays for creating them."""
+    if system in CRUCIAL:
+        import crucial
+
+        use_cluster(systems.dso(system))
+        rf = CRUCIAL[system][1]
+        options = {"persistent": True, "rf": rf} if rf is not None else {}
+
+        def create(i: int) -> None:
+            crucial.AtomicInt(0, key=counter_key(system, i), **options).get()
+
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            list(pool.map(create, range(objects)))
+        return
+    r = redis_client(systems.redis[system].port)
+    try:
+        r.mset({counter_key(system, i): 0 for i in range(objects)})
+        redis_writer(r, REDIS[system][2])(lambda c: c.ping())
+    finally:
+        r.close()
+
+
+def counter_total(systems: Systems, system: str, objects: int) -> int:
+    if system in CRUCIAL:
+        import crucial
+
+        use_cluster(systems.dso(system))
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            return sum(pool.map(lambda i: crucial.AtomicInt.attach(counter_key(system, i)).get(), range(objects)))
+    r = redis_client(systems.redis[system].port)
+    try:
+        return sum(int(v) for v in r.mget([counter_key(system, i) for i in range(objects)]))
+    finally:
+        r.close()
+
+
+def run_throughput(
+    systems: Systems, names: list[str], runs: int, procs: int, threads: int, objects: int, duration: float
+) -> list[dict[str, dict[str, Any]]]:
+    phases = [s for rep in range(runs) for s in (names if rep % 2 == 0 else names[::-1])]
+    targets = {s: systems.target(s) for s in names}
+    for system in names:
+        prepare_counters(systems, system, objects)
+    pids = {s: systems.pids(s, "AtomicInt", counter_key(s, 0)) for s in names}
+    made: dict[str, int] = dict.fromkeys(names, 0)
+    reps: list[dict[str, dict[str, Any]]] = [{} for _ in range(runs)]
+    wargs = (procs, threads, objects, duration, phases, targets)
+    with ProcessGroup(procs, len(phases), tp_worker, wargs) as group:
+        for i, system in enumerate(phases):
+            group.start_phase()
+            meter = CpuMeter(pids[system])  # crucial: all three nodes (objects are everywhere)
+            reports = group.collect()
+            cpu = meter.delta()
+            ops = sum(x["ops"] for x in reports)
+            made[system] += sum(x["made"] for x in reports)
+            reps[i // len(names)][system] = {
+                "ops_s": ops / duration,
+                "server_cpu_us_per_op": sum(cpu.values()) * 1e6 / max(ops, 1),
+                "client_cpu_us_per_op": sum(x["cpu"] for x in reports) * 1e6 / max(ops, 1),
+            }
+            log(f"throughput {i + 1}/{len(phases)}: {system:18s} {ops / duration:9.0f} ops/s")
+    for system in names:
+        total = counter_total(systems, system, objects)
+        if total != made[system]:
+            raise AssertionError(f"{system}: the counters hold {total} increments, the clients made {made[system]}")
+    return reps
+
+
+# --------------------------------------------------------------------------- results
+
+
+def summarize(reps: list[dict[str, dict[str, Any]]], fields: list[str]) -> dict[str, dict[str, float]]:
+    """Per system, the median over the repetitions of each field (role dicts: per role)."""
+    out: dict[str, dict[str, Any]] = {}
+    for system in reps[0]:
+        row: dict[str, Any] = {}
+        for f in fields:
+            values = [r[system][f] for r in reps if system in r]
+            if isinstance(values[0], dict):
+                row[f] = {role: round(median([v[role] for v in values]), 1) for role in values[0]}
+            else:
+                row[f] = round(median(values), 1)
+        out[system] = row
+    return out
+
+
+def ratio_of_medians(reps: list[dict[str, dict[str, Any]]], ours: str, peer: str, field: str) -> float | None:
+    """The median over repetitions of ours/peer, both measured in the same repetition."""
+    values = [r[ours][field] / r[peer][field] for r in reps if ours in r and peer in r and r[peer][field]]
+    return round(median(values), 3) if values else None
+
+
+def table(lat: dict[str, Any] | None, tp: dict[str, Any] | None) -> str:
+    """The seed's table on this machine: latency (p50) and throughput, with the CPU each op cost."""
+    head = ("system", "put p50", "get p50", "srv CPU", "ops/s", "srv CPU", "cli CPU")
+    units = ("", "us", "us", "us/op", "", "us/op", "us/op")
+    lines = [f"{head[0]:18s}" + "".join(f"{h:>9s}" for h in head[1:]), f"{units[0]:18s}" + "".join(f"{u:>9s}" for u in units[1:])]
+    for system in ORDER:
+        a = (lat or {}).get(system)
+        b = (tp or {}).get(system)
+        if a is None and b is None:
+            continue
+        left = f"{a['put_p50_us']:9.0f}{a['get_p50_us']:9.0f}{a['server_cpu_us_per_op']:9.0f}" if a else " " * 27
+        right = f"{b['ops_s']:9.0f}{b['server_cpu_us_per_op']:9.0f}{b['client_cpu_us_per_op']:9.0f}" if b else ""
+        lines.append(f"{system:18s}{left}{right}")
+    return "\n".join(lines)
+
+
+def goals(out: dict[str, Any]) -> list[str]:
+    checks = [
+        ("ratio_rf2_vs_rf1", "rf=2 latency <= 2.2 x rf=1 (the seed)", lambda v: v <= 2.2),
+        ("ratio_vs_redis_wait", "rf=2 throughput >= Redis + 1 replica, WAIT 1", lambda v: v >= 1.0),
+        ("ratio_vs_redis_fsync", "durable throughput >= Redis appendfsync always", lambda v: v >= 1.0),
+    ]
+    lines = []
+    for key, text, ok in checks:
+        v = out.get(key)
+        verdict = "not measured" if v is None else ("met" if ok(v) else "NOT met")
+        lines.append(f"goal: {text}: {key} = {v} -> {verdict}")
+        out.setdefault("goals_met", {})[key] = None if v is None else bool(ok(v))
+    return lines
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="seconds, tiny sizes: does it run (figures meaningless)")
+    p.add_argument("--ops", type=int, default=None, help="sequential puts and gets per latency run (default 5000)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per throughput phase (default 5)")
+    p.add_argument("--procs", type=int, default=4, help="client processes (default 4)")
+    p.add_argument("--threads", type=int, default=None, help="client threads in all (default 200)")
+    p.add_argument("--objects", type=int, default=800, help="counters (default 800)")
+    p.add_argument("--only", choices=["latency", "throughput"], default=None)
+    p.add_argument("--systems", default=None, help="comma-separated subset of: " + ",".join(ORDER))
+    p.add_argument("--profile", metavar="DIR", default=None, help="profile rf=2 calls instead (see docs/benchmarks.md)")
+    p.add_argument("--profile-seconds", type=float, default=10.0, help="seconds per profiler (default 10)")
+    p.add_argument("--loads", default="sequential,concurrent", help="with --profile: sequential,concurrent")
+    args = p.parse_args()
+    if args.profile:
+        from _replication_profile import profile
+
+        with _sigterm():
+            wanted = args.systems.split(",") if args.systems else None
+            profile(Path(args.profile), args.profile_seconds, wanted, tuple(args.loads.split(",")))
+        return
+
+    if args.smoke:
+        runs, n, warmup, duration, threads, procs, objects = 2, 30, 10, 0.3, 4, 2, 20
+    elif args.quick:
+        runs, n, warmup, duration, threads, procs, objects = 2, 400, 100, 1.0, 64, 4, args.objects
+    else:
+        runs, n, warmup, duration, threads, procs, objects = 3, 5000, 500, 5.0, 200, args.procs, args.objects
+    runs = args.runs or runs
+    n = args.ops or n
+    duration = args.duration or duration
+    threads = args.threads or threads
+    names = [s for s in ORDER if args.systems is None or s in args.systems.split(",")]
+    unknown = set(args.systems.split(",")) - set(ORDER) if args.systems else set()
+    if unknown:
+        p.error(f"unknown systems: {sorted(unknown)}")
+
+    started = time.monotonic()
+    out: dict[str, Any] = {"benchmark": "replication", "mode": "smoke" if args.smoke else "quick" if args.quick else "full"}
+    lat = tp = None
+    with _sigterm(), Systems(names) as systems:
+        took = time.monotonic() - started
+        log(f"started {len(systems.clusters)} crucial clusters and {len(systems.redis)} Redis deployments in {took:.1f} s")
+        if args.only != "throughput":
+            lat_reps = run_latency(systems, names, runs, n, warmup)
+            lat = summarize(
+                lat_reps,
+                [
+                    "put_p50_us",
+                    "get_p50_us",
+                    "p50_us",
+                    "put_mean_us",
+                    "get_mean_us",
+                    "put_server_cpu_us",
+                    "get_server_cpu_us",
+                    "server_cpu_us_per_op",
+                    "client_cpu_us_per_op",
+                ],
+            )
+            out["latency"] = lat
+            out["latency_ops_per_run"] = n
+            out["ratio_rf2_vs_rf1"] = ratio_of_medians(lat_reps, "crucial-rf2", "crucial-rf1", "p50_us")
+            out["ratio_rf3_vs_rf1"] = ratio_of_medians(lat_reps, "crucial-rf3", "crucial-rf1", "p50_us")
+            out["ratio_rf2_vs_rf1_cpu"] = ratio_of_medians(lat_reps, "crucial-rf2", "crucial-rf1", "server_cpu_us_per_op")
+            for ours, peer in PAIRS:
+                out[f"latency_{ours}_vs_{peer}"] = ratio_of_medians(lat_reps, ours, peer, "p50_us")
+        if args.only != "latency":
+            tp_names = [s for s in names if s != "crucial-ephemeral" or not (args.quick or args.smoke)]
+            tp_reps = run_throughput(systems, tp_names, runs, procs, threads, objects, duration)
+            tp = summarize(tp_reps, ["ops_s", "server_cpu_us_per_op", "client_cpu_us_per_op"])
+            out["throughput"] = tp
+            out.update({"threads": threads, "processes": procs, "objects": objects, "duration_s": duration})
+            out["ratio_vs_redis_wait"] = ratio_of_medians(tp_reps, "crucial-rf2", "redis-wait1", "ops_s")
+            out["ratio_vs_redis_fsync"] = ratio_of_medians(tp_reps, "crucial-durable", "redis-fsync", "ops_s")
+            for ours, peer in PAIRS:
+                out[f"throughput_{ours}_vs_{peer}"] = ratio_of_medians(tp_reps, ours, peer, "ops_s")
+    out["runs"] = runs
+    out["value_bytes"] = VALUE_SIZE
+    out["elapsed_s"] = round(time.monotonic() - started, 1)
+    out["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    log(table(lat, tp))
+    for line in goals(out):
+        log(line)
+    out["hiredis"] = hiredis_version()
+    out.update(meta())
+    emit(out)
+
+
+if __name__ == "__main__":
+    main()
