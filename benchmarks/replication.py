@@ -43,6 +43,7 @@ appendfsync always, goal >= 1), each the median of the per-repetition ratios.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import random
 import shutil
@@ -120,21 +121,34 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15 of proc(5)
 
 
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of all live threads of a process: how often it blocked and was woken again."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[1])
+    return total
+
+
 class CpuMeter:
-    """CPU seconds of a set of processes (by role) between two snapshots."""
+    """CPU seconds and wake-ups of a set of processes (by role) between two snapshots."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
         self.base = self.snapshot()
 
-    def snapshot(self) -> dict[str, float]:
-        return {role: cpu_seconds(pid) for role, pid in self.pids.items()}
+    def snapshot(self) -> dict[str, tuple[float, int]]:
+        return {role: (cpu_seconds(pid), wakeups(pid)) for role, pid in self.pids.items()}
 
-    def delta(self) -> dict[str, float]:
+    def delta(self) -> tuple[dict[str, float], int]:
+        """(CPU seconds by role, wake-ups of all the processes) since the last snapshot."""
         now = self.snapshot()
-        out = {role: now[role] - self.base[role] for role in now}
+        cpu = {role: now[role][0] - self.base[role][0] for role in now}
+        woken = sum(now[role][1] - self.base[role][1] for role in now)
         self.base = now
-        return out
+        return cpu, woken
 
 
 # --------------------------------------------------------------------------- Redis primary + replicas
@@ -377,10 +391,10 @@ def measure_latency(systems: Systems, system: str, value: bytes, n: int, warmup:
         meter = CpuMeter(systems.pids(system, kind, key))
         client0 = time.process_time()
         puts = timed(put, n)
-        put_cpu = meter.delta()
+        put_cpu, put_woken = meter.delta()
         client1 = time.process_time()
         gets = timed(get, n)
-        get_cpu = meter.delta()
+        get_cpu, get_woken = meter.delta()
         client2 = time.process_time()
         if get() != value:
             raise AssertionError(f"{system}: the value read back is not the value written")
@@ -396,6 +410,7 @@ def measure_latency(systems: Systems, system: str, value: bytes, n: int, warmup:
         "get_server_cpu_us": {role: s * 1e6 / n for role, s in get_cpu.items()},
         "server_cpu_us_per_op": (sum(put_cpu.values()) + sum(get_cpu.values())) * 1e6 / (2 * n),
         "client_cpu_us_per_op": (client2 - client0) * 1e6 / (2 * n),
+        "server_wakeups_per_op": (put_woken + get_woken) / (2 * n),
         "put_client_cpu_us": (client1 - client0) * 1e6 / n,
     }
 
@@ -549,13 +564,14 @@ def run_throughput(
             group.start_phase()
             meter = CpuMeter(pids[system])  # crucial: all three nodes (objects are everywhere)
             reports = group.collect()
-            cpu = meter.delta()
+            cpu, woken = meter.delta()
             ops = sum(x["ops"] for x in reports)
             made[system] += sum(x["made"] for x in reports)
             reps[i // len(names)][system] = {
                 "ops_s": ops / duration,
                 "server_cpu_us_per_op": sum(cpu.values()) * 1e6 / max(ops, 1),
                 "client_cpu_us_per_op": sum(x["cpu"] for x in reports) * 1e6 / max(ops, 1),
+                "server_wakeups_per_op": woken / max(ops, 1),
             }
             log(f"throughput {i + 1}/{len(phases)}: {system:18s} {ops / duration:9.0f} ops/s")
     for system in names:
@@ -568,19 +584,23 @@ def run_throughput(
 # --------------------------------------------------------------------------- results
 
 
-def summarize(reps: list[dict[str, dict[str, Any]]], fields: list[str]) -> dict[str, dict[str, float]]:
+def summarize(reps: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """Per system, the median over the repetitions of each field (role dicts: per role)."""
     out: dict[str, dict[str, Any]] = {}
-    for system in reps[0]:
+    for system, first in reps[0].items():
         row: dict[str, Any] = {}
-        for f in fields:
+        for f, sample in first.items():
             values = [r[system][f] for r in reps if system in r]
-            if isinstance(values[0], dict):
-                row[f] = {role: round(median([v[role] for v in values]), 1) for role in values[0]}
+            if isinstance(sample, dict):
+                row[f] = {role: _round(median([v[role] for v in values])) for role in sample}
             else:
-                row[f] = round(median(values), 1)
+                row[f] = _round(median(values))
         out[system] = row
     return out
+
+
+def _round(x: float) -> float:
+    return round(x, 1) if abs(x) >= 10 else round(x, 3)
 
 
 def ratio_of_medians(reps: list[dict[str, dict[str, Any]]], ours: str, peer: str, field: str) -> float | None:
@@ -591,16 +611,22 @@ def ratio_of_medians(reps: list[dict[str, dict[str, Any]]], ours: str, peer: str
 
 def table(lat: dict[str, Any] | None, tp: dict[str, Any] | None) -> str:
     """The seed's table on this machine: latency (p50) and throughput, with the CPU each op cost."""
-    head = ("system", "put p50", "get p50", "srv CPU", "ops/s", "srv CPU", "cli CPU")
-    units = ("", "us", "us", "us/op", "", "us/op", "us/op")
+    head = ("system", "put p50", "get p50", "srv CPU", "srv wake", "ops/s", "srv CPU", "cli CPU", "srv wake")
+    units = ("", "us", "us", "us/op", "ups/op", "", "us/op", "us/op", "ups/op")
     lines = [f"{head[0]:18s}" + "".join(f"{h:>9s}" for h in head[1:]), f"{units[0]:18s}" + "".join(f"{u:>9s}" for u in units[1:])]
     for system in ORDER:
         a = (lat or {}).get(system)
         b = (tp or {}).get(system)
         if a is None and b is None:
             continue
-        left = f"{a['put_p50_us']:9.0f}{a['get_p50_us']:9.0f}{a['server_cpu_us_per_op']:9.0f}" if a else " " * 27
-        right = f"{b['ops_s']:9.0f}{b['server_cpu_us_per_op']:9.0f}{b['client_cpu_us_per_op']:9.0f}" if b else ""
+        left = " " * 36
+        if a:
+            left = "".join(f"{a[k]:9.0f}" for k in ("put_p50_us", "get_p50_us", "server_cpu_us_per_op"))
+            left += f"{a['server_wakeups_per_op']:9.2f}"
+        right = ""
+        if b:
+            right = "".join(f"{b[k]:9.0f}" for k in ("ops_s", "server_cpu_us_per_op", "client_cpu_us_per_op"))
+            right += f"{b['server_wakeups_per_op']:9.2f}"
         lines.append(f"{system:18s}{left}{right}")
     return "\n".join(lines)
 
@@ -668,20 +694,7 @@ def main() -> None:
         log(f"started {len(systems.clusters)} crucial clusters and {len(systems.redis)} Redis deployments in {took:.1f} s")
         if args.only != "throughput":
             lat_reps = run_latency(systems, names, runs, n, warmup)
-            lat = summarize(
-                lat_reps,
-                [
-                    "put_p50_us",
-                    "get_p50_us",
-                    "p50_us",
-                    "put_mean_us",
-                    "get_mean_us",
-                    "put_server_cpu_us",
-                    "get_server_cpu_us",
-                    "server_cpu_us_per_op",
-                    "client_cpu_us_per_op",
-                ],
-            )
+            lat = summarize(lat_reps)
             out["latency"] = lat
             out["latency_ops_per_run"] = n
             out["ratio_rf2_vs_rf1"] = ratio_of_medians(lat_reps, "crucial-rf2", "crucial-rf1", "p50_us")
@@ -692,13 +705,17 @@ def main() -> None:
         if args.only != "latency":
             tp_names = [s for s in names if s != "crucial-ephemeral" or not (args.quick or args.smoke)]
             tp_reps = run_throughput(systems, tp_names, runs, procs, threads, objects, duration)
-            tp = summarize(tp_reps, ["ops_s", "server_cpu_us_per_op", "client_cpu_us_per_op"])
+            tp = summarize(tp_reps)
             out["throughput"] = tp
             out.update({"threads": threads, "processes": procs, "objects": objects, "duration_s": duration})
             out["ratio_vs_redis_wait"] = ratio_of_medians(tp_reps, "crucial-rf2", "redis-wait1", "ops_s")
             out["ratio_vs_redis_fsync"] = ratio_of_medians(tp_reps, "crucial-durable", "redis-fsync", "ops_s")
             for ours, peer in PAIRS:
                 out[f"throughput_{ours}_vs_{peer}"] = ratio_of_medians(tp_reps, ours, peer, "ops_s")
+            # what replication costs each system, apart from their unreplicated speeds
+            out["throughput_crucial_rf2_vs_rf1"] = ratio_of_medians(tp_reps, "crucial-rf2", "crucial-rf1", "ops_s")
+            out["throughput_redis_wait1_vs_redis"] = ratio_of_medians(tp_reps, "redis-wait1", "redis", "ops_s")
+            out["throughput_crucial_ephemeral_vs_redis"] = ratio_of_medians(tp_reps, "crucial-ephemeral", "redis", "ops_s")
     out["runs"] = runs
     out["value_bytes"] = VALUE_SIZE
     out["elapsed_s"] = round(time.monotonic() - started, 1)

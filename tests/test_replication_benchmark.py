@@ -88,9 +88,9 @@ def test_ratios_are_medians_of_same_repetition_ratios() -> None:
     assert rb.ratio_of_medians(reps, "a", "b", "x") == 3.0
     assert rb.ratio_of_medians(reps, "a", "missing", "x") is None
     summary = rb.summarize(
-        [{"a": {"x": 1.0, "r": {"p": 1.0}}}, {"a": {"x": 3.0, "r": {"p": 5.0}}}, {"a": {"x": 2.0, "r": {"p": 2.0}}}], ["x", "r"]
+        [{"a": {"x": 1.0, "r": {"p": 10.0}}}, {"a": {"x": 3.0, "r": {"p": 50.0}}}, {"a": {"x": 2.0, "r": {"p": 20.0}}}]
     )
-    assert summary == {"a": {"x": 2.0, "r": {"p": 2.0}}}
+    assert summary == {"a": {"x": 2.0, "r": {"p": 20.0}}}
 
 
 def test_goals_report_each_verdict_and_what_was_not_measured() -> None:
