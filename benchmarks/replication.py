@@ -674,7 +674,7 @@ def main() -> None:
     if args.smoke:
         runs, n, warmup, duration, threads, procs, objects = 2, 30, 10, 0.3, 4, 2, 20
     elif args.quick:
-        runs, n, warmup, duration, threads, procs, objects = 2, 400, 100, 1.0, 64, 4, args.objects
+        runs, n, warmup, duration, threads, procs, objects = 2, 300, 50, 1.0, 64, 4, args.objects
     else:
         runs, n, warmup, duration, threads, procs, objects = 3, 5000, 500, 5.0, 200, args.procs, args.objects
     runs = args.runs or runs
