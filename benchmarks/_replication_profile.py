@@ -37,7 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from _common import ProcessGroup, log
-from replication import CLK_TCK, CRUCIAL, Systems, counter_key, prepare_counters, tp_worker, use_cluster
+from _replication_systems import CLK_TCK, CRUCIAL, Systems, use_cluster
+from replication import counter_key, prepare_counters, tp_worker
+
+__all__ = ["parse_strace", "perf_stat", "profile", "render", "summarize_pyspy", "thread_cpu"]
 
 VALUE = os.urandom(1024)
 PROFILED = ["crucial-rf1", "crucial-rf2", "crucial-durable"]

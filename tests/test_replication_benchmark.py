@@ -102,7 +102,7 @@ def test_goals_report_each_verdict_and_what_was_not_measured() -> None:
 
 
 def test_cpu_seconds_counts_this_process_work() -> None:
-    rb = _load("replication")
+    rb = _load("_replication_systems")
     import os
     import time
 
