@@ -1,11 +1,13 @@
-"""Replication bugs found while benchmarking (issue 10): each a minimal failing test, marked xfail until fixed.
-
-Run them with ``pytest --runxfail tests/test_replication_bugs.py``.
+"""A whole cluster stopped cleanly, one node a moment after the others, then restarted: nothing is lost.
 
 Found by ``benchmarks/replication.py`` stopping its durable cluster
-(``LocalCluster.stop()``, i.e. what Ctrl-C of ``crucial server --nodes 3
---data-dir DIR`` does): in about one stop in four the stored view had lost a
-node, and on the next start that node dropped its data dir as stale.
+(``LocalCluster.stop()``, what Ctrl-C of ``crucial server --nodes 3
+--data-dir DIR`` does): a clean stop deleted the node's member key, so the
+nodes still running removed it from the view at once; later, a node back
+before the others' leases ran out removed them when they did.  Either way a
+restarted node found its data dir "stale" and dropped it.  A node that stops
+without leaving now keeps its key until its lease runs out, and a key that
+vanishes within a restarted node's restart grace gets the grace.
 """
 
 from __future__ import annotations
@@ -36,14 +38,6 @@ def _members(client: crucial.Client, node: LocalCluster) -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(100)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a clean stop (stdin closed, Ctrl-C) deleted the node's member key, so the nodes still running removed it "
-    "from the view at once, as if it had crashed; on restart it is no longer a member and drops its data dir as "
-    "stale, and a whole-cluster stop in which one node outlives the others by a moment loses the objects whose "
-    "replicas stopped first. Since 169d051 (main) the key lives on until its lease expires, and a node that is "
-    "back by then removes the others when it expires: still a stale data dir in ~3 restarts of 4",
-)
 def test_clean_whole_cluster_stop_then_restart_keeps_every_acknowledged_write(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
