@@ -1,6 +1,6 @@
 """Logistic regression, 100 iterations on 2 cores: crucial (cloud threads + a shared model) vs Spark MLlib and scikit-learn.
 
-    /work/venv/bin/python benchmarks/logreg.py [--quick] [--runs N] [--points P] [--features F] [--iterations I]
+    python benchmarks/logreg.py [--quick | --smoke] [--runs N] [--points P] [--features F] [--iterations I] [--no-spark]
 
 The seed's Figure 5a (section 3.4.2) on one machine.  One data set
 (``crucial.examples._logreg_data``: P labelled points, F features, two
@@ -64,7 +64,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from _common import emit, environ, log, median, meta, parser, ratio
+from _common import alternate, by_mode, emit, environ, log, median, meta, parser, ratio
 from _common import terminate_as_interrupt as _sigterm
 
 THREADS = 2
@@ -199,16 +199,17 @@ def java_version() -> str:
 
 def measure(args: Any, directory: str, x: Any, y: Any, runs: int) -> dict[str, list[dict[str, Any]]]:
     """``runs`` runs of every system, in alternating order; the first run of each system is preceded by a warm-up."""
-    out: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
-    with spark_rdd(x, y) as rdd:
+    out: dict[str, list[dict[str, Any]]] = {s: [] for s in args.systems}
+    with contextlib.ExitStack() as stack:
+        rdd = stack.enter_context(spark_rdd(x, y)) if "spark" in args.systems else None
         log("warming up: spark (one call), crucial (node, fork server, workers), threading, sklearn ...")
-        spark_call(rdd, 2 if args.quick else 10)
+        if rdd is not None:
+            spark_call(rdd, by_mode(args, 10, 2, 1))
         warm_crucial(directory)
         threading_run(directory, 5)
         sklearn_run(x, y, 5)
         for run in range(runs):
-            order = SYSTEMS if run % 2 == 0 else SYSTEMS[::-1]
-            for system in order:
+            for system in alternate(args.systems, run):
                 if system == "crucial":
                     r = crucial_run(directory, args.iterations)
                 elif system == "spark":
@@ -248,11 +249,12 @@ def summarise(args: Any, runs: int, out: dict[str, list[dict[str, Any]]]) -> dic
         result[f"{system}_iterating_s"] = round(median([r["iterating"] for r in rs]), 4)
         result[f"{system}_wall_s"] = round(median([r["wall"] for r in rs]), 4)
         result[f"{system}_final_loss"] = round(statistics.fmean(r["loss"] for r in rs), 6)
-    result["spark_setup_s"] = round(median([r["setup"] for r in out["spark"]]), 4)
+    if "spark" in out:
+        result["spark_setup_s"] = round(median([r["setup"] for r in out["spark"]]), 4)
     result["sklearn_n_iter"] = out["sklearn"][-1]["n_iter"]
     phases = out["crucial"][0]["phases"].keys()
     result["crucial_ms_per_iteration"] = {p: round(1e3 * median([r["phases"][p] for r in out["crucial"]]), 3) for p in phases}
-    for peer in SYSTEMS[1:]:
+    for peer in args.systems[1:]:
         result[f"ratio_vs_{peer}"] = ratio(result["crucial_iterating_s"], result[f"{peer}_iterating_s"])
         result[f"ratio_vs_{peer}_wall"] = ratio(result["crucial_wall_s"], result[f"{peer}_wall_s"])
     # L-BFGS stops long before max_iter; per iteration (each about one full pass) is the closer comparison of the machinery
@@ -263,20 +265,23 @@ def summarise(args: Any, runs: int, out: dict[str, list[dict[str, Any]]]) -> dic
 
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
-    p.add_argument("--points", type=int, default=None, help="labelled points (default 100000; --quick 5000)")
-    p.add_argument("--features", type=int, default=100, help="features per point (default 100, as the seed)")
-    p.add_argument("--iterations", type=int, default=None, help="iterations (default 100, as the seed; --quick 50)")
+    p.add_argument("--points", type=int, default=None, help="labelled points (default 100000; --quick 5000, --smoke 500)")
+    p.add_argument("--features", type=int, default=None, help="features per point (default 100, as the seed; --smoke 10)")
+    p.add_argument("--iterations", type=int, default=None, help="iterations (default 100, as the seed; --quick 50, --smoke 5)")
+    p.add_argument("--no-spark", action="store_true", help="skip the Spark peer")
     args = p.parse_args()
-    args.points = args.points or (5_000 if args.quick else 100_000)
-    args.iterations = args.iterations or (50 if args.quick else 100)
-    runs = args.runs or (1 if args.quick else 5)
+    args.points = args.points or by_mode(args, 100_000, 5_000, 500)
+    args.features = args.features or by_mode(args, 100, 100, 10)
+    args.iterations = args.iterations or by_mode(args, 100, 50, 5)
+    args.systems = [s for s in SYSTEMS if not (s == "spark" and args.no_spark)]
+    runs = args.runs or by_mode(args, 5, 1, 1)
     if min(args.points, args.features, args.iterations, runs) < 1:
         p.error("--points, --features, --iterations and --runs must be positive")
     load_before = round(os.getloadavg()[0], 2)
 
     from _spark import ensure_pyspark
 
-    spark_version = ensure_pyspark()
+    spark_version = None if args.no_spark else ensure_pyspark()
     from crucial.client._default import stop_embedded
     from crucial.compute import get_backend
     from crucial.examples import _logreg_data as data
@@ -296,9 +301,10 @@ def main() -> None:
     result = summarise(args, runs, out)
     result["crucial_blas_threads_per_worker"] = 1
     result["pyspark"] = spark_version
-    result["java"] = java_version()
+    result["java"] = None if args.no_spark else java_version()
     result["loadavg_1m_before"] = load_before  # other load on the machine skews both sides
-    result.update(meta())
+    result["goals"] = {"ratio_vs_spark": "<= 1.0"} if "spark" in args.systems else {}
+    result.update(meta(args))
     emit(result)
 
 
