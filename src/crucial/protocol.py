@@ -38,12 +38,14 @@ from .exceptions import FrameTooLargeError, ProtocolError, SerializationError
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "HEADER",
+    "STDLIB",
     "PROTOCOL_VERSION",
     "CallRequest",
     "Frame",
     "FrameDecoder",
     "Kind",
     "by_value",
+    "cloudpickle",
     "pickle_bytes",
     "decode_call",
     "decode_json",
@@ -134,7 +136,7 @@ class FrameDecoder:
 _PLAIN = frozenset({bytes, str, int, float, bool, type(None), bytearray, complex})
 
 
-def _cloudpickle() -> Any:
+def cloudpickle() -> Any:
     """cloudpickle, imported when first needed: plain data never needs it (a shell verb
     starts faster without it)."""
     import cloudpickle
@@ -177,7 +179,7 @@ def pickle_bytes(obj: Any, code: Iterable[Any] = ()) -> bytes:
     if _plain(obj):
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     with by_value(_code_objects(code)):
-        return _cloudpickle().dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return cloudpickle().dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def dumps(obj: Any, what: str = "value", code: Iterable[Any] = ()) -> bytes:
@@ -201,10 +203,10 @@ def ships_by_value(obj: Any) -> bool:
     if name in ("__main__", "__mp_main__"):  # a script: never importable on a node
         return True
     path = getattr(module, "__file__", None) or ""
-    return bool(path) and "-packages" not in path and not name.startswith("crucial.") and not path.startswith(_STDLIB)
+    return bool(path) and "-packages" not in path and not name.startswith("crucial.") and not path.startswith(STDLIB)
 
 
-_STDLIB = sysconfig.get_paths()["stdlib"]
+STDLIB = sysconfig.get_paths()["stdlib"]
 _by_value_lock = threading.RLock()  # re-entrant: pickling a proxy may ship its class inside a task
 _by_value_refs: dict[str, int] = {}
 
@@ -228,7 +230,7 @@ def by_value(objs: Iterable[Any]) -> Iterator[None]:
         for m in modules:
             n = _by_value_refs.get(m.__name__, 0)
             if n == 0:
-                _cloudpickle().register_pickle_by_value(m)
+                cloudpickle().register_pickle_by_value(m)
             _by_value_refs[m.__name__] = n + 1
         try:
             yield
@@ -238,7 +240,7 @@ def by_value(objs: Iterable[Any]) -> Iterator[None]:
                 if n:
                     _by_value_refs[m.__name__] = n
                 else:
-                    _cloudpickle().unregister_pickle_by_value(m)
+                    cloudpickle().unregister_pickle_by_value(m)
 
 
 def _code_objects(values: Iterable[Any]) -> list[Any]:

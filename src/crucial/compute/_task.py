@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from .. import protocol as P
 from ..exceptions import InvocationError, RemoteError, RemoteTraceback, SerializationError
+from ._fncache import Shipped, pickled, unpickled
 
 __all__ = ["Outcome", "Task", "decode_outcome", "encode_task", "run_task"]
 
 
 class Task(NamedTuple):
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | tuple[bytes, bool]  # a tuple: a Shipped function, pickled by value beforehand (_fncache)
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     dso: tuple[str, ...]  # where the caller's DSO nodes are
@@ -43,12 +46,36 @@ class Outcome(NamedTuple):
 def encode_task(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], dso: tuple[str, ...], token: str | None
 ) -> bytes:
-    """Pickle a call for a function: code by value where nodes/workers cannot import it."""
+    """Pickle a call for a function: code by value where nodes/workers cannot import it.
+
+    A function that travels by value is pickled once and its bytes reused
+    while what it captures stays the same (:mod:`._fncache`); the task
+    around it is then plain data, which :mod:`pickle` writes in a
+    microsecond or two.
+    """
     what = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    code = [fn, type(fn), *args, *kwargs.values()]
     try:
-        return P.pickle_bytes(Task(fn, args, kwargs, dso, token), code=[fn, type(fn), *args, *kwargs.values()])
+        shipped = None
+        if P.ships_by_value(fn) and not any(isinstance(v, (types.FunctionType, type)) for v in code[2:]):
+            shipped = pickled(fn, _by_reference, _dumps_by_value)
+        # a plain tuple, not the Task: plain data pickles with pickle, not cloudpickle
+        return P.pickle_bytes((tuple(shipped) if shipped else fn, args, kwargs, dso, token), code=code)
     except Exception as exc:
         raise SerializationError(f"cloud function {what!r} or its arguments cannot be pickled: {exc}") from exc
+
+
+def _dumps_by_value(fn: Callable[..., Any]) -> bytes:
+    with P.by_value([fn]):
+        return P.cloudpickle().dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+
+
+def _by_reference(obj: Any) -> bool:
+    """Whether cloudpickle writes ``obj`` (a module, class, function) by name, so its bytes hold no state of it."""
+    if isinstance(obj, types.ModuleType):
+        path = getattr(obj, "__file__", None) or ""
+        return not path or "-packages" in path or obj.__name__.startswith("crucial.") or path.startswith(P.STDLIB)
+    return not P.ships_by_value(obj) and getattr(obj, "__module__", None) in sys.modules
 
 
 def run_task(data: bytes, point: bool = True) -> bytes:
@@ -58,10 +85,11 @@ def run_task(data: bytes, point: bool = True) -> bytes:
     backend runs in the caller, whose default client is the task's cluster).
     """
     try:
-        task: Task = pickle.loads(data)
+        task = Task(*pickle.loads(data))
         if point:
             _point_at(task.dso, task.token)
-        outcome = Outcome(True, task.fn(*task.args, **task.kwargs), "")
+        fn: Callable[..., Any] = unpickled(Shipped(*task.fn), pickle.loads) if isinstance(task.fn, tuple) else task.fn
+        outcome = Outcome(True, fn(*task.args, **task.kwargs), "")
     except SystemExit as exc:  # as a thread's: exit(0) just ends it; another code is an error
         if exc.code in (None, 0):
             outcome = Outcome(True, None, "")
