@@ -25,7 +25,6 @@ A worker may also keep the function it unpickled from such bytes
 
 from __future__ import annotations
 
-import dis
 import threading
 import types
 import weakref
@@ -124,6 +123,8 @@ def _walk(fn: Any, by_reference: Any, recipe: _Recipe, writes: list[bool], seen:
         recipe.sources.append((cell, _CELL))
         if not _value(value, by_reference, recipe, writes, seen):
             return False
+    import dis  # only when a function is first seen (dis imports ~3 ms of modules)
+
     names = fn.__globals__
     for code in _code_objects(fn.__code__):
         if any(ins.opname in _STORES for ins in dis.get_instructions(code)):
