@@ -82,13 +82,15 @@ def _ops(system: str, kind: str, keys: list[str], state: dict[str, Any]) -> list
         if kind == "simple":
             ints = [crucial.AtomicInt(1, key=f"tp-int-{k}") for k in keys]
             return [(lambda o=o: o.multiply_and_get(1)) for o in ints]
+        n = MULTIPLICATIONS if kind == "complex" else 0  # "empty": the same user method with no work (scaleout.py)
         mults = [Multiplier(1.0, key=f"tp-mul-{k}") for k in keys]
-        return [(lambda o=o: o.multiply(MULTIPLICATIONS, FACTOR)) for o in mults]
+        return [(lambda o=o: o.multiply(n, FACTOR)) for o in mults]
     r = state["redis"]
     if kind == "simple":
         return [(lambda k=k: r.incr(f"tp-int-{k}")) for k in keys]
     script = state["script"]
-    return [(lambda k=k: script(keys=[f"tp-mul-{k}"], args=[MULTIPLICATIONS, FACTOR])) for k in keys]
+    n = MULTIPLICATIONS if kind == "complex" else 0
+    return [(lambda k=k: script(keys=[f"tp-mul-{k}"], args=[n, FACTOR])) for k in keys]
 
 
 def run_phase(
@@ -142,7 +144,8 @@ def run_phase(
 def worker(link: Link, nprocs: int, threads: int, objects: int, duration: float, phases: list[Any], dso: str, port: int):
     """One client process: its share of the threads, phase after phase."""
     mine = [g for g in range(threads) if g % nprocs == link.index]
-    crucial.connect(dso)  # defaults, as users get them: each thread keeps its own connection per node
+    if dso:  # (benchmarks/scaleout.py runs its Redis phases without a cluster)
+        crucial.connect(dso)  # defaults, as users get them: the threads share one connection per node
     r = redis_client(port)
     state: dict[str, Any] = {"redis": r, "script": r.register_script(LUA_MULTIPLY)}
     for system, kind in phases:
@@ -196,7 +199,15 @@ def main() -> None:
         out[f"crucial_{kind}_ops_s"] = round(ours, 1)
         out[f"redis_{kind}_ops_s"] = round(peer, 1)
         out[f"ratio_vs_redis_{kind}"] = ratio(ours, peer)
-    out["goals"] = {f"ratio_vs_redis_{kind}": ">= 1.0" for kind in kinds}
+    # the complex op's goal is scale-out's (scaleout.py: on >= 8 cores); here one node per core of this machine
+    out["goals"] = {"ratio_vs_redis_simple": ">= 1.0"} if "simple" in kinds else {}
+    out["labels"] = {
+        f"ratio_vs_redis_{kind}": {
+            "simple": f"throughput, one multiplication, {args.threads} threads in {args.procs} processes vs Redis INCR (ops/s)",
+            "complex": f"throughput, 10 000 multiplications in a user method vs Lua, {args.nodes} nodes (ops/s)",
+        }[kind]
+        for kind in kinds
+    }
     out["hiredis"] = hiredis_version()
     out.update(meta(args))
     emit(out)

@@ -223,6 +223,11 @@ def main() -> None:
     out["lithops"] = _version("lithops")
     out["loadavg_1m_before"] = load_before  # other load on the machine skews both sides
     out["goals"] = {f"ratio_vs_processpool_{n}": "<= 1.0" for n in sizes}
+    out["labels"] = {
+        f"ratio_vs_processpool_{n}": f"start to join of {n} trivial cloud threads vs a warm ProcessPoolExecutor" for n in sizes
+    }
+    if not args.no_lithops:
+        out["labels"].update({f"ratio_vs_lithops_{n}": f"the same, {n} threads, vs Lithops localhost map" for n in sizes})
     if not args.no_lithops:
         out["goals"].update({f"ratio_vs_lithops_{n}": "<= 0.1" for n in sizes})
     out.update(meta(args))

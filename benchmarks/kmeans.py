@@ -397,6 +397,9 @@ def main() -> None:
     for peer in systems[1:]:
         out[f"ratio_vs_{peer}"] = max(out[f"ratio_vs_{peer}_k{k}"] for k in ks)
     out["goals"] = {f"ratio_vs_spark_k{k}": "<= 1.0" for k in ks if "spark" in systems}
+    names = {"spark": "Spark MLlib local[2] (time)", "sklearn": "scikit-learn lloyd (time)"}
+    names["lithops_redis"] = "Lithops + Redis: shared-state access per iteration"
+    out["labels"] = {f"ratio_vs_{peer}_k{k}": f"k-means, k = {k}, vs {names[peer]}" for k in ks for peer in systems[1:]}
     if "lithops_redis" in systems:
         out["goals"].update({f"ratio_vs_lithops_redis_k{k}": "<= 0.5" for k in ks})
     out["hiredis"] = hiredis_version()

@@ -304,6 +304,9 @@ def main() -> None:
     result["java"] = None if args.no_spark else java_version()
     result["loadavg_1m_before"] = load_before  # other load on the machine skews both sides
     result["goals"] = {"ratio_vs_spark": "<= 1.0"} if "spark" in args.systems else {}
+    names = {"spark": "Spark MLlib SGD local[2]", "sklearn": "scikit-learn L-BFGS", "numpy": "one NumPy process"}
+    names["threading"] = "the threading original"
+    result["labels"] = {f"ratio_vs_{p}": f"logistic regression, iterating, vs {names[p]} (time)" for p in args.systems[1:]}
     result.update(meta(args))
     emit(result)
 

@@ -202,6 +202,7 @@ def main(argv: Iterable[str] | None = None) -> dict[str, object]:
     print(table(results, args.examples))
     result = {"benchmark": "porting", **summary(results)}
     result["goals"] = {f"{name}_pct": "<= 5" for name in results}
+    result["labels"] = {f"{name}_pct": f"porting {name}: lines changed, % of the port's SLOC" for name in results}
     result["mode"] = "smoke" if args.smoke else "quick" if args.quick else "full"
     print(json.dumps(result))
     return result

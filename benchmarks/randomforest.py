@@ -137,6 +137,10 @@ def main() -> None:
     out["crucial_workers_started"] = workers_after
     out["loadavg_1m_before"] = load_before
     out["goals"] = {"ratio_vs_loky": ">= 0.9"}
+    out["labels"] = {
+        f"ratio_vs_loky_{t}": f"random forest fit, {t} trees, crucial vs loky joblib backends (trees/s)" for t in sizes
+    }
+    out["labels"]["ratio_vs_loky"] = "random forest, the lower of the two (trees/s)"
     out.update(meta(args))
     emit(out)
 

@@ -52,6 +52,7 @@ EXPECTED: dict[str, set[str]] = {
     "santa": {"p50_threads", "p50_cloud", "ratio_vs_threads"},
     "randomforest": {"ratio_vs_loky_4", "ratio_vs_loky"},
     "porting": {"montecarlo_pct", "kmeans_pct"},
+    "scaleout": {"redis_ops_s", "crucial_scaled_2_ops_s", "ratio_vs_redis_scaled_2", "node_overhead_us_per_call"},
 }
 
 
@@ -99,10 +100,76 @@ def test_smoke_run_prints_its_json_line(name: str) -> None:
     assert result["mode"] == "smoke"
     missing = EXPECTED[name] - set(result)
     assert not missing, f"{name}: no {sorted(missing)} in {sorted(result)}"
-    goals = result["goals"]
-    assert isinstance(goals, dict)
+    goals, labels = result["goals"], result["labels"]
+    assert isinstance(goals, dict) and isinstance(labels, dict) and labels
     assert set(goals) <= set(result), f"{name}: goals for figures it did not report: {set(goals) - set(result)}"
+    assert set(labels) <= set(result), f"{name}: labels for figures it did not report: {set(labels) - set(result)}"
+    assert set(goals) <= set(labels), f"{name}: a goal without a label: {set(goals) - set(labels)}"
     ratios = {key: value for key, value in result.items() if key.startswith("ratio") and not key.endswith("_is")}
     assert ratios or name == "porting", f"{name}: no ratio_* figure"
     for key, value in ratios.items():  # tiny sizes: any number (a difference of two times may even be negative)
         assert isinstance(value, (int, float)) and math.isfinite(value), f"{name}: {key} = {value!r}"
+
+
+# -- benchmarks/report.py ---------------------------------------------------------------------
+
+PAGE = "# Page\n\nbefore\n\n<!-- generated:benchmarks -->\nold table\n<!-- /generated -->\n\nafter\n"
+
+
+def report(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / "report.py"), *args],
+        cwd=BENCHMARKS.parent,
+        env=unconfigured_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_report_writes_the_pages_and_the_chart_from_kept_results(tmp_path: Path) -> None:
+    kept = tmp_path / "run.jsonl"
+    meta = {"date": "2026-12-01T10:00:00Z", "commit": "abc1234", "mode": "quick", "cores": 2, "loadavg_1m_before": 0.5}
+    lines = [
+        {"benchmark": "dso_latency", "ratio_vs_redis": 0.8, "goals": {"ratio_vs_redis": "<= 0.85"}, **meta}
+        | {"labels": {"ratio_vs_redis": "latency vs redis-py"}},
+        {"benchmark": "invoke", "ratio_vs_processpool_64": 1.2, "ratio_vs_lithops_64": 0.001, **meta}
+        | {"goals": {"ratio_vs_processpool_64": "<= 1.0"}, "labels": {"ratio_vs_processpool_64": "64 threads vs pool"}},
+        {"benchmark": "kmeans", "error": "exit 1 after 3 s (log: x.log)"},
+    ]
+    kept.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    doc, readme, chart = tmp_path / "benchmarks.md", tmp_path / "README.md", tmp_path / "chart.png"
+    doc.write_text(PAGE)
+    readme.write_text(PAGE)
+    r = report("--from", str(kept), "--doc", str(doc), "--readme", str(readme), "--chart", str(chart))
+    assert r.returncode == 0, r.stderr
+    text = doc.read_text()
+    assert text.startswith("# Page\n\nbefore\n\n<!-- generated:benchmarks -->\n") and text.endswith(
+        "<!-- /generated -->\n\nafter\n"
+    )
+    assert "old table" not in text
+    assert "| `dso_latency` | latency vs redis-py | 0.8 | ≤ 0.85 | yes |" in text
+    assert (
+        "| `invoke` | 64 threads vs pool | 1.2 | ≤ 1 | no |" in text
+        or "| `invoke` | 64 threads vs pool | 1.2 | ≤ 1.0 | no |" in text
+    )
+    assert "| `kmeans` | did not run |" in text and "exit 1 after 3 s" in text
+    assert "at commit abc1234" in text and "load average 0.5" in text
+    assert "The DSO against Redis:" in readme.read_text() and "Cloud threads:" in readme.read_text()
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_runs_the_scripts_and_keeps_their_lines(tmp_path: Path) -> None:
+    doc, readme = tmp_path / "benchmarks.md", tmp_path / "README.md"
+    doc.write_text(PAGE)
+    readme.write_text(PAGE)
+    out = tmp_path / "results"
+    r = report("--smoke", "--only", "porting", "--results", str(out), "--doc", str(doc), "--readme", str(readme))
+    r.check_returncode()
+    kept = list(out.glob("*-smoke.jsonl"))
+    assert len(kept) == 1
+    [line] = kept[0].read_text().splitlines()
+    assert json.loads(line)["benchmark"] == "porting" and json.loads(line)["mode"] == "smoke"
+    assert "porting montecarlo: lines changed" in doc.read_text()
+    assert report("--only", "nonesuch").returncode == 2  # a typo is an error, not an empty report
