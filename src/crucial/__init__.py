@@ -97,14 +97,31 @@ def __getattr__(name: str) -> object:
         from .client import AsyncClient
 
         return AsyncClient
-    if name.startswith("__") and name != "__all__":  # __path__, __file__ lookups by tools
+    if name.startswith("_") and name != "__all__":  # private names (and __path__, __file__... asked by tools)
         raise AttributeError(f"module 'crucial' has no attribute {name!r}")
+    if name in _submodules():  # crucial.objects and the like: that module alone, as an eager package had it
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
     names = globals()
     if "__all__" not in names and _loading != _thread.get_ident():
         _load()
         if name in names:
             return names[name]
     raise AttributeError(f"module 'crucial' has no attribute {name!r}")
+
+
+_SUBMODULES: frozenset[str] | None = None
+
+
+def _submodules() -> frozenset[str]:
+    global _SUBMODULES
+    if _SUBMODULES is None:
+        import os
+
+        here = globals()["__path__"][0]
+        _SUBMODULES = frozenset(entry.split(".")[0] for entry in os.listdir(here) if not entry.startswith("_"))
+    return _SUBMODULES
 
 
 def __dir__() -> list[str]:

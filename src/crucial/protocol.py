@@ -23,6 +23,7 @@ Kinds that ask (client → node) are below 16, kinds that answer are 16 and up.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
 import sys
@@ -109,7 +110,12 @@ class FrameDecoder:
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buf += data
-        frames: list[Frame] = []
+        if _split_frames is not None:
+            frames, pos = _split_frames(self._buf, self.max_frame_size, self._kinds)
+            if pos:
+                del self._buf[:pos]
+            return frames  # type: ignore[no-any-return]
+        frames = []
         buf = self._buf
         pos = 0
         hsize = HEADER.size
@@ -149,7 +155,7 @@ def cloudpickle() -> Any:
     return cloudpickle
 
 
-def _plain(obj: Any, depth: int = 0) -> bool:
+def _plain_py(obj: Any, depth: int = 0) -> bool:
     """True for data made only of builtin scalars and containers (and NumPy arrays of numbers).
 
     Such data pickles the same with :mod:`pickle` as with cloudpickle, and
@@ -162,12 +168,12 @@ def _plain(obj: Any, depth: int = 0) -> bool:
         return False
     if t is tuple or t is list:
         for x in obj:
-            if type(x) not in _PLAIN and not _plain(x, depth + 1):
+            if type(x) not in _PLAIN and not _plain_py(x, depth + 1):
                 return False
         return True
     if t is dict:
         for k, v in obj.items():
-            if type(k) not in _PLAIN or (type(v) not in _PLAIN and not _plain(v, depth + 1)):
+            if type(k) not in _PLAIN or (type(v) not in _PLAIN and not _plain_py(v, depth + 1)):
                 return False
         return True
     if t.__module__ == "numpy":  # arrays of numbers, and NumPy scalars: ~2.5x faster than cloudpickle
@@ -175,6 +181,40 @@ def _plain(obj: Any, depth: int = 0) -> bool:
             return not obj.dtype.hasobject  # an object array may hold anything (functions...)
         return t.__name__ in _NUMPY_SCALARS
     return False
+
+
+_plain = _plain_py
+
+
+# -- the optional C accelerator (crucial/_speedups.c, built when a compiler is there) --------------
+
+_pure_encode_frame, _pure_plain = encode_frame, _plain_py
+_split_frames: Any = None
+
+
+def use_speedups(enabled: bool) -> bool:
+    """Use the C twins of the per-call functions (when built); False for the pure-Python ones.
+
+    Set once at import: ``CRUCIAL_PURE_PYTHON=1`` in the environment keeps
+    the pure-Python versions (the tests run both).  Returns whether the C
+    ones are in use.
+    """
+    global encode_frame, _plain, _split_frames
+    speedups = None
+    if enabled:
+        try:
+            from . import _speedups as speedups  # type: ignore[attr-defined, no-redef]
+        except ImportError:
+            speedups = None
+    if speedups is None:
+        encode_frame, _plain, _split_frames = _pure_encode_frame, _pure_plain, None
+        return False
+    speedups.set_frame_type(Frame, FrameTooLargeError, ProtocolError)
+    encode_frame, _plain, _split_frames = speedups.encode_frame, speedups.is_plain, speedups.split_frames
+    return True
+
+
+SPEEDUPS = use_speedups(not os.environ.get("CRUCIAL_PURE_PYTHON"))
 
 
 def pickle_bytes(obj: Any, code: Iterable[Any] = ()) -> bytes:
@@ -299,8 +339,11 @@ class CallRequest(NamedTuple):
 
 
 def encode_call(call: CallRequest) -> bytes:
+    payload = tuple(call)
+    if _plain(payload):  # the hot path: no generator, no by_value
+        return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     try:
-        return pickle_bytes(tuple(call), _call_code(call))
+        return pickle_bytes(payload, _call_code(call))
     except Exception as exc:  # the message is built only when it is needed: this is the hot path
         what = f"arguments of {call.type_name}.{call.method} (key {call.key!r})"
         raise SerializationError(f"{what} cannot be pickled: {exc}") from exc
