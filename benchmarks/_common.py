@@ -266,6 +266,39 @@ def lithops_tempdir() -> Iterator[None]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def access_times(watches: list[Any]) -> dict[str, float]:
+    """The iterative phase (slowest worker's laps) and what the shared state costs per iteration.
+
+    For the iterative applications (k-means, logistic regression) whose
+    workers time each lap's ``compute``, ``shared state`` and ``sync`` phases
+    with ``crucial.examples._timing.Stopwatch``:
+
+    * ``access``: per iteration, the shared-state calls plus the barrier of the
+      worker that reached the barrier **last** (the smallest ``shared state +
+      sync`` of the iteration), averaged over the iterations.  That worker
+      waits for no one, so this is what the store and its barrier add to the
+      iteration's critical path; the other workers' extra ``sync`` is their
+      wait for the slowest one's ``compute`` -- the same NumPy code in both
+      systems, and on a busy 2-core machine mostly scheduling noise.  The
+      ratio vs Lithops + Redis is computed on it;
+    * ``access_mean``: the seed's own Figure 5d definition, the mean over all
+      workers and iterations of the loop's time outside ``compute`` (waiting
+      for the slowest worker included), reported beside it;
+    * ``shared_state``: the mean shared-state calls alone per iteration and worker.
+    """
+    from crucial.examples._timing import mean_per_iteration
+
+    mean = mean_per_iteration(watches)
+    iterations = min(len(w.laps) for w in watches)
+    last = [min(w.laps[i]["shared state"] + w.laps[i]["sync"] for w in watches) for i in range(iterations)]
+    return {
+        "iterating": max(sum(sum(lap.values()) for lap in w.laps) for w in watches),
+        "access": sum(last) / max(iterations, 1),
+        "access_mean": mean["shared state"] + mean["sync"],
+        "shared_state": mean["shared state"],
+    }
+
+
 def redis_client(port: int, **kwargs: Any) -> Any:
     """A redis-py client the way users make one (hiredis parser when installed)."""
     import redis

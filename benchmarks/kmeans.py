@@ -37,7 +37,7 @@ line of stdout is one JSON object with, for each ``k``,
 ``ratio_vs_sklearn_k<k>`` and ``ratio_vs_spark_k<k>`` = crucial's iterative
 phase / the peer's (goal vs Spark: <= 1.0), ``ratio_vs_lithops_redis_k<k>``
 = crucial's shared-state + barrier time per iteration on the critical path /
-that of Lithops + Redis (Figure 5d; goal <= 0.5; see :func:`access_times`),
+that of Lithops + Redis (Figure 5d; goal <= 0.5; see ``_common.access_times``),
 with ``..._seed_mean_k<k>`` (the seed's own definition: the mean over all
 workers, waits for the slowest included) and ``..._shared_state_only_k<k>``
 beside it, and ``ratio_vs_<peer>`` = the largest over the ``k`` values.
@@ -58,6 +58,7 @@ from typing import Any
 from _common import (
     RedisBarrier,
     RedisServer,
+    access_times,
     alternate,
     by_mode,
     emit,
@@ -120,35 +121,6 @@ STATE_KEYS = ("iteration", "centroids", "delta", "sums", "counts", "parts")
 
 
 # --------------------------------------------------------------------------- Lithops + Redis
-
-
-def access_times(watches: list[Any]) -> dict[str, float]:
-    """The iterative phase (slowest worker's laps) and what the shared state costs per iteration.
-
-    * ``access``: per iteration, the shared-state calls plus the barrier of the
-      worker that reached the barrier **last** (the smallest ``shared state +
-      sync`` of the iteration), averaged over the iterations.  That worker
-      waits for no one, so this is what the store and its barrier add to the
-      iteration's critical path; the other workers' extra ``sync`` is their
-      wait for the slowest one's ``compute`` -- the same NumPy code in both
-      systems, and on a busy 2-core machine mostly scheduling noise.  The
-      ratio vs Lithops + Redis is computed on it;
-    * ``access_mean``: the seed's own Figure 5d definition, the mean over all
-      workers and iterations of the loop's time outside ``compute`` (waiting
-      for the slowest worker included), reported beside it;
-    * ``shared_state``: the mean shared-state calls alone per iteration and worker.
-    """
-    from crucial.examples._timing import mean_per_iteration
-
-    mean = mean_per_iteration(watches)
-    iterations = min(len(w.laps) for w in watches)
-    last = [min(w.laps[i]["shared state"] + w.laps[i]["sync"] for w in watches) for i in range(iterations)]
-    return {
-        "iterating": max(sum(sum(lap.values()) for lap in w.laps) for w in watches),
-        "access": sum(last) / max(iterations, 1),
-        "access_mean": mean["shared state"] + mean["sync"],
-        "shared_state": mean["shared state"],
-    }
 
 
 def redis_state(r: Any, keys: list[str], k: int) -> tuple[int, Any, float]:

@@ -48,7 +48,7 @@ EXPECTED: dict[str, set[str]] = {
         "ratio_stateful_vs_stateless",
     },
     "kmeans": {"ratio_vs_lithops_redis_k3", "ratio_vs_spark_k3", "ratio_vs_sklearn_k3"},
-    "logreg": {"ratio_vs_spark", "ratio_vs_sklearn", "ratio_vs_numpy", "ratio_vs_threading"},
+    "logreg": {"ratio_vs_spark", "ratio_vs_sklearn", "ratio_vs_numpy", "ratio_vs_threading", "ratio_vs_lithops_redis"},
     "santa": {"p50_threads", "p50_cloud", "ratio_vs_threads"},
     "randomforest": {"ratio_vs_loky_4", "ratio_vs_loky"},
     "porting": {"montecarlo_pct", "kmeans_pct"},
