@@ -90,6 +90,7 @@ def run_smoke(name: str, *args: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # a JVM, Lithops and a few process pools on 2 busy cores
 @pytest.mark.parametrize("name", [s for s in SCRIPTS if s != "report"])
 def test_smoke_run_prints_its_json_line(name: str) -> None:
     why = needs(name)
@@ -160,6 +161,7 @@ def test_report_writes_the_pages_and_the_chart_from_kept_results(tmp_path: Path)
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.timeout(600)
 def test_report_runs_the_scripts_and_keeps_their_lines(tmp_path: Path) -> None:
     doc, readme = tmp_path / "benchmarks.md", tmp_path / "README.md"
     doc.write_text(PAGE)

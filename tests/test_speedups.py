@@ -130,6 +130,8 @@ def test_split_frames_agrees_however_the_stream_is_cut(c: Any, fs: list[P.Frame]
     assert _decode(True, chunks, limit, kinds) == _decode(False, chunks, limit, kinds)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_the_protocol_and_wire_tests_pass_in_pure_python() -> None:
     """The same tests, with CRUCIAL_PURE_PYTHON=1 (nodes started by them inherit it)."""
     tests = ["tests/test_protocol.py", "tests/test_batching.py", "tests/test_shared_connection.py", "tests/test_pickling.py"]
