@@ -20,7 +20,9 @@
 
 ``--from FILE.jsonl`` skips the runs and writes the pages from kept
 results (``--from`` several times merges files, the last one winning per
-benchmark).
+benchmark); ``--compare EARLIER.jsonl`` adds a *before* column to
+docs/benchmarks.md's table (the same figures from an earlier run, e.g. of
+the previous commit).
 
 Adding a benchmark: write ``benchmarks/NAME.py`` that takes ``--quick`` and
 ``--smoke`` (``_common.parser`` gives them, with ``--runs``) and prints, as
@@ -179,13 +181,22 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, Any, str, str]]:
     return out
 
 
-def table(results: dict[str, dict[str, Any]], names: list[str]) -> str:
-    lines = ["| benchmark | figure | value | goal | met |", "|---|---|---|---|---|"]
+def table(results: dict[str, dict[str, Any]], names: list[str], before: dict[str, dict[str, Any]] | None = None) -> str:
+    """The Markdown table of these benchmarks' figures; with ``before``, a column of the same figures then."""
+    head = "| benchmark | figure | before | value | goal | met |" if before else "| benchmark | figure | value | goal | met |"
+    lines = [head, "|---|---|---|---|---|---|" if before else "|---|---|---|---|---|"]
     for name in names:
         if name in results:
-            for bench, what, value, goal, ok in rows(results[name]):
-                lines.append(f"| `{bench}` | {what} | {fmt(value)} | {goal} | {ok} |")
+            keys = _keys(results[name])
+            for (bench, what, value, goal, ok), key in zip(rows(results[name]), keys or [None], strict=False):
+                then = f" {fmt((before or {}).get(name, {}).get(key)) if key else ''} |" if before else ""
+                lines.append(f"| `{bench}` | {what} |{then} {fmt(value)} | {goal} | {ok} |")
     return "\n".join(lines)
+
+
+def _keys(result: dict[str, Any]) -> list[str]:
+    goals, labels = result.get("goals") or {}, result.get("labels") or {}
+    return [] if "error" in result else list(goals) + [k for k in labels if k not in goals]
 
 
 def provenance(results: dict[str, dict[str, Any]]) -> str:
@@ -217,10 +228,19 @@ def replace_region(path: Path, body: str) -> bool:
     return True
 
 
-def write_pages(results: dict[str, dict[str, Any]], chart: Path, doc_path: Path = DOC, readme_path: Path = README) -> None:
+def write_pages(
+    results: dict[str, dict[str, Any]],
+    chart: Path,
+    doc_path: Path = DOC,
+    readme_path: Path = README,
+    before: dict[str, dict[str, Any]] | None = None,
+) -> None:
     every = scripts()
     named = [n for n in every if n in results] + sorted(set(results) - set(every))
-    doc = [provenance(results), "", table(results, named), "", f"![ratios against the goals]({chart.name})"]
+    doc = [provenance(results)]
+    if before:
+        doc.append(f"The *before* column: {provenance(before)[0].lower()}{provenance(before)[1:]}")
+    doc += ["", table(results, named, before), "", f"![ratios against the goals]({chart.name})"]
     replace_region(doc_path, "\n".join(doc))
     readme = [provenance(results)]
     for title, group in README_GROUPS:
@@ -283,6 +303,7 @@ def main() -> None:
     p.add_argument("--only", default="", help="comma-separated benchmarks to run (default: all)")
     p.add_argument("--skip", default="", help="comma-separated benchmarks not to run")
     p.add_argument("--from", dest="sources", action="append", type=Path, default=[], help="write the pages from kept results")
+    p.add_argument("--compare", action="append", type=Path, default=[], help="kept results of an earlier run: a 'before' column")
     p.add_argument("--no-docs", action="store_true", help="run and keep the results; leave the pages alone")
     p.add_argument("--chart", type=Path, default=CHART, help=f"where to draw the chart (default {CHART.relative_to(REPO)})")
     p.add_argument("--timeout", type=float, default=3600.0, help="seconds a script may take (default 3600)")
@@ -302,7 +323,7 @@ def main() -> None:
         log(f"results kept in {sources[0]}")
     results = load(sources)
     if not args.no_docs:
-        write_pages(results, args.chart, args.doc, args.readme)
+        write_pages(results, args.chart, args.doc, args.readme, load(args.compare) if args.compare else None)
         draw(results, args.chart)
     print(json.dumps({"benchmark": "report", "results": str(sources[-1]), "benchmarks": sorted(results)}), flush=True)
 
