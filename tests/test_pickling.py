@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -45,3 +46,13 @@ def test_object_arrays_and_subclasses_go_through_cloudpickle() -> None:
 def test_every_numpy_number_type_is_known() -> None:
     numbers = {t for t in np.sctypeDict.values() if issubclass(t, (np.number, np.bool_))}
     assert all(P._plain(t(1)) for t in numbers), [t for t in numbers if not P._plain(t(1))]
+
+
+def test_a_call_encoded_from_its_fields_is_the_call() -> None:
+    plain = (7, "Counter", "k", "increment", (1,), None, ((0,), {}), False, 12)
+    assert P.encode_call_fields(*plain) == P.encode_call(P.CallRequest(*plain))
+    assert P.decode_call(P.encode_call_fields(*plain)) == P.CallRequest(*plain)
+    with_code = (8, "Dict", "k", "merge", ("a", 1, local_function), None, None, False, 12)
+    assert P.decode_call(P.encode_call_fields(*with_code)).args[2](1) == 2  # through cloudpickle, by value
+    with pytest.raises(P.SerializationError, match=r"arguments of Dict\.merge"):
+        P.encode_call_fields(9, "Dict", "k", "merge", (threading.Lock(),), None, None, False, 12)

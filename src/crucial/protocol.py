@@ -52,6 +52,7 @@ __all__ = [
     "decode_json",
     "dumps",
     "encode_call",
+    "encode_call_fields",
     "encode_frame",
     "encode_json",
     "loads",
@@ -106,7 +107,7 @@ class FrameDecoder:
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, kinds: frozenset[int] = Kind.ALL) -> None:
         self.max_frame_size = max_frame_size
         self._kinds = kinds
-        self._buf = bytearray()
+        self._buf = self.buffer = bytearray()  # what arrived of the next frame (empty between frames)
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buf += data
@@ -347,6 +348,13 @@ def encode_call(call: CallRequest) -> bytes:
     except Exception as exc:  # the message is built only when it is needed: this is the hot path
         what = f"arguments of {call.type_name}.{call.method} (key {call.key!r})"
         raise SerializationError(f"{what} cannot be pickled: {exc}") from exc
+
+
+def encode_call_fields(*fields: Any) -> bytes:
+    """:func:`encode_call` of ``CallRequest(*fields)``, without making the CallRequest when the call is plain data."""
+    if _plain(fields):
+        return pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
+    return encode_call(CallRequest(*fields))
 
 
 def _call_code(call: CallRequest) -> Iterator[Any]:

@@ -38,6 +38,9 @@ __all__ = ["Client"]
 
 
 _HSIZE = P.HEADER.size
+_unpack_header = P.HEADER.unpack_from
+_get_ident = threading.get_ident
+_Frame, _REPLIES, _FAIL, _WELCOME, _CALL = P.Frame, P.Kind.REPLIES, P.Kind.FAIL, P.Kind.WELCOME, P.Kind.CALL
 
 
 class _ThreadConns:
@@ -205,30 +208,33 @@ class _Shared:
                 with lock:
                     if not self._outbox:
                         self._writing = False
-                        return self._lead(mine)
+                        break
                     data = b"".join(self._outbox)
                     self._outbox.clear()
         except OSError:  # the node closed the connection: the reader sees why (its FAIL, or the end of the stream)
-            with lock:
-                return self._lead(mine)
-
-    def _lead(self, mine: _Slot) -> bool:
-        """Take the reading if ours has not come and nobody reads (with the lock held)."""
-        if self._reading or mine.frame is not None or mine.error is not None:
-            return False
-        self._reading = True
-        return True
+            pass
+        with lock:  # take the reading if ours has not come and nobody reads
+            if self._reading or mine.frame is not None or mine.error is not None:
+                return False
+            self._reading = True
+            return True
 
     def _read(self, mine: _Slot) -> None:
         """As the leader: one recv, every reply in it handed over; then let a follower lead if ours came."""
+        decoder = self.decoder
         try:
-            data = self.conn._recv()
+            try:
+                data = self.sock.recv(262144)
+            except OSError as exc:
+                raise ConnectError(f"connection to DSO node {self.address} lost: {exc}", self.address) from exc
+            if not data:
+                raise ConnectError(f"DSO node {self.address} closed the connection", self.address)
             frame = None
-            if not self.decoder.buffered and len(data) >= _HSIZE:  # the common case: one whole frame
-                length, kind, rid = P.HEADER.unpack_from(data)
-                if len(data) == _HSIZE + length and length <= self.decoder.max_frame_size and kind in P.Kind.REPLIES:
-                    frame = P.Frame(kind, rid, data[_HSIZE:])
-            frames = [frame] if frame is not None else self.decoder.feed(data)
+            if not decoder.buffer and len(data) >= _HSIZE:  # the common case: one whole frame
+                length, kind, rid = _unpack_header(data)
+                if len(data) == _HSIZE + length and length <= decoder.max_frame_size and kind in _REPLIES:
+                    frame = _Frame(kind, rid, data[_HSIZE:])
+            frames = [frame] if frame is not None else decoder.feed(data)
         except BaseException as exc:  # the connection broke (or this thread was interrupted)
             with self._lock:
                 self._reading = False
@@ -242,7 +248,7 @@ class _Shared:
             self._reading = False
             waiting = self._waiting
             for frame in frames:
-                if frame.kind == P.Kind.FAIL:  # the node refused something and closes: every call hears why
+                if frame.kind == _FAIL:  # the node refused something and closes: every call hears why
                     for other in waiting.values():
                         other.frame = other.frame or frame
                     self._break(ConnectError(f"DSO node {self.address} closed the connection", self.address))
@@ -414,21 +420,22 @@ class Client:
         return shared
 
     def _roundtrip(self, address: str, kind: int, body: bytes, timeout: float | None = None) -> P.Frame:
-        limit = self.core.config.max_frame_size
+        core = self.core
+        limit = core.config.max_frame_size
         if len(body) > limit:  # the node would refuse it from the header: say so without sending
             raise FrameTooLargeError(len(body), limit)
         if timeout is None:  # the common case: the connection every thread shares
-            shared = self._shared_conn(address)
-            req_id = self.core.next_req()
+            shared = self._shared.get(address) or self._shared_conn(address)
+            req_id = core.next_req()
             try:
                 frame = shared.roundtrip(req_id, P.encode_frame(kind, req_id, body))
             except ConnectError:
                 self._forget(address, shared)
                 raise
-            if frame.kind == P.Kind.FAIL:  # the node closes it
+            if frame.kind == _FAIL:  # the node closes it
                 self._forget(address, shared)
-            elif frame.kind == P.Kind.WELCOME:
-                self.core.welcome(frame, address)
+            elif frame.kind == _WELCOME:
+                core.welcome(frame, address)
             return frame
         conn = self._checkout(address)
         req_id = self.core.next_req()
@@ -481,8 +488,7 @@ class Client:
         ``cls`` is the user class to register with a node that lacks it.
         """
         core = self.core
-        call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, threading.get_ident())
-        body = P.encode_call(call)
+        body = P.encode_call_fields(core.next_seq(), type_name, key, method, args, kwargs, create, force, _get_ident())
         timeout = timeout if timeout is not None else core.config.call_timeout
         attempts: Attempts | None = None  # made on the first failure only: the hot path has none
         while True:
@@ -490,7 +496,7 @@ class Client:
             try:
                 if cls is not None and (address, type_name) not in core.registered:
                     self._register(address, type_name, cls)
-                return core.result(self._roundtrip(address, P.Kind.CALL, body, timeout), address)
+                return core.result(self._roundtrip(address, _CALL, body, timeout), address)
             except (ConnectError, Redirect, UnknownTypeError) as exc:
                 if isinstance(exc, ConnectError):
                     self._drop(address)  # its other pooled connections are suspect too
