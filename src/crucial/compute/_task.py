@@ -99,12 +99,12 @@ def run_task(data: bytes, point: bool = True) -> bytes:
     except BaseException as exc:  # the function's failure is its outcome
         outcome = Outcome(False, exc, traceback.format_exc())
     try:
-        return P.pickle_bytes(outcome)
+        return P.pickle_bytes(tuple(outcome))  # a plain tuple: a plain result pickles with pickle, not cloudpickle
     except Exception as exc:
         if outcome.ok:
             err: BaseException = SerializationError(f"the result of the cloud function cannot be pickled: {exc}")
-            return P.pickle_bytes(Outcome(False, err, ""))
-        return P.pickle_bytes(Outcome(False, RemoteError(type(outcome.value).__name__, str(outcome.value)), outcome.tb))
+            return P.pickle_bytes((False, err, ""))
+        return P.pickle_bytes((False, RemoteError(type(outcome.value).__name__, str(outcome.value)), outcome.tb))
 
 
 def _point_at(dso: tuple[str, ...], token: str | None) -> None:
@@ -125,7 +125,7 @@ def _point_at(dso: tuple[str, ...], token: str | None) -> None:
 def decode_outcome(data: bytes, where: str) -> Any:
     """The function's value, or raise its exception with the worker traceback as ``__cause__``."""
     try:
-        outcome: Outcome = pickle.loads(data)
+        outcome = Outcome(*pickle.loads(data))
     except Exception as exc:
         raise RemoteError(type(exc).__name__, f"the outcome from {where} could not be unpickled: {exc}") from None
     if outcome.ok:
