@@ -92,7 +92,8 @@ def dso_cluster() -> Iterator[Any]:
 
 def command_env(cluster: Any, tmp: str) -> dict[str, str]:
     """The environment of every timed command: this venv first on PATH, the cluster, no stray CRUCIAL_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+    # no CRUCIAL_* but the cluster's; bytecode cached as an installed package has it (start-up is what is measured)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_") and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(cluster.env_vars())
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
     env["CRUCIAL_SHARED_DIR"] = os.path.join(tmp, "shared")
