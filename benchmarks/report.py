@@ -107,6 +107,8 @@ def run_one(name: str, mode: str, logdir: Path, timeout: float) -> dict[str, Any
     except ValueError:
         return {"benchmark": name, "error": f"its last line is not JSON (log: {logfile})"}
     result.setdefault("benchmark", name)
+    result.setdefault("date", datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    result.setdefault("commit", git_commit())
     result["report_seconds"] = seconds
     return result
 
@@ -203,8 +205,8 @@ def provenance(results: dict[str, dict[str, Any]]) -> str:
     runs = [r for r in results.values() if "error" not in r]
     if not runs:
         return "No benchmark ran."
-    dates = sorted(r.get("date", "?") for r in runs)
-    commits = sorted({r.get("commit", "?") for r in runs})
+    dates = sorted(r["date"] for r in runs if r.get("date")) or ["?" * 16]
+    commits = sorted({r["commit"] for r in runs if r.get("commit")}) or ["?"]
     modes = sorted({r.get("mode", "full") for r in runs})
     loads = [r["loadavg_1m_before"] for r in runs if isinstance(r.get("loadavg_1m_before"), (int, float))]
     cores = sorted({r.get("cores") for r in runs if r.get("cores")})
