@@ -169,7 +169,8 @@ def test_report_runs_the_scripts_and_keeps_their_lines(tmp_path: Path) -> None:
     doc.write_text(PAGE)
     readme.write_text(PAGE)
     out = tmp_path / "results"
-    r = report("--smoke", "--only", "porting", "--results", str(out), "--doc", str(doc), "--readme", str(readme))
+    chart = tmp_path / "chart.png"
+    r = report("--smoke", "--only", "porting", "--results", str(out), "--doc", str(doc), "--readme", str(readme), "--chart", str(chart))
     r.check_returncode()
     kept = list(out.glob("*-smoke.jsonl"))
     assert len(kept) == 1
