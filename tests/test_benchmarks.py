@@ -170,7 +170,9 @@ def test_report_runs_the_scripts_and_keeps_their_lines(tmp_path: Path) -> None:
     readme.write_text(PAGE)
     out = tmp_path / "results"
     chart = tmp_path / "chart.png"
-    r = report("--smoke", "--only", "porting", "--results", str(out), "--doc", str(doc), "--readme", str(readme), "--chart", str(chart))
+    r = report(
+        "--smoke", "--only", "porting", "--results", str(out), "--doc", str(doc), "--readme", str(readme), "--chart", str(chart)
+    )
     r.check_returncode()
     kept = list(out.glob("*-smoke.jsonl"))
     assert len(kept) == 1
