@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 __all__ = ["PLANS", "run"]
 
 # the wire protocol's numbers (crucial.protocol; tests/test_shell_thin.py keeps them equal)
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 HELLO, CALL, DELETE = 1, 2, 4
 WELCOME, OK, ERROR = 16, 17, 18
 HEADER_SIZE = 13  # !IBQ: body length, kind, request id
@@ -195,6 +195,12 @@ def _settings() -> tuple[str, str | None] | None:
     return dso.strip(","), env.get("CRUCIAL_TOKEN") or None
 
 
+def _one_member(welcome: bytes) -> bool:
+    """Whether the WELCOME's view names one node, in the hash placement (``"members":[["id","addr"]]``)."""
+    members = welcome.partition(b'"members":[')[2]
+    return members.startswith(b'["') and b"],[" not in members.partition(b"]]")[0] and b'"placement"' not in welcome
+
+
 def _frame(kind: int, req_id: int, body: bytes) -> bytes:
     return len(body).to_bytes(4, "big") + kind.to_bytes(1, "big") + req_id.to_bytes(8, "big") + body
 
@@ -228,7 +234,7 @@ class _Connection:
         except OSError as exc:  # refused, unreachable, timed out: the usual way says it as it always has
             self.sock.close()
             raise _Unusual(str(exc)) from None
-        if kind != WELCOME or b'"nodes":["' not in body or b'","' in body.partition(b'"nodes":[')[2].partition(b"]")[0]:
+        if kind != WELCOME or not _one_member(body):
             self.sock.close()
             raise _Unusual("a refused handshake, or a cluster of several nodes")
         self.sock.settimeout(None)  # a call waits as long as the object makes it (Config.call_timeout's default)
