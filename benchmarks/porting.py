@@ -1,6 +1,6 @@
 """How many lines moving each example to crucial changed: the seed's Table 4, measured on our pairs.
 
-    /work/venv/bin/python benchmarks/porting.py [--show-diff] [--examples DIR]
+    python benchmarks/porting.py [--show-diff] [--examples DIR]
 
 Every application is a pair: the single-machine original,
 ``src/crucial/examples/original/<name>.py`` (``threading``,
@@ -10,6 +10,12 @@ their share, beside the seed's figure for the Java original (Table 4), as a
 Markdown table; the last line of stdout is a JSON object with
 ``<name>_pct`` (changed lines in % of the port's SLOC, ``null`` while a pair
 is missing), ``<name>_changed``, ``<name>_sloc`` and ``<name>_original_sloc``.
+
+A third file, ``src/crucial/examples/dropin/<name>.py``, is the original
+ported through the drop-in modules (``crucial.threading``,
+``crucial.concurrent.futures``, ...: imports changed, ``@shared`` added);
+its column counts the same way (``<name>_dropin_pct``,
+``<name>_dropin_changed``, ``max_dropin_pct``; "—" where there is none).
 
 **SLOC** (source lines of code) of a file: its physical lines that hold at
 least one Python token other than comments and layout (found with
@@ -109,15 +115,28 @@ class Pair:
     sloc: int  # of the port
     original_sloc: int
     changed: int
+    dropin_sloc: int | None = None  # of the port through the drop-in modules, when there is one
+    dropin_changed: int | None = None
 
     @property
     def pct(self) -> float:
         return 100.0 * self.changed / self.sloc if self.sloc else 0.0
 
+    @property
+    def dropin_pct(self) -> float | None:
+        if self.dropin_sloc is None or self.dropin_changed is None:
+            return None
+        return 100.0 * self.dropin_changed / self.dropin_sloc if self.dropin_sloc else 0.0
+
 
 def paths(name: str, examples: Path) -> tuple[Path, Path]:
     """(original, port) of application ``name``."""
     return examples / "original" / f"{name}.py", examples / f"{name}.py"
+
+
+def dropin_path(name: str, examples: Path) -> Path:
+    """The original of ``name`` ported through the drop-in modules."""
+    return examples / "dropin" / f"{name}.py"
 
 
 def names(examples: Path) -> list[str]:
@@ -132,12 +151,17 @@ def measure(name: str, examples: Path) -> Pair | None:
     if not (original.is_file() and port.is_file()):
         return None
     a, b = sloc(original.read_text()), sloc(port.read_text())
-    return Pair(name, len(b), len(a), changed_lines(a, b))
+    dropin = dropin_path(name, examples)
+    if not dropin.is_file():
+        return Pair(name, len(b), len(a), changed_lines(a, b))
+    c = sloc(dropin.read_text())
+    return Pair(name, len(b), len(a), changed_lines(a, b), len(c), changed_lines(a, c))
 
 
-def diff(name: str, examples: Path) -> str:
-    """The SLOC of the pair as a unified diff (what ``changed_lines`` counted)."""
-    original, port = paths(name, examples)
+def diff(name: str, examples: Path, port: Path | None = None) -> str:
+    """The SLOC of the pair as a unified diff (what ``changed_lines`` counted); ``port``: another port of the original."""
+    original, default = paths(name, examples)
+    port = port or default
     a, b = sloc(original.read_text()), sloc(port.read_text())
     return "\n".join(difflib.unified_diff(a, b, _shown(original), _shown(port), n=1, lineterm=""))
 
@@ -159,16 +183,18 @@ def missing_side(name: str, examples: Path) -> str:
 def table(results: dict[str, Pair | None], examples: Path) -> str:
     """A Markdown table: ours beside the seed's."""
     rows = [
-        "| Application | Total lines (SLOC of the port) | Changed lines | % | Seed (Java): total, changed |",
-        "|---|---:|---:|---:|---|",
+        "| Application | Total lines (SLOC of the port) | Changed lines | % "
+        "| Drop-in modules: total, changed | Seed (Java): total, changed |",
+        "|---|---:|---:|---:|---|---|",
     ]
     for name, pair in results.items():
         title, seed_total, seed_changed = SEED.get(name, (name, 0, 0))
         seed = f"{seed_total}, {seed_changed} ({100 * seed_changed / seed_total:.1f}%)" if seed_total else "—"
         if pair is None:
-            rows.append(f"| {title} | {missing_side(name, examples)} | | | {seed} |")
+            rows.append(f"| {title} | {missing_side(name, examples)} | | | | {seed} |")
         else:
-            rows.append(f"| {title} | {pair.sloc} | {pair.changed} | {pair.pct:.1f}% | {seed} |")
+            dropin = "—" if pair.dropin_pct is None else f"{pair.dropin_sloc}, {pair.dropin_changed} ({pair.dropin_pct:.1f}%)"
+            rows.append(f"| {title} | {pair.sloc} | {pair.changed} | {pair.pct:.1f}% | {dropin} | {seed} |")
     return "\n".join(rows)
 
 
@@ -179,8 +205,12 @@ def summary(results: dict[str, Pair | None]) -> dict[str, object]:
         out[f"{name}_pct"] = None if pair is None else round(pair.pct, 2)
         if pair is not None:
             out.update({f"{name}_changed": pair.changed, f"{name}_sloc": pair.sloc, f"{name}_original_sloc": pair.original_sloc})
+            if pair.dropin_pct is not None:
+                out.update({f"{name}_dropin_pct": round(pair.dropin_pct, 2), f"{name}_dropin_changed": pair.dropin_changed})
     present = [pair.pct for pair in results.values() if pair is not None]
     out["max_pct"] = round(max(present), 2) if present else None
+    dropins = [pair.dropin_pct for pair in results.values() if pair is not None and pair.dropin_pct is not None]
+    out["max_dropin_pct"] = round(max(dropins), 2) if dropins else None
     out["missing"] = [name for name, pair in results.items() if pair is None]
     out["seed"] = {name: {"total": total, "changed": changed} for name, (_, total, changed) in SEED.items()}
     return out
@@ -190,14 +220,23 @@ def main(argv: Iterable[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--show-diff", action="store_true", help="print each pair's SLOC diff before the table")
     parser.add_argument("--examples", type=Path, default=EXAMPLES, help=f"the examples package (default {EXAMPLES})")
+    # accepted as every benchmark accepts them (benchmarks/report.py, the smoke tests): this one is always quick
+    parser.add_argument("--quick", action="store_true", help="the same as without it: the table takes well under a second")
+    parser.add_argument("--smoke", action="store_true", help="the same as without it")
     args = parser.parse_args(None if argv is None else list(argv))
     results = {name: measure(name, args.examples) for name in names(args.examples)}
     if args.show_diff:
         for name, pair in results.items():
             if pair is not None:
                 print(f"## {name}: {pair.changed} changed lines\n{diff(name, args.examples)}\n")
+            if pair is not None and pair.dropin_changed is not None:
+                dropin = diff(name, args.examples, dropin_path(name, args.examples))
+                print(f"## {name} through the drop-in modules: {pair.dropin_changed} changed lines\n{dropin}\n")
     print(table(results, args.examples))
-    result = summary(results)
+    result = {"benchmark": "porting", **summary(results)}
+    result["goals"] = {f"{name}_pct": "<= 5" for name in results}
+    result["labels"] = {f"{name}_pct": f"porting {name}: lines changed, % of the port's SLOC" for name in results}
+    result["mode"] = "smoke" if args.smoke else "quick" if args.quick else "full"
     print(json.dumps(result))
     return result
 

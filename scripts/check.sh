@@ -9,8 +9,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 echo "== ruff"
-.venv/bin/ruff check src tests benchmarks
-.venv/bin/ruff format --check src tests benchmarks
+.venv/bin/ruff check src tests benchmarks scripts conftest.py
+.venv/bin/ruff format --check src tests benchmarks scripts conftest.py
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"

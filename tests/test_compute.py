@@ -279,7 +279,7 @@ def test_unpicklable_target_fails_at_start_and_nothing_runs(new_backend):
 
 
 def test_unknown_backend_on_a_thread():
-    with pytest.raises(crucial.ConfigError, match="inline, lithops, local"):
+    with pytest.raises(crucial.ConfigError, match="dask, inline, lithops, local, ray"):
         CloudThread(target=add, args=(1,), backend="nope").start()
 
 
@@ -287,9 +287,9 @@ def test_unknown_backend_on_a_thread():
 
 
 def test_unknown_backend_lists_the_known_ones():
-    with pytest.raises(crucial.ConfigError, match=r"'nope'.*known backends: inline, lithops, local"):
+    with pytest.raises(crucial.ConfigError, match=r"'nope'.*known backends: dask, inline, lithops, local, ray"):
         get_backend("nope")
-    with pytest.raises(crucial.ConfigError, match="inline, lithops, local"):
+    with pytest.raises(crucial.ConfigError, match="dask, inline, lithops, local, ray"):
         crucial.ServerlessExecutor("nope")
 
 

@@ -247,3 +247,26 @@ def test_programs_that_inherit_a_lithops_session_do_not_share_executor_ids(dso1:
         assert proc.returncode == 0, proc.stderr[-3000:]
         outputs.append(proc.stdout.strip().splitlines()[-1])
     assert outputs == ["FIRST", "SECOND"]
+
+
+UNJOINED = """
+import sys, time
+import crucial
+t = crucial.CloudThread(target=time.sleep, args=(3,), backend="lithops")
+t.start()
+print("started", flush=True)
+"""
+
+
+def test_a_program_that_exits_with_a_call_running_prints_no_traceback(dso1: LocalCluster, tmp_path: Path) -> None:
+    """At exit the backend closes before thread pools refuse work: Lithops' monitor has nothing to complain about.
+
+    (It used to log "cannot schedule new futures after interpreter shutdown"
+    with a traceback, several times, for every call still running; `sshell
+    --backend lithops` exits as soon as its command's status arrives, which
+    is before Lithops has the call's.)
+    """
+    script = tmp_path / "unjoined.py"
+    script.write_text(UNJOINED)
+    proc = subprocess.run([sys.executable, str(script)], env=dict(os.environ), capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "started\n", "")

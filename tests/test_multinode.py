@@ -234,3 +234,59 @@ def test_embedded_node_dies_with_a_killed_parent(tmp_path: Path) -> None:
         for f in (proc.stdin, proc.stdout):
             if f is not None:
                 f.close()
+
+
+def _server_line(*args: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crucial.cli", "server", "--port", "0", "--token", "t0ken", "--watch-stdin", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=unconfigured_env(),
+    )
+    assert proc.stdout is not None
+    timer = threading.Timer(30, proc.kill)
+    timer.start()
+    try:
+        line = proc.stdout.readline()
+    finally:
+        timer.cancel()
+    assert line.startswith("CRUCIAL_DSO="), line
+    return proc, line.strip().split("=", 1)[1]
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.close()
+    proc.wait(timeout=30)
+    proc.stdout.close()
+
+
+def test_a_node_bound_to_every_interface_advertises_this_machines_primary_address() -> None:
+    """0.0.0.0 is nobody's address and this machine's name may resolve to 127.0.0.1: neither reaches a remote function."""
+    from crucial.server._node import is_loopback
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("198.51.100.1", 9))  # a route off this machine (UDP: nothing is sent)
+    except OSError:
+        pytest.skip("this machine has no route off loopback")
+    proc, address = _server_line("--host", "0.0.0.0")
+    try:
+        host, _ = address.rsplit(":", 1)
+        assert not is_loopback(host) and host not in ("0.0.0.0", socket.gethostname(), socket.getfqdn()), address
+        with socket.socket() as s:
+            s.bind((host, 0))  # one of this machine's own addresses
+        with crucial.Client(address, crucial.Config(dso=(address,), token="t0ken")) as client:
+            assert list(client.nodes) == [address]  # the view carries the advertised address
+            assert client.call(INT, "advertised", "add_and_get", (2,), create=((40,), {})) == 42
+    finally:
+        _stop(proc)
+
+
+def test_advertise_names_the_address_to_give_out() -> None:
+    proc, address = _server_line("--host", "0.0.0.0", "--advertise", "dso.example.internal")
+    try:
+        assert re.fullmatch(r"dso\.example\.internal:\d+", address), address
+    finally:
+        _stop(proc)

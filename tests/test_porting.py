@@ -7,6 +7,7 @@ code, and each must change at most 5 % of its port's lines.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 import subprocess
@@ -190,11 +191,44 @@ def test_main_reports_missing_pairs_and_ends_with_json(tmp_path: Path, capsys: p
     assert result["santa_pct"] is None and result["kmeans_pct"] is None and result["wordcount_pct"] == 0.0
     assert result["missing"] == ["mandelbrot", "logreg", "kmeans", "santa", "randomforest"]
     assert result["max_pct"] == round(100 * 3 / 11, 2)
-    assert "| Monte Carlo | 11 | 3 | 27.3% | 44, 2 (4.5%) |" in lines
-    assert "| Santa Claus problem | missing: port | | | 255, 15 (5.9%) |" in lines
-    assert "| k-means | missing: original | | | 329, 8 (2.4%) |" in lines
-    assert "| Mandelbrot | missing: original and port | | | 88, 3 (3.4%) |" in lines
-    assert "| wordcount | 9 | 0 | 0.0% | — |" in lines
+    assert "| Monte Carlo | 11 | 3 | 27.3% | — | 44, 2 (4.5%) |" in lines  # no drop-in port: "—"
+    assert "| Santa Claus problem | missing: port | | | | 255, 15 (5.9%) |" in lines
+    assert "| k-means | missing: original | | | | 329, 8 (2.4%) |" in lines
+    assert "| Mandelbrot | missing: original and port | | | | 88, 3 (3.4%) |" in lines
+    assert "| wordcount | 9 | 0 | 0.0% | — | — |" in lines
+    assert result["max_dropin_pct"] is None
+
+
+DROPIN = src("""
+    import threading
+    from crucial import shared
+
+
+    @shared
+    class Counter:
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.n = 0
+
+
+    def main():
+        threads = [threading.Thread(target=print) for _ in range(3)]
+        for t in threads:
+            t.start()
+""").replace("import threading", "from crucial import threading", 1)
+
+
+def test_the_dropin_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_pair(tmp_path, "montecarlo", ORIGINAL, PORT)
+    (tmp_path / "dropin").mkdir()
+    (tmp_path / "dropin" / "montecarlo.py").write_text(DROPIN)
+    pair = porting.measure("montecarlo", tmp_path)
+    assert (pair.dropin_sloc, pair.dropin_changed) == (11, 3)  # the import, `from crucial import shared`, @shared
+    result = porting.main(["--examples", str(tmp_path), "--show-diff"])
+    out = capsys.readouterr().out
+    assert result["montecarlo_dropin_changed"] == 3 and result["max_dropin_pct"] == round(100 * 3 / 11, 2)
+    assert "| Monte Carlo | 11 | 3 | 27.3% | 11, 3 (27.3%) | 44, 2 (4.5%) |" in out
+    assert "## montecarlo through the drop-in modules: 3 changed lines" in out
 
 
 def test_show_diff_prints_what_was_counted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -217,6 +251,23 @@ def test_every_example_pair_changes_at_most_5_percent_of_its_lines() -> None:
     assert present["montecarlo"].changed == 4 and present["mandelbrot"].changed == 3
     over = {name: f"{pair.changed}/{pair.sloc} = {pair.pct:.1f}%" for name, pair in present.items() if pair.pct > 5.0}
     assert not over, f"pairs changing more than 5% of their lines (benchmarks/porting.py --show-diff): {over}"
+
+
+def test_dropin_ports_change_imports_and_add_shared_only() -> None:
+    """Ports through the drop-in modules: the originals with stdlib imports swapped and @shared added, nothing else."""
+    dropins = sorted((porting.EXAMPLES / "dropin").glob("[!_]*.py"))
+    assert {p.stem for p in dropins} >= {"montecarlo", "mandelbrot", "logreg", "kmeans", "santa"}
+    for path in dropins:
+        original = porting.sloc((porting.EXAMPLES / "original" / path.name).read_text())
+        port = porting.sloc(path.read_text())
+        matcher = difflib.SequenceMatcher(None, original, port, autojunk=False)
+        for op, i1, i2, j1, j2 in matcher.get_opcodes():
+            if op == "equal":
+                continue
+            for line in original[i1:i2] + port[j1:j2]:
+                assert line.lstrip().startswith(("import ", "from ", "@shared")), f"{path.name}: {line!r} changed"
+        pair = porting.measure(path.stem, porting.EXAMPLES)
+        assert pair is not None and pair.dropin_pct is not None and pair.dropin_pct <= pair.pct
 
 
 def test_the_script_runs_as_a_command() -> None:

@@ -92,7 +92,7 @@ def test_frame_too_large_after_a_good_frame_in_the_same_chunk() -> None:
         decoder.feed(encode_frame(Kind.OK, 1, b"ok") + HEADER.pack(11, Kind.OK, 2))
 
 
-@pytest.mark.parametrize("kind", [0, 12, 15, 22, 255])
+@pytest.mark.parametrize("kind", [0, 15, 23, 255])
 def test_unknown_kind_is_a_protocol_error(kind: int) -> None:
     with pytest.raises(ProtocolError, match=f"kind {kind}"):
         FrameDecoder().feed(HEADER.pack(0, kind, 1))
@@ -114,7 +114,19 @@ def test_kind_partition() -> None:
     assert all(k < 16 for k in Kind.REQUESTS)
     assert all(k >= 16 for k in Kind.REPLIES)
     assert not Kind.REQUESTS & Kind.REPLIES
-    assert Kind.ALL == Kind.REQUESTS | Kind.REPLIES
+    assert Kind.FROM_NODE == Kind.REPLIES | {Kind.OUTPUT}  # OUTPUT comes before a reply, it ends nothing
+    assert Kind.OUTPUT >= 16 and Kind.OUTPUT not in Kind.REPLIES
+    assert Kind.ALL == Kind.REQUESTS | Kind.FROM_NODE
+
+
+def test_output_body_round_trip() -> None:
+    from crucial.protocol import STDERR, STDOUT, decode_output, encode_output
+
+    assert decode_output(encode_output(STDOUT, "héllo\n")) == (STDOUT, "héllo\n")
+    assert decode_output(encode_output(STDERR, "")) == (STDERR, "")
+    for bad in (b"", b"\x03text", b"\x00"):
+        with pytest.raises(ProtocolError, match="OUTPUT"):
+            decode_output(bad)
 
 
 # -- JSON bodies ---------------------------------------------------------------------

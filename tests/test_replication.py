@@ -348,3 +348,72 @@ def test_bad_server_options_are_named(args: list[str], message: str) -> None:
     )
     assert out.returncode != 0
     assert message in out.stderr, out.stderr
+
+
+# -- degradable reads -------------------------------------------------------------------------
+
+
+@crucial.shared(persistent=True)
+class Model:
+    def __init__(self) -> None:
+        self.version = 0
+
+    def train(self) -> int:
+        self.version += 1
+        return self.version
+
+    @crucial.readonly
+    def current(self) -> int:
+        return self.version
+
+
+def test_sequential_reads_are_served_by_every_replica_and_never_miss_an_acknowledged_write() -> None:
+    with LocalCluster(nodes=3, rf=3, failure_timeout=FAILURE_TIMEOUT) as cluster:
+        crucial.connect(cluster.dso, token=cluster.token)
+        try:
+            key = f"seq-{uuid.uuid4().hex[:6]}"
+            writer = crucial.AtomicInt(0, key=key, persistent=True)
+            writer.get()
+            acked: list[tuple[int, int]] = []  # (when the write returned, its value)
+            stop = threading.Event()
+
+            def write() -> None:
+                while not stop.is_set():
+                    value = writer.increment_and_get()
+                    acked.append((time.monotonic_ns(), value))
+
+            reads: dict[int, list[tuple[int, int, int]]] = {}
+
+            def read(i: int) -> None:
+                c = crucial.Client(cluster.addresses, cluster.config())  # each reader its own client: its own replica
+                mine = reads.setdefault(i, [])
+                while not stop.is_set():
+                    start = time.monotonic_ns()
+                    value = c.call(INT, key, "get", read_any=True)
+                    mine.append((start, time.monotonic_ns(), value))
+                c.close()
+
+            threads = [threading.Thread(target=write)] + [threading.Thread(target=read, args=(i,)) for i in range(6)]
+            for t in threads:
+                t.start()
+            eventually(lambda: len(acked) > 300, timeout=60, what="writes")
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
+            served = [cluster.client().info(a)["stats"].get("reads", 0) for a in cluster.addresses]
+            assert sum(1 for n in served if n) >= 2, served  # reads spread over replicas, not only the primary
+            for mine in reads.values():
+                assert len(mine) > 10
+                assert [v for _, _, v in mine] == sorted(v for _, _, v in mine)  # one reader never goes back
+                for start, _, value in mine:
+                    before = [v for t, v in acked if t < start]
+                    assert value >= (before[-1] if before else 0)  # never misses a write acknowledged before it began
+            model = Model(key=f"m-{uuid.uuid4().hex[:6]}")
+            for _ in range(5):
+                model.train()
+            assert model.sequential().current() == 5
+            assert model.sequential().train() == 6  # a method that writes still goes to the primary
+        finally:
+            from crucial.client import _default
+
+            _default.reset_clients()

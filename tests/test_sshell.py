@@ -279,4 +279,30 @@ def test_without_a_dso_sshells_share_a_persistent_per_user_node(env: dict[str, s
 def test_lithops_localhost(env: dict[str, str]):
     pytest.importorskip("lithops")
     r = sshell("--backend", "lithops", "echo lithops; exit 6", env=env, timeout=120)
-    assert (r.returncode, r.stdout) == (6, b"lithops\n"), r.stderr
+    assert (r.returncode, r.stdout, r.stderr) == (6, b"lithops\n", b"")  # no Lithops traceback at exit either
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_reader_that_goes_away_ends_sshell_quietly_with_141(env: dict[str, str], closed: str):
+    """As `ls | head` does: no traceback, no message (there is nobody to read it), status 141 (SIGPIPE).
+
+    `sshell --debug ls 2>&1 | head -1` used to exit 1 without a word when the
+    closed pipe was stderr (a `--debug` line, after the output).
+    """
+    r, w = os.pipe()
+    os.close(r)  # the reader has gone before sshell writes a byte
+    fds = {"stdout": w, "stderr": subprocess.DEVNULL} if closed == "stdout" else {"stdout": subprocess.DEVNULL, "stderr": w}
+    try:
+        proc = subprocess.run(
+            [*SSHELL, "--debug", "echo out; echo err >&2"], env=env, timeout=30, stdin=subprocess.DEVNULL, **fds
+        )
+    finally:
+        os.close(w)
+    assert proc.returncode == 141
+
+
+def test_sshell_piped_into_head_ends_as_a_filter_does(env: dict[str, str]):
+    pipeline = f"{shlex.join(SSHELL)} --debug 'seq 1 100000' 2>&1 | head -2; echo \"${{PIPESTATUS[@]}}\""
+    r = subprocess.run(["bash", "-c", pipeline], env=env, capture_output=True, text=True, timeout=30)
+    first, _, statuses = r.stdout.strip().splitlines()
+    assert first.startswith("RequestId: ") and statuses == "141 0" and r.stderr == ""

@@ -195,3 +195,16 @@ def test_gathering_with_more_jobs_than_archives_and_a_corrupt_one(crawl: Path, e
     )
     assert r.returncode == 1, r.stderr
     assert "1 invocation(s) failed in phase 1" in r.stderr
+
+
+def test_the_stateful_scripts_delete_their_objects(crawl: Path, env: dict[str, str]):
+    """Objects outlive a run (they live as long as the node): each script deletes its own with the verbs' `delete`."""
+    with LocalCluster() as own:
+        e = {**env, **own.env_vars()}
+        run("average_stateful.sh", crawl, 2, env=e)
+        run("gathering.sh", crawl, 2, env=e)
+        run("linkrun_stateful.sh", crawl, 2, 3, env=e)
+        client = own.client()
+        keys = [obj["key"] for address in client.nodes for obj in client.info(address, 10_000)["listed"]]
+    assert keys, "gathering.sh's --async invocations leave their exit status (sshell/<id>/status) on the node"
+    assert [k for k in keys if k.startswith(("average.", "gathering.", "linkrun."))] == []

@@ -25,8 +25,8 @@ P=${2:-8}
 RUN=average.$$.$(date +%s%N)
 export RUN
 
-# Counters live as long as the DSO node; put them back to 0 when done.
-cleanup() { sshell "counter -n $RUN.sum reset; counter -n $RUN.count reset" > /dev/null || true; }
+# Objects live as long as the DSO node: delete them when done.
+cleanup() { sshell "counter -n $RUN.sum delete; counter -n $RUN.count delete" > /dev/null || true; }
 trap cleanup EXIT
 
 # The remote command: local sum and count, then one increment of each counter.

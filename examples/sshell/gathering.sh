@@ -36,8 +36,9 @@ TIMEOUT=${TIMEOUT:-300}
 (( JOBS >= 1 )) || { echo "$0: JOBS must be at least 1" >&2; exit 2; }
 
 RUN=gathering.$$.$(date +%s%N)
-cleanup() {
-    sshell "counter -n $RUN.sum reset; counter -n $RUN.count reset; counter -n $RUN.larger reset; counter -n $RUN.failed reset" > /dev/null || true
+cleanup() {  # objects outlive the run: delete them (an --async invocation still waiting gets an error)
+    sshell "for c in sum count larger failed; do counter -n $RUN.\$c delete; done; barrier -n $RUN.barrier delete; latch -n $RUN.done delete" \
+        > /dev/null || true
 }
 trap cleanup EXIT
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .exceptions import CrucialError
+from .exceptions import AuthenticationError, CrucialError
 
 __all__ = ["cli"]
 
@@ -37,7 +37,9 @@ def cli() -> None:
 @click.option(
     "--advertise",
     default=None,
-    help="Host name or address to give clients and functions (default: the bound host; this machine's name for 0.0.0.0).",
+    metavar="HOST[:PORT]",
+    help="Host name or address (and port, if it differs) to give clients, functions and peers (default: the bound "
+    "host; for 0.0.0.0 or ::, this machine's primary address).",
 )
 @click.option(
     "--blocked-warning",
@@ -83,6 +85,13 @@ def cli() -> None:
     help="A node silent this long is removed from the view (its lease in etcd).",
 )
 @click.option("--join", default=None, metavar="HOST:PORT", help="Join the running cluster of this member (its etcd is asked).")
+@click.option(
+    "--placement",
+    default="hash",
+    show_default=True,
+    type=click.Choice(["hash", "anchored"]),
+    help="Where a new cluster puts new ephemeral objects: consistent hashing, or the newest node (a scale-up moves none).",
+)
 @click.option("--watch-stdin", is_flag=True, help="Exit when standard input closes (for embedded nodes).")
 @click.option("--child", is_flag=True, hidden=True)
 def server(
@@ -100,6 +109,7 @@ def server(
     cluster: str,
     failure_timeout: float,
     join: str | None,
+    placement: str,
     watch_stdin: bool,
     child: bool,
 ) -> None:
@@ -130,6 +140,7 @@ def server(
         cluster=cluster,
         failure_timeout=failure_timeout,
         join=join,
+        placement=placement,
     )
     try:
         code = run_nodes(opts)
@@ -142,7 +153,8 @@ def server(
 @click.option("--dso", default=None, metavar="ADDR", help="A node host:port[,...] [default: CRUCIAL_DSO, else the config file].")
 @click.option("--objects", default=0, show_default=True, type=click.IntRange(0), help="List up to N objects per node.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per node instead.")
-def info(dso: str | None, objects: int, as_json: bool) -> None:
+@click.option("--token", envvar="CRUCIAL_TOKEN", default=None, help="The token the nodes were started with [env: CRUCIAL_TOKEN].")
+def info(dso: str | None, objects: int, as_json: bool, token: str | None) -> None:
     """Show every node of a DSO cluster: address, uptime, clients, calls, objects by type (like `redis-cli INFO`)."""
     import json
 
@@ -150,11 +162,16 @@ def info(dso: str | None, objects: int, as_json: bool) -> None:
     from .config import load_config
 
     try:
-        config = load_config(**({"dso": tuple(a for a in dso.split(",") if a)} if dso else {}))
+        overrides: dict[str, object] = {"token": token} if token else {}
+        if dso:
+            overrides["dso"] = tuple(a for a in dso.split(",") if a)
+        config = load_config(**overrides)
         if not config.dso:
             raise click.UsageError("no DSO to ask: pass --dso HOST:PORT or set CRUCIAL_DSO")
         with Client(config.dso, config) as client:
             reports = [client.info(address, objects) for address in client.nodes]
+    except AuthenticationError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc} (pass --token, or set CRUCIAL_TOKEN)") from exc
     except CrucialError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     for report in reports:

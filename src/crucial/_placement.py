@@ -24,7 +24,7 @@ from typing import Any
 
 from .exceptions import ProtocolError
 
-__all__ = ["HashRing", "View", "ref_hash"]
+__all__ = ["ANCHOR", "PLACEMENTS", "HashRing", "View", "anchor_key", "ref_hash"]
 
 DEFAULT_VNODES = 128
 
@@ -75,6 +75,24 @@ class HashRing:
 
 #: the failure timeout a view carries when none was configured (seconds)
 DEFAULT_FAILURE_TIMEOUT = 3.0
+#: how a cluster places new ephemeral objects: by consistent hashing, or on its newest node
+PLACEMENTS = ("hash", "anchored")
+#: the type of the directory entries of anchored objects ("where does this object live?")
+ANCHOR = "crucial.Anchor"
+
+
+def anchor_key(type_name: str, key: str) -> str:
+    """The key of the directory entry of ``(type_name, key)``: placed on that object's own ring position."""
+    return f"{type_name}\x00{key}"
+
+
+def _home(type_name: str, key: str) -> tuple[str, str]:
+    """The reference whose ring position places ``(type_name, key)``: a directory entry sits with its object's."""
+    if type_name == ANCHOR:
+        t, sep, k = key.partition("\x00")
+        if sep:
+            return t, k
+    return type_name, key
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,10 @@ class View:
     failure_timeout: float = DEFAULT_FAILURE_TIMEOUT
     #: members handing their objects over before they go: reachable, but placed nothing
     leaving: tuple[str, ...] = ()
+    #: "hash" (consistent hashing) or "anchored" (new ephemeral objects go to the newest node, see docs)
+    placement: str = "hash"
+    #: the members in the order they joined (the last one is the newest)
+    order: tuple[str, ...] = ()
     ring: HashRing = field(init=False, repr=False, compare=False)
     _address: dict[str, str] = field(init=False, repr=False, compare=False)
 
@@ -106,9 +128,15 @@ class View:
         leaving = tuple(sorted({str(i) for i in self.leaving}))
         if any(i not in dict(members) for i in leaving):
             raise ValueError(f"leaving nodes {leaving} must be members")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
         placed = [i for i, _ in members if i not in leaving] or [i for i, _ in members]
+        ids = {i for i, _ in members}
+        order = [i for i in dict.fromkeys(self.order) if i in ids]
+        order += [i for i, _ in members if i not in order]
         object.__setattr__(self, "members", members)
         object.__setattr__(self, "leaving", leaving)
+        object.__setattr__(self, "order", tuple(order))
         object.__setattr__(self, "ring", HashRing(placed))
         object.__setattr__(self, "_address", dict(members))
 
@@ -137,6 +165,12 @@ class View:
         return node_id in self._address
 
     @property
+    def newest(self) -> str:
+        """The most recently joined member that holds objects: where anchored placement puts new ones."""
+        placed = set(self.ring.nodes)
+        return next(i for i in reversed(self.order) if i in placed)
+
+    @property
     def placed(self) -> tuple[str, ...]:
         """The members that hold objects (not leaving)."""
         return self.ring.nodes
@@ -149,14 +183,14 @@ class View:
         """Node ids holding the object, primary first."""
         n = self.effective_rf(rf)
         if n == 1:
-            return [self.ring.owner(type_name, key)]
-        return self.ring.owners(type_name, key, n)
+            return [self.ring.owner(*_home(type_name, key))]
+        return self.ring.owners(*_home(type_name, key), n)
 
     def primary(self, type_name: str, key: str) -> str:
-        return self.ring.owner(type_name, key)
+        return self.ring.owner(*_home(type_name, key))
 
     def primary_address(self, type_name: str, key: str) -> str:
-        return self._address[self.ring.owner(type_name, key)]
+        return self._address[self.ring.owner(*_home(type_name, key))]
 
     def with_changes(
         self,
@@ -174,6 +208,8 @@ class View:
             rf if rf is not None else self.rf,
             self.failure_timeout,
             tuple(i for i in (leaving if leaving is not None else self.leaving) if i in ids),
+            self.placement,
+            self.order + tuple(sorted(i for i in ids if i not in self.order)),  # joiners are the newest
         )
 
     def as_json(self) -> dict[str, Any]:
@@ -185,6 +221,9 @@ class View:
         }
         if self.leaving:
             out["leaving"] = list(self.leaving)
+        if self.placement != "hash":
+            out["placement"] = self.placement
+            out["order"] = list(self.order)
         return out
 
     @classmethod
@@ -205,8 +244,11 @@ class View:
                     raise ValueError("members must be [node id, address] pairs of strings")
                 pairs.append((node_id, address))
             leaving = data.get("leaving", [])
-            if not isinstance(leaving, list) or not all(isinstance(i, str) for i in leaving):
-                raise ValueError("leaving must be a list of node ids")
-            return cls(epoch, tuple(pairs), rf, timeout, tuple(leaving))
+            order = data.get("order", [])
+            for name, ids in (("leaving", leaving), ("order", order)):
+                if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                    raise ValueError(f"{name} must be a list of node ids")
+            placement = data.get("placement", "hash")
+            return cls(epoch, tuple(pairs), rf, timeout, tuple(leaving), placement, tuple(order))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProtocolError(f"malformed view {data!r}: {exc}") from None

@@ -44,8 +44,12 @@ class Config:
     #: answering (its lease runs out, a new view follows) before it raises
     #: UnavailableError or, if it had been sent, CallInterruptedError.
     failover_timeout: float = 30.0
-    #: compute backend for cloud threads and executors: local, inline, lithops.
+    #: compute backend for cloud threads and executors: local, inline, lithops, dask, ray.
     backend: str = "local"
+    #: the Dask scheduler the ``dask`` backend submits to ("tcp://host:8786").
+    dask_scheduler: str | None = None
+    #: the Ray cluster the ``ray`` backend joins ("host:6379", "ray://host:10001", "auto").
+    ray_address: str | None = None
     #: calls remembered per node to answer a retried call once.
     dedup_window: int = 100_000
 
@@ -62,7 +66,7 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             if isinstance(value, str):
                 return tuple(a.strip() for a in value.split(",") if a.strip())
             return tuple(str(a) for a in value)
-        if name == "token":
+        if name in ("token", "dask_scheduler", "ray_address"):
             return None if value in (None, "") else str(value)
         if name in ("call_timeout", "connect_timeout", "failover_timeout"):
             if name == "call_timeout" and value in (None, "", "none", "None"):

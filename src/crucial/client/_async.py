@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
 from ..config import Config
 from ..exceptions import CallInterruptedError, CallTimeoutError, ConnectError, CrucialError, ProtocolError, UnknownTypeError
 from ._core import Attempts, ClientCore, Redirect, Unavailable, dumps_class, parse_address
+from ._output import show
+
+#: where what a call printed on its node goes: (stream, text)
+OnOutput = Callable[[int, str], None]
 
 __all__ = ["AsyncClient"]
 
@@ -23,8 +28,9 @@ class _AsyncConn(asyncio.Protocol):
     def __init__(self, core: ClientCore, address: str) -> None:
         self.core = core
         self.address = address
-        self.decoder = P.FrameDecoder(core.config.max_frame_size, P.Kind.REPLIES)
+        self.decoder = P.FrameDecoder(core.config.max_frame_size, P.Kind.FROM_NODE)
         self.waiters: dict[int, asyncio.Future[P.Frame]] = {}
+        self.outputs: dict[int, OnOutput] = {}  # request id -> where its OUTPUT goes (default: show)
         self.transport: asyncio.Transport | None = None
         self.lost: BaseException | None = None
 
@@ -40,6 +46,13 @@ class _AsyncConn(asyncio.Protocol):
             self.transport.close()
             return
         for f in frames:
+            if f.kind == P.Kind.OUTPUT:  # what the call printed on the node, before its reply
+                try:
+                    stream, text = P.decode_output(f.body)
+                except ProtocolError:
+                    continue
+                self.outputs.get(f.req_id, show)(stream, text)
+                continue
             if f.kind == P.Kind.FAIL and f.req_id not in self.waiters:
                 for waiter in self.waiters.values():  # connection-level failure: everyone gets it
                     if not waiter.done():
@@ -60,16 +73,19 @@ class _AsyncConn(asyncio.Protocol):
                 fut.set_exception(exc)
         self.waiters.clear()
 
-    async def request(self, kind: int, req_id: int, body: bytes) -> P.Frame:
+    async def request(self, kind: int, req_id: int, body: bytes, on_output: OnOutput | None = None) -> P.Frame:
         if self.lost is not None or self.transport is None or self.transport.is_closing():
             raise ConnectError(f"connection to DSO node {self.address} is closed", self.address)
         fut: asyncio.Future[P.Frame] = asyncio.get_running_loop().create_future()
         self.waiters[req_id] = fut
+        if on_output is not None:
+            self.outputs[req_id] = on_output
         self.transport.write(P.encode_frame(kind, req_id, body))
         try:
             return await fut
         finally:
             self.waiters.pop(req_id, None)
+            self.outputs.pop(req_id, None)
 
 
 class AsyncClient:
@@ -134,10 +150,12 @@ class AsyncClient:
             raise
         return conn
 
-    async def _roundtrip(self, address: str, kind: int, body: bytes, timeout: float | None = None) -> P.Frame:
+    async def _roundtrip(
+        self, address: str, kind: int, body: bytes, timeout: float | None = None, on_output: OnOutput | None = None
+    ) -> P.Frame:
         conn = await self._conn(address)
         try:
-            return await asyncio.wait_for(conn.request(kind, self.core.next_req(), body), timeout)
+            return await asyncio.wait_for(conn.request(kind, self.core.next_req(), body, on_output), timeout)
         except TimeoutError as exc:
             raise CallTimeoutError(f"no reply from DSO node {address} within {timeout} s") from exc
         except ConnectError as exc:
@@ -168,21 +186,34 @@ class AsyncClient:
         force: bool = False,
         cls: type | None = None,
         timeout: float | None = None,
+        read_any: bool = False,
+        on_output: OnOutput | None = None,
+        owner: int | None = None,
     ) -> Any:
-        """Same contract as :meth:`crucial.client.Client.call`."""
+        """Same contract as :meth:`crucial.client.Client.call`.
+
+        What the call prints on its node goes to this process's
+        ``sys.stdout``/``sys.stderr``, or to ``on_output(stream, text)``.
+        The caller, for objects with an owner (``RLock``, ``Condition``), is
+        the asyncio task -- tasks are to a loop what threads are to a
+        process -- unless ``owner`` says otherwise.
+        """
         core = self.core
-        call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, threading.get_ident())
+        if owner is None:
+            task = asyncio.current_task()
+            owner = id(task) if task is not None else threading.get_ident()
+        call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, owner)
         body = P.encode_call(call)
         timeout = timeout if timeout is not None else core.config.call_timeout
         attempts = Attempts(core, type_name, key, cls)
         while True:
-            address = core.route(type_name, key)
+            address = core.target(type_name, key, attempts)
             try:
                 if cls is not None and (address, type_name) not in core.registered:
                     frame = await self._roundtrip(address, P.Kind.REGISTER, dumps_class(type_name, cls))
                     core.result(frame, address)
                     core.registered.add((address, type_name))
-                return core.result(await self._roundtrip(address, P.Kind.CALL, body, timeout), address)
+                return core.result(await self._roundtrip(address, P.Kind.CALL, body, timeout, on_output), address)
             except (ConnectError, Redirect, Unavailable, UnknownTypeError) as exc:
                 others = await self._ask_view(address) if isinstance(exc, ConnectError) else None
                 pause = attempts.again(exc, address, others)
@@ -192,7 +223,7 @@ class AsyncClient:
     async def delete(self, type_name: str, key: str) -> bool:
         attempts = Attempts(self.core, type_name, key, None)
         while True:
-            address = self.core.route(type_name, key)
+            address = self.core.target(type_name, key, attempts)
             try:
                 frame = await self._roundtrip(address, P.Kind.DELETE, P.dumps((type_name, key)))
                 return bool(self.core.result(frame, address))

@@ -41,7 +41,17 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 class Redirect(Exception):
-    """Internal: the node does not own the object; the view was refreshed."""
+    """Internal: the node does not own the object; the view was refreshed.
+
+    ``to`` is set when one object is served elsewhere for a while (it is
+    being handed over and still has calls parked where it was): send this
+    call there, without changing the view.
+    """
+
+    def __init__(self, to: str | None = None, anchored: bool = False) -> None:
+        super().__init__(to or "")
+        self.to = to
+        self.anchored = anchored
 
 
 class Unavailable(Exception):
@@ -79,6 +89,7 @@ class Attempts:
         self.waits = 0
         self.interrupted: CallInterruptedError | None = None
         self.deadline = 0.0
+        self.to: str | None = None  # where the last redirect sent this one call
 
     def _wait(self) -> float:
         """The pause before the next try, or raise once the failover deadline has passed."""
@@ -108,9 +119,11 @@ class Attempts:
         ``others_answer`` (for connection failures): whether another node of
         the view answered when asked for the view just now.
         """
+        self.to = None
         if isinstance(exc, CallInterruptedError):
             self.interrupted = exc
         if isinstance(exc, ConnectError):
+            self.core.anchored(self.type_name, self.key, None)
             self.lost += 1
             if others_answer:
                 return self._wait()
@@ -121,6 +134,8 @@ class Attempts:
             return self._wait()
         if isinstance(exc, Redirect):
             self.redirects += 1
+            self.to = exc.to
+            self.core.anchored(self.type_name, self.key, exc.to if exc.anchored else None)
             if self.redirects > self.MAX_REDIRECTS:
                 return self._wait()  # views changing under us: slow down, until the deadline
             return 0.0
@@ -132,6 +147,8 @@ class Attempts:
 
 class ClientCore:
     """Identity, the current view and the encode/decode rules of a client."""
+
+    MAX_ANCHORS = 100_000
 
     def __init__(self, config: Config, seeds: tuple[str, ...]) -> None:
         if not seeds:
@@ -146,6 +163,7 @@ class ClientCore:
         self.epoch = 0
         self.view: View | None = None
         self.nodes: tuple[str, ...] = self.seeds
+        self.anchors: dict[tuple[str, str], str] = {}  # anchored objects' addresses, learnt from redirects
         self.registered: set[tuple[str, str]] = set()
 
     # -- identity and framing ------------------------------------------------
@@ -174,6 +192,34 @@ class ClientCore:
         return P.encode_frame(P.Kind.REGISTER, req_id, dumps_class(type_name, cls))
 
     # -- views and routing -------------------------------------------------------
+
+    def target(self, type_name: str, key: str, attempts: Attempts | None) -> str:
+        """Where a call goes: where the last redirect said, else where the object was anchored, else its primary."""
+        if attempts is not None and attempts.to is not None:
+            return attempts.to
+        if self.anchors:
+            where = self.anchors.get((type_name, key))
+            if where is not None:
+                return where
+        return self.route(type_name, key)
+
+    def anchored(self, type_name: str, key: str, address: str | None) -> None:
+        """Remember where an anchored object lives (``None``: forget it -- it moved or its node is gone)."""
+        ref = (type_name, key)
+        if address is None:
+            self.anchors.pop(ref, None)
+            return
+        if len(self.anchors) >= self.MAX_ANCHORS:
+            self.anchors.pop(next(iter(self.anchors)))
+        self.anchors[ref] = address
+
+    def read_target(self, type_name: str, key: str) -> str:
+        """The replica that answers this client's sequential reads of an object: always the same
+        one (per client), so that one client never sees an object's state go back."""
+        view = self.view
+        assert view is not None
+        replicas = view.replicas(type_name, key)
+        return view.address(replicas[hash(self.client_id) % len(replicas)])
 
     def route(self, type_name: str, key: str) -> str:
         view = self.view
@@ -224,8 +270,13 @@ class ClientCore:
                 exc.__cause__ = RemoteTraceback(f'\n"""\n(on node {address})\n{tb}"""')
             raise exc
         if kind == P.Kind.REDIRECT:
-            self.update_view(P.decode_json(frame.body, "REDIRECT").get("view") or {})
-            raise Redirect()
+            info = P.decode_json(frame.body, "REDIRECT")
+            if info.get("view"):
+                self.update_view(info["view"])
+            to = info.get("to")
+            if not isinstance(to, str):
+                raise Redirect(None)
+            raise Redirect(to, bool(info.get("anchored")))
         if kind == P.Kind.UNAVAILABLE:
             info = P.decode_json(frame.body, "UNAVAILABLE")
             epoch = info.get("epoch", 0)

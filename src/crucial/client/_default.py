@@ -52,6 +52,7 @@ def start_embedded(nodes: int = 1, timeout: float = 30.0) -> tuple[tuple[str, ..
         line = proc.stdout.readline()
     finally:
         timer.cancel()
+        proc.stdout.close()  # the node writes nothing more there (it points its stdout at stderr)
     if not line.startswith("CRUCIAL_DSO="):
         proc.kill()
         raise ConnectError(f"the embedded DSO node did not start (exit code {proc.poll()}); run `crucial server` to see why")

@@ -26,6 +26,8 @@ BACKENDS = {
     "local": "crucial.compute.local:LocalBackend",
     "inline": "crucial.compute.inline:InlineBackend",
     "lithops": "crucial.compute.lithops:LithopsBackend",
+    "dask": "crucial.compute.dask:DaskBackend",
+    "ray": "crucial.compute.ray:RayBackend",
 }
 
 

@@ -11,7 +11,7 @@ keeps its progress in shared objects (an iteration counter, §3.2.4).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +19,7 @@ from typing import Any
 from ..exceptions import InvocationError
 from ._backend import Backend
 from ._task import decode_outcome, encode_task
+from .timeline import DONE, ERROR, Call
 
 __all__ = ["Retry", "dso_of_caller", "prepare", "start_invocation"]
 
@@ -59,10 +60,17 @@ def dso_of_caller() -> tuple[tuple[str, ...], str | None]:
     return client.core.nodes if client.core.epoch else client.seeds, client.core.config.token
 
 
-def prepare(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """The task's bytes, with the caller's DSO address: pickling errors raise here, in the caller."""
+def prepare(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, code: Iterable[Any] = (), what: str | None = None
+) -> bytes:
+    """The task's bytes, with the caller's DSO address: pickling errors raise here, in the caller.
+
+    ``code``: more functions and classes whose modules must travel by value
+    (those reached through an argument, such as a thread's target); ``what``
+    names the function in errors.
+    """
     dso, token = dso_of_caller()
-    return encode_task(fn, args, kwargs, dso, token)
+    return encode_task(fn, args, kwargs, dso, token, code=code, what=what)
 
 
 def start_invocation(
@@ -73,12 +81,18 @@ def start_invocation(
     timeout: float | None = None,
     where: str = "a cloud function",
     result: Future[Any] | None = None,
+    record: Call | None = None,
 ) -> Future[Any]:
-    """Invoke the prepared task and return a Future of its value (retrying as ``retry`` says)."""
+    """Invoke the prepared task and return a Future of its value (retrying as ``retry`` says).
+
+    ``record``, a timeline entry, learns when each attempt starts, when the
+    last one ends, how, and on which worker.
+    """
     out: Future[Any] = result if result is not None else Future()
     if result is None:
         out.set_running_or_notify_cancel()
     failures = 0
+    seen: dict[str, Any] = {}
 
     def attempt() -> None:
         try:
@@ -86,6 +100,8 @@ def start_invocation(
         except Exception as exc:  # CapacityError and friends: the caller hears at once
             finished(exc)
             return
+        if record is not None:
+            record.start()
         inner.add_done_callback(done)
 
     def done(inner: Future[bytes]) -> None:
@@ -94,10 +110,12 @@ def start_invocation(
             finished(exc)
             return
         try:
-            value = decode_outcome(inner.result(), f"{where} on the {backend.name} backend")
+            value = decode_outcome(inner.result(), f"{where} on the {backend.name} backend", seen)
         except BaseException as err:
             finished(err)
         else:
+            if record is not None:
+                record.end(DONE, seen.get("worker"))
             out.set_result(value)
 
     def finished(exc: BaseException) -> None:
@@ -108,8 +126,13 @@ def start_invocation(
             timer.daemon = True
             timer.start()
         else:
+            if record is not None:
+                record.end(ERROR, seen.get("worker"))
             out.set_exception(exc)
 
     # the first attempt raises in the caller (CapacityError, a closed backend): no silent hang
-    backend.invoke(data, timeout).add_done_callback(done)
+    first = backend.invoke(data, timeout)
+    if record is not None:
+        record.start()
+    first.add_done_callback(done)
     return out

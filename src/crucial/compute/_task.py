@@ -14,20 +14,25 @@ the caller's cluster.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
+import socket
+import sys
 import traceback
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from .. import protocol as P
 from ..exceptions import InvocationError, RemoteError, RemoteTraceback, SerializationError
+from ._fncache import Shipped, pickled, unpickled
 
-__all__ = ["Outcome", "Task", "decode_outcome", "encode_task", "run_task"]
+__all__ = ["Outcome", "Task", "decode_outcome", "encode_task", "run_task", "worker"]
 
 
 class Task(NamedTuple):
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | tuple[bytes, bool]  # a tuple: a Shipped function, pickled by value beforehand (_fncache)
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     dso: tuple[str, ...]  # where the caller's DSO nodes are
@@ -38,17 +43,68 @@ class Outcome(NamedTuple):
     ok: bool
     value: Any  # the result, or the exception
     tb: str  # the worker's traceback text when not ok
+    worker: str = ""  # host:pid of the process that ran it (for timelines)
 
 
 def encode_task(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], dso: tuple[str, ...], token: str | None
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    dso: tuple[str, ...],
+    token: str | None,
+    *,
+    code: Iterable[Any] = (),
+    what: str | None = None,
 ) -> bytes:
-    """Pickle a call for a function: code by value where nodes/workers cannot import it."""
-    what = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    """Pickle a call for a function: code by value where nodes/workers cannot import it.
+
+    A function that travels by value is pickled once and its bytes reused
+    while what it captures stays the same (:mod:`._fncache`); the task
+    around it is then plain data, which :mod:`pickle` writes in a
+    microsecond or two.
+    """
+    what = what or getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    extra = list(code)
+    codes = [fn, type(fn), *args, *kwargs.values(), *extra]
     try:
-        return P.pickle_bytes(Task(fn, args, kwargs, dso, token), code=[fn, type(fn), *args, *kwargs.values()])
+        shipped = None
+        if not extra and P.ships_by_value(fn) and not any(isinstance(v, (types.FunctionType, type)) for v in codes[2:]):
+            shipped = pickled(fn, _by_reference, _dumps_by_value)
+        # a plain tuple, not the Task: plain data pickles with pickle, not cloudpickle
+        return P.pickle_bytes((tuple(shipped) if shipped else fn, args, kwargs, dso, token), code=codes)
     except Exception as exc:
-        raise SerializationError(f"cloud function {what!r} or its arguments cannot be pickled: {exc}") from exc
+        raise SerializationError(_unpicklable(what, fn, args, kwargs, exc)) from exc
+
+
+def _unpicklable(what: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception) -> str:
+    """The message for a call that does not pickle: which argument, attribute or global, and what to use instead."""
+    from ._diagnose import culprit, hint
+
+    try:
+        found = culprit(fn, args, kwargs)
+    except Exception:  # the diagnosis is a courtesy: never let it hide the error
+        found = None
+    if found is None:
+        return f"cloud function {what!r} or its arguments cannot be pickled: {exc}"
+    where, value = found
+    kind = type(value)
+    return (
+        f"cloud function {what!r} cannot be pickled: {where} is a {kind.__module__}.{kind.__qualname__}, "
+        f"which cannot travel to a cloud function ({exc}); {hint(value)}"
+    )
+
+
+def _dumps_by_value(fn: Callable[..., Any]) -> bytes:
+    with P.by_value([fn]):
+        return P.cloudpickle().dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+
+
+def _by_reference(obj: Any) -> bool:
+    """Whether cloudpickle writes ``obj`` (a module, class, function) by name, so its bytes hold no state of it."""
+    if isinstance(obj, types.ModuleType):
+        path = getattr(obj, "__file__", None) or ""
+        return not path or "-packages" in path or obj.__name__.startswith("crucial.") or path.startswith(P.STDLIB)
+    return not P.ships_by_value(obj) and getattr(obj, "__module__", None) in sys.modules
 
 
 def run_task(data: bytes, point: bool = True) -> bytes:
@@ -58,25 +114,37 @@ def run_task(data: bytes, point: bool = True) -> bytes:
     backend runs in the caller, whose default client is the task's cluster).
     """
     try:
-        task: Task = pickle.loads(data)
+        task = Task(*pickle.loads(data))
         if point:
             _point_at(task.dso, task.token)
-        outcome = Outcome(True, task.fn(*task.args, **task.kwargs), "")
+        fn: Callable[..., Any] = unpickled(Shipped(*task.fn), pickle.loads) if isinstance(task.fn, tuple) else task.fn
+        outcome = Outcome(True, fn(*task.args, **task.kwargs), "", worker())
     except SystemExit as exc:  # as a thread's: exit(0) just ends it; another code is an error
         if exc.code in (None, 0):
-            outcome = Outcome(True, None, "")
+            outcome = Outcome(True, None, "", worker())
         else:
             exited = InvocationError(f"the cloud function called sys.exit({exc.code!r})")
-            outcome = Outcome(False, exited, traceback.format_exc())
+            outcome = Outcome(False, exited, traceback.format_exc(), worker())
     except BaseException as exc:  # the function's failure is its outcome
-        outcome = Outcome(False, exc, traceback.format_exc())
+        outcome = Outcome(False, exc, traceback.format_exc(), worker())
     try:
-        return P.pickle_bytes(outcome)
+        return P.pickle_bytes(tuple(outcome))  # a plain tuple: a plain result pickles with pickle, not cloudpickle
     except Exception as exc:
         if outcome.ok:
             err: BaseException = SerializationError(f"the result of the cloud function cannot be pickled: {exc}")
-            return P.pickle_bytes(Outcome(False, err, ""))
-        return P.pickle_bytes(Outcome(False, RemoteError(type(outcome.value).__name__, str(outcome.value)), outcome.tb))
+            return P.pickle_bytes((False, err, "", outcome.worker))
+        error = RemoteError(type(outcome.value).__name__, str(outcome.value))
+        return P.pickle_bytes((False, error, outcome.tb, outcome.worker))
+
+
+def worker() -> str:
+    """``host:pid`` of this process: which worker ran a function."""
+    return f"{_host()}:{os.getpid()}"
+
+
+@functools.cache
+def _host() -> str:
+    return socket.gethostname()
 
 
 def _point_at(dso: tuple[str, ...], token: str | None) -> None:
@@ -94,12 +162,17 @@ def _point_at(dso: tuple[str, ...], token: str | None) -> None:
     _default.reset_clients()
 
 
-def decode_outcome(data: bytes, where: str) -> Any:
-    """The function's value, or raise its exception with the worker traceback as ``__cause__``."""
+def decode_outcome(data: bytes, where: str, seen: dict[str, Any] | None = None) -> Any:
+    """The function's value, or raise its exception with the worker traceback as ``__cause__``.
+
+    ``seen["worker"]`` is set to the worker that ran it, when given.
+    """
     try:
-        outcome: Outcome = pickle.loads(data)
+        outcome = Outcome(*pickle.loads(data))
     except Exception as exc:
         raise RemoteError(type(exc).__name__, f"the outcome from {where} could not be unpickled: {exc}") from None
+    if seen is not None:
+        seen["worker"] = outcome.worker
     if outcome.ok:
         return outcome.value
     error: BaseException = outcome.value

@@ -7,12 +7,18 @@ cloudpickle and the rest are loaded once and every worker starts warm.
 from __future__ import annotations
 
 import signal
+import sys
 from multiprocessing import spawn
 from multiprocessing.connection import Connection
 from typing import Any
 
-import crucial  # noqa: F401  (preloaded: workers start with it imported)
+# preloaded: workers start with the client, the objects and cloudpickle imported
+import cloudpickle  # noqa: F401
 
+import crucial.client
+import crucial.objects  # noqa: F401
+
+from ._lines import LineWriter
 from ._task import run_task
 
 #: the process name of our workers: what the patched ``prepare`` looks for
@@ -45,9 +51,30 @@ spawn.prepare = _prepare_without_main  # type: ignore[assignment]
 def main(conn: Connection) -> None:
     """Serve invocations from ``conn`` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's business, not ours
+    streams = _whole_lines()
     while True:
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        conn.send_bytes(run_task(data))
+        outcome = run_task(data)
+        for stream in streams:  # an unfinished last line goes out before the caller hears the function ended
+            stream.flush()
+        conn.send_bytes(outcome)
+
+
+def _whole_lines() -> list[LineWriter]:
+    """Make this worker's stdout and stderr write whole lines (they are the program's, shared with other workers)."""
+    streams = []
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, name)
+        if old is None:
+            continue
+        try:
+            old.flush()
+        except (OSError, ValueError):
+            pass
+        stream = LineWriter(fd, getattr(old, "encoding", None) or "utf-8")
+        setattr(sys, name, stream)
+        streams.append(stream)
+    return streams

@@ -12,6 +12,11 @@ cap); more tasks wait in the executor's queue, as with
 ``ThreadPoolExecutor``.  Cloud threads that wait for each other (a barrier)
 must all be running: give them ``max_workers`` >= their number, or use
 :class:`~crucial.compute.CloudThread`, which never queues.
+
+Every task is recorded in ``executor.timeline`` (submitted, started,
+finished, worker, status); ``executor.plot("run.png")`` draws it.  As
+``ThreadPoolExecutor``'s, the work an executor was given is finished before
+the interpreter exits.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from typing import Any
 
 from ..exceptions import ConfigError
 from ._backend import Backend, get_backend
+from ._exit import wait_at_exit
 from ._invoke import Retry, prepare, start_invocation
+from ._lines import line_buffer_caller
+from .timeline import CANCELLED, Call, Timeline, recorded
 
 __all__ = ["ServerlessExecutor"]
 
@@ -53,27 +61,43 @@ class ServerlessExecutor(Executor):
         self._timeout = timeout
         self._progress = progress
         self._lock = threading.Lock()
-        self._queue: deque[tuple[Future[Any], bytes, str]] = deque()
+        self._queue: deque[tuple[Future[Any], bytes, str, Call]] = deque()
         self._running = 0
         self._shutdown = False
         self._pumping = False  # a thread is in _pump's loop
         self._idle = threading.Condition(self._lock)
+        #: every task submitted, in order: when it was submitted, started and finished, where, how it ended
+        self.timeline = Timeline()
+        wait_at_exit(self)  # its queued and running work is finished before the interpreter exits
 
     @property
     def backend(self) -> Backend:
         return self._backend
 
+    def plot(self, path: str, title: str | None = None) -> Any:
+        """Draw :attr:`timeline` to ``path`` (a PNG): the tasks over time, a histogram of durations (``crucial[plot]``)."""
+        return self.timeline.plot(path, title)
+
+    def _wait_at_exit(self) -> None:
+        if not getattr(self, "_abandoned", False):  # Pool.terminate() stops waiting for its tasks
+            self.shutdown(wait=True)
+
     # -- the Executor interface ----------------------------------------------------
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)`` as a cloud function; pickling errors raise here."""
+        return self._submit(fn, args, kwargs, _label(fn))
+
+    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], label: str) -> Future[Any]:
         with self._lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
         data = prepare(fn, args, kwargs)  # fails now, in the caller, if it cannot travel
+        line_buffer_caller()
         fut: Future[Any] = Future()
+        record = self.timeline.add(label, recorded().add(label))
         with self._lock:
-            self._queue.append((fut, data, _name(fn)))
+            self._queue.append((fut, data, f"task {label!r}", record))
         self._pump()
         return fut
 
@@ -97,14 +121,18 @@ class ServerlessExecutor(Executor):
                     if self._running >= self._max or not self._queue:
                         self._pumping = False
                         return
-                    fut, data, where = self._queue.popleft()
+                    fut, data, where, record = self._queue.popleft()
                     if not fut.set_running_or_notify_cancel():
+                        record.end(CANCELLED)
                         continue  # cancelled while queued
                     self._running += 1
                 fut.add_done_callback(self._one_done)
                 try:
-                    start_invocation(self._backend, data, retry=self._retry, timeout=self._timeout, where=where, result=fut)
+                    start_invocation(
+                        self._backend, data, retry=self._retry, timeout=self._timeout, where=where, result=fut, record=record
+                    )
                 except BaseException as exc:  # CapacityError, a closed backend: the task fails, not the pump
+                    record.end("error")
                     fut.set_exception(exc)
         except BaseException:
             with self._lock:
@@ -126,7 +154,7 @@ class ServerlessExecutor(Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         items = list(zip(*iterables))  # noqa: B905  (map stops at the shortest, as the stdlib's)
         chunks = [items[i : i + chunksize] for i in range(0, len(items), chunksize)]
-        futures = [self.submit(_run_chunk, fn, chunk) for chunk in chunks]
+        futures = [self._submit(_run_chunk, (fn, chunk), {}, _label(fn)) for chunk in chunks]
         bar = _bar(self._progress, len(items), getattr(fn, "__name__", "map"))
 
         def results() -> Iterator[Any]:
@@ -152,8 +180,9 @@ class ServerlessExecutor(Executor):
             self._shutdown = True
             if cancel_futures:
                 while self._queue:
-                    fut, *_ = self._queue.popleft()
+                    fut, _, _, record = self._queue.popleft()
                     fut.cancel()
+                    record.end(CANCELLED)
             if wait:
                 while self._running or self._queue:
                     self._idle.wait()
@@ -197,7 +226,7 @@ class ServerlessExecutor(Executor):
         bounds = [start + n * w // workers for w in range(workers + 1)]
         blocks = [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
         bar = _bar(self._progress, len(blocks), getattr(fn, "__name__", "parallel_for"))
-        futures = [self.submit(_run_block, fn, a, b) for a, b in blocks]
+        futures = [self._submit(_run_block, (fn, a, b), {}, _label(fn)) for a, b in blocks]
         try:
             for f in futures:
                 f.result()
@@ -218,8 +247,8 @@ def _run_block(fn: Callable[[int], Any], a: int, b: int) -> None:
         fn(i)
 
 
-def _name(fn: Callable[..., Any]) -> str:
-    return f"task {getattr(fn, '__qualname__', type(fn).__qualname__)!r}"
+def _label(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__qualname__", None) or type(fn).__qualname__)
 
 
 def _bar(enabled: bool, total: int, what: str) -> Any:

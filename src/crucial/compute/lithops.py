@@ -26,6 +26,7 @@ naming the ``crucial[lithops]`` extra.  See ``docs/backends.md``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import copy
 import math
 import os
@@ -33,6 +34,8 @@ import shutil
 import sys
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -156,7 +159,7 @@ class LithopsBackend(Backend):
         self._waiter = threading.Thread(target=self._run, name="crucial-lithops-backend", daemon=True)
         self._waiter.start()
         self.stats = {"invocations": 0, "failures": 0}
-        atexit.register(self.close)
+        _close_before_shutdown(self.close)
 
     @property
     def max_concurrency(self) -> int | None:
@@ -291,10 +294,37 @@ class LithopsBackend(Backend):
                 pass
         with self._lock:
             self._clean(force=True)
-        atexit.unregister(self.close)
 
     def __repr__(self) -> str:
         return f"<LithopsBackend {self.compute!r}, {len(self._pending)} running>"
+
+
+def _close_before_shutdown(close: Callable[[], None]) -> None:
+    """Run ``close`` when the interpreter starts to shut down, before thread pools refuse work.
+
+    At exit, ``concurrent.futures`` stops every thread pool from taking new
+    work (a hook of ``threading``'s shutdown) before ``atexit`` runs.  Lithops'
+    job monitor, still polling for a call the program did not wait for (an
+    ``sshell`` has its command's output and status before Lithops has the
+    call's), then fails to submit its status reads and logs a traceback for
+    each, several times.  Closing the backend in a hook of the same kind,
+    registered later and so run earlier, stops the monitor first.
+    ``atexit`` is the fallback where that hook does not exist.  The hook
+    holds the backend weakly: a backend closed and dropped is not kept alive.
+    """
+    ref = weakref.WeakMethod(close)  # type: ignore[arg-type]
+
+    def hook() -> None:
+        method = ref()
+        if method is not None:
+            method()
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(hook)
+        return
+    with contextlib.suppress(RuntimeError):  # the interpreter is already shutting down
+        register(hook)
 
 
 #: what Lithops exports so that processes spawned by a Lithops program join its session

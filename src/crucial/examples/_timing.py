@@ -10,11 +10,12 @@ unchanged.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-__all__ = ["PHASES", "Stopwatch", "breakdown", "mean_per_iteration"]
+__all__ = ["PHASES", "Stopwatch", "breakdown", "mean_per_iteration", "plot_functions"]
 
 #: the phases an iteration is split into, in the order they are reported
 PHASES = ("compute", "shared state", "sync")
@@ -68,3 +69,22 @@ def breakdown(watches: Sequence[Stopwatch]) -> str:
     parts = [f"{name} {1e3 * sec:.2f} ms ({100 * sec / total:.0f}%)" for name, sec in mean.items()]
     iterations = max((len(w.laps) for w in watches), default=0)
     return f"per iteration ({iterations} iterations, {len(watches)} threads): " + ", ".join(parts)
+
+
+def plot_functions(path: str | None) -> None:
+    """``--plot PATH``: draw the timeline of every cloud function the run started (needs ``crucial[plot]``).
+
+    Imported and called alike by the originals and the ports; an original
+    starts no cloud function, so it says so instead of drawing an empty plot.
+    """
+    if not path:
+        return
+    from crucial.compute.timeline import recorded
+
+    timeline = recorded()
+    if not timeline.calls:
+        print(f"--plot: no cloud function ran (the single-machine original runs threads); {path} not written", file=sys.stderr)
+        return
+    timeline.plot(path)
+    summary = timeline.summary()
+    print(f"timeline of {summary['calls']} cloud functions on {summary['workers']} workers written to {path}")

@@ -48,7 +48,7 @@ except ImportError:  # numpy is an optional extra of crucial
 import crucial
 from crucial.examples import _kmeans_data as data
 from crucial.examples._blas import one_blas_thread
-from crucial.examples._timing import Stopwatch, breakdown
+from crucial.examples._timing import Stopwatch, breakdown, plot_functions
 
 #: rows of a partition whose distances to all centroids are computed at once (bounds the memory)
 CHUNK = 4096
@@ -179,6 +179,7 @@ def parse(argv: list[str] | None, prog: str, description: str) -> argparse.Names
     parser.add_argument("--data", default=None, help="directory of the partition files (reused; default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated data and initial centroids")
     parser.add_argument("--check", action="store_true", help="compare with scikit-learn from the same initial centroids")
+    parser.add_argument("--plot", metavar="PATH", help="draw a timeline of the cloud functions to PATH (crucial[plot])")
     args = parser.parse_args(argv)
     if min(args.points, args.dim, args.k, args.threads) < 1:
         parser.error("--points, --dim, --k and --threads must be positive")
@@ -236,6 +237,7 @@ def main(argv: list[str] | None = None) -> Result:
         directory = str(data.ensure(args.data or tmp, args.points, args.dim, args.k, args.threads, args.seed))
         result = fit(directory, args.threads, args.iterations, args.threshold)
         report(args, result, directory)
+    plot_functions(args.plot)
     return result
 
 

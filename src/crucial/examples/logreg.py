@@ -37,7 +37,7 @@ except ImportError:  # NumPy comes with the examples extra
 import crucial
 from crucial.examples import _logreg_data as data
 from crucial.examples._blas import one_blas_thread
-from crucial.examples._timing import Stopwatch, breakdown
+from crucial.examples._timing import Stopwatch, breakdown, plot_functions
 
 PROG = f"python -m {__spec__.name if __spec__ else __name__}"
 
@@ -192,6 +192,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--step", type=float, default=1.0, help="step size (default 1.0)")
     parser.add_argument("--data", default=None, help="data set directory, (re)generated if needed (default: a temporary one)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data generator (default 0)")
+    parser.add_argument("--plot", metavar="PATH", help="draw a timeline of the cloud functions to PATH (crucial[plot])")
     args = parser.parse_args(argv)
     if min(args.points, args.features, args.threads, args.iterations) < 1:
         parser.error("--points, --features, --threads and --iterations must be positive")
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> Result:
         directory = str(data.ensure(args.data or tmp, args.points, args.features, args.threads, args.seed))
         result = fit(directory, args.threads, args.iterations, args.step)
     report(args, result)
+    plot_functions(args.plot)
     return result
 
 

@@ -26,6 +26,7 @@ import time
 import zlib
 
 import crucial
+from crucial.examples._timing import plot_functions
 
 
 @crucial.shared
@@ -114,6 +115,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=200, help="iterations before a pixel is deemed inside (default 200)")
     parser.add_argument("--workers", type=int, default=8, help="workers the rows are split over (default 8)")
     parser.add_argument("--out", default="mandelbrot.png", help="PNG file to write (default mandelbrot.png)")
+    parser.add_argument("--plot", metavar="PATH", help="draw a timeline of the cloud functions to PATH (crucial[plot])")
     args = parser.parse_args(argv)
     if min(args.rows, args.cols, args.iters, args.workers) < 1:
         parser.error("--rows, --cols, --iters and --workers must be positive")
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> list[list[int]]:
     inside = sum(n >= args.iters for row in pixels for n in row)
     print(f"{args.rows} x {args.cols} pixels ({inside:,} inside the set) by {args.workers} workers in {elapsed:.2f} s")
     print(f"{args.rows * args.cols / elapsed:,.0f} pixels/s; wrote {args.out}")
+    plot_functions(args.plot)
     return pixels
 
 

@@ -31,6 +31,7 @@ import threading
 import time
 
 import crucial
+from crucial.examples._timing import plot_functions
 
 
 @crucial.shared
@@ -112,6 +113,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4, help="threads (default 4)")
     parser.add_argument("--points", type=int, default=1_000_000, help="points per thread (default 1e6)")
     parser.add_argument("--seed", type=int, default=0, help="thread i draws from random.Random(seed + i)")
+    parser.add_argument("--plot", metavar="PATH", help="draw a timeline of the cloud functions to PATH (crucial[plot])")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.points < 1:
         parser.error("--threads and --points must be positive")
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> Result:
     print(f"pi ~= {estimate:.6f} from {total:,} points by {args.threads} {what}")
     print(f"the shared counter holds the sum of the threads' counts: {len(counts) == args.threads and hits == sum(counts)}")
     print(f"{total / elapsed:,.0f} points/s ({elapsed:.2f} s wall)")
+    plot_functions(args.plot)
     return Result(estimate, hits, counts, args.threads, total, elapsed)
 
 

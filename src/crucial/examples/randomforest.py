@@ -20,6 +20,8 @@ import os
 import time
 from typing import Any
 
+from crucial.examples._timing import plot_functions
+
 try:
     from joblib import parallel_config
     from sklearn.datasets import make_classification
@@ -38,6 +40,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trees", type=int, default=100, help="trees in the forest (default 100)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="trees built at once (default: the cores)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of the forest (default 0)")
+    parser.add_argument("--plot", metavar="PATH", help="draw a timeline of the cloud functions to PATH (crucial[plot])")
     args = parser.parse_args(argv)
     if min(args.samples, args.features, args.trees) < 1 or args.samples < 8 or args.features < 4:
         parser.error("--samples must be at least 8, --features at least 4, --trees positive")
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"{args.trees} trees on {rows:,} x {cols} training rows ({args.jobs} jobs): fit in {times['fit']:.2f} s")
     print(f"held-out accuracy {accuracy:.4f} on {len(y_test):,} rows, out-of-bag score {forest.oob_score_:.4f}")
     print("time: " + ", ".join(f"{name} {sec:.2f} s" for name, sec in times.items()))
+    plot_functions(args.plot)
     return {"accuracy": accuracy, "oob_score": float(forest.oob_score_), **{f"{k}_s": v for k, v in times.items()}}
 
 

@@ -1,12 +1,21 @@
-"""Parallel word count over a document passed by reference, merged into a shared dict.
+"""Parallel word count over a document passed by reference, merged into a shared object.
 
 The seed's Listing 4: the driver never reads the document.  It builds a
 ``DocumentRef`` -- where the document is and a byte range -- and a
-``ServerlessExecutor.parallel_for`` over the chunk indexes runs one cloud
+``ServerlessExecutor`` maps ``count_chunk`` over the chunk indexes, one cloud
 function per chunk.  Each function dereferences only its own chunk
-(``document.chunk(i, n).read()``), counts its words locally, and merges the
-counts into one shared ``crucial.Dict`` with a single
-``merge_all(counts, "sum")``, which runs on the DSO node.
+(``document.chunk(i, n).read()``), counts its words locally, and adds the
+counts to one ``WordCounts`` object with a single call,
+``total.merge_all(counts)``, which runs on the DSO node that holds it (the
+seed's ``mergeAll`` into a shared map).
+
+This is ``crucial.examples.original.wordcount`` (a ``ThreadPoolExecutor``
+and a dictionary behind a ``threading.Lock``) with these changes: ``import
+crucial`` (for the ``ThreadPoolExecutor`` import), ``@crucial.shared`` on the
+counts' class, ``crucial.ServerlessExecutor`` for ``ThreadPoolExecutor``, and
+deleting the run's shared object at the end (``benchmarks/porting.py``
+counts the lines).  ``WordCounts()`` made without a key is a
+new shared object under a fresh key, as a constructor call is a new instance.
 
 Chunks are cut at byte offsets and widened to whole lines: a chunk owns every
 line that *starts* inside its range, so a word cut by a boundary is counted
@@ -24,10 +33,10 @@ import os
 import random
 import re
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from dataclasses import dataclass
 
 import crucial
@@ -89,10 +98,29 @@ def _path(location: str) -> str:
     return location
 
 
-def count_chunk(chunk: DocumentRef, total: crucial.Dict) -> int:
-    """One cloud function: count our chunk's words locally, merge them in one call."""
+@crucial.shared
+class WordCounts:
+    """Word -> occurrences in the whole document, merged chunk by chunk (the lock keeps each merge whole)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = {}
+
+    def merge_all(self, counts: dict[str, int]) -> None:
+        """Add one chunk's counts: one call per chunk."""
+        with self.lock:
+            for word, n in counts.items():
+                self.counts[word] = self.counts.get(word, 0) + n
+
+    def items(self) -> list[tuple[str, int]]:
+        with self.lock:
+            return list(self.counts.items())
+
+
+def count_chunk(chunk: DocumentRef, total: WordCounts) -> int:
+    """One task: count our chunk's words locally, merge them in one call."""
     counts = collections.Counter(words(chunk.read()))
-    total.merge_all(dict(counts), "sum")  # Listing 4, line 8: one atomic merge on the node
+    total.merge_all(dict(counts))  # Listing 4, line 8: one merge, on the node
     return counts.total()
 
 
@@ -119,16 +147,15 @@ def generate(path: str, n_words: int, seed: int = 42) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, int]:
-    parser = argparse.ArgumentParser(prog="python -m crucial.examples.wordcount", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("document", nargs="?", help="a path or file:// URL (default: generate a sample)")
     parser.add_argument(
         "--generate", type=int, default=200_000, metavar="N", help="words of the generated sample (default 200000)"
     )
     parser.add_argument("--seed", type=int, default=42, help="seed of the generated sample (default 42)")
-    parser.add_argument("--tasks", type=int, default=8, help="chunks, one cloud function each (default 8)")
+    parser.add_argument("--tasks", type=int, default=8, help="chunks, one task each (default 8)")
     parser.add_argument("--word", default="serverless", help="the word Listing 4 counts (default serverless)")
     parser.add_argument("--top", type=int, default=10, help="how many of the most frequent words to print")
-    parser.add_argument("--backend", default=None, help="compute backend: local (default), inline, lithops")
     args = parser.parse_args(argv)
     if args.tasks < 1 or args.generate < 1 or args.top < 0:
         parser.error("--tasks and --generate must be positive, --top not negative")
@@ -139,19 +166,19 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
             location = os.path.join(tmp, "sample.txt")
             generate(location, args.generate, args.seed)
         document = DocumentRef.of(location)  # Listing 4, line 2: a reference, not the text
-        total = crucial.Dict(key=f"wordcount-{uuid.uuid4().hex}/counts")
+        total = WordCounts()
         tasks = args.tasks
 
         start = time.perf_counter()
-        with crucial.ServerlessExecutor(args.backend) as se:  # lines 7-8
-            se.parallel_for(lambda i: count_chunk(document.chunk(i, tasks), total), 0, tasks, workers=tasks)
+        with crucial.ServerlessExecutor(max_workers=tasks) as ex:  # lines 7-8: one function per chunk
+            list(ex.map(lambda i: count_chunk(document.chunk(i, tasks), total), range(tasks)))
         elapsed = time.perf_counter() - start
 
     counts: dict[str, int] = dict(total.items())
     total.delete()
     n = sum(counts.values())
     print(f"{location if args.document else f'a generated sample of {args.generate:,} words (seed {args.seed})'}:")
-    print(f"{n:,} words ({len(counts):,} distinct) counted by {tasks} cloud functions in {elapsed:.2f} s")
+    print(f"{n:,} words ({len(counts):,} distinct) counted in {tasks} tasks in {elapsed:.2f} s")
     print(f"{args.word!r} occurs {counts.get(args.word.lower(), 0):,} times")
     for word, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: args.top]:
         print(f"{c:>10,}  {word}")

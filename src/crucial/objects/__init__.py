@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import atomics, containers, synchronization
-from ._monitor import current_caller, wait_until
+from . import _dropin, atomics, containers, synchronization
+from ._monitor import current_caller, readonly, wait_until
 from ._proxy import Proxy, delete
 from ._shared import shared
 from .atomics import *  # noqa: F403
@@ -15,6 +15,7 @@ __all__ = [
     "builtin_types",
     "current_caller",
     "delete",
+    "readonly",
     "shared",
     "wait_until",
     *atomics.__all__,
@@ -26,7 +27,7 @@ __all__ = [
 def builtin_types() -> dict[str, type]:
     """Type name -> node-side class, for every built-in proxy."""
     out: dict[str, type] = {}
-    for module in (atomics, containers, synchronization):
+    for module in (atomics, containers, synchronization, _dropin):
         for name in module.__all__:
             obj = getattr(module, name)
             if isinstance(obj, type) and issubclass(obj, Proxy) and "_impl" in obj.__dict__:

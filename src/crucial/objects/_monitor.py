@@ -31,6 +31,8 @@ __all__ = [
     "Wait",
     "current_caller",
     "has_waiting_methods",
+    "is_readonly",
+    "readonly",
     "suspend",
     "wait_until",
     "waits",
@@ -103,6 +105,25 @@ def waits(fn: F) -> F:
     """
     fn._crucial_blocking = True  # type: ignore[attr-defined]
     return fn
+
+
+def readonly(fn: F) -> F:
+    """Mark a method of a ``@crucial.shared`` class that changes nothing.
+
+    Calls of such methods through a proxy asking for sequential reads
+    (``proxy.sequential()``) may be answered by any replica of a persistent
+    object instead of its primary (``docs/replication.md``, "Degradable
+    reads").  The method must not wait and must not call other objects.
+    """
+    fn._crucial_readonly = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_readonly(cls: type, name: str) -> bool:
+    """Whether method ``name`` of node-side class ``cls`` changes nothing (built-ins list theirs)."""
+    if name in getattr(cls, "_crucial_readonly_methods", ()):
+        return True
+    return bool(getattr(getattr(cls, name, None), "_crucial_readonly", False))
 
 
 def has_waiting_methods(cls: type) -> bool:

@@ -24,7 +24,7 @@ import uuid
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from ..exceptions import ConfigError, ObjectError
-from ._monitor import has_waiting_methods, in_node_call
+from ._monitor import has_waiting_methods, in_node_call, is_readonly
 
 __all__ = ["Proxy", "Transport", "delete", "set_node_transport"]
 
@@ -50,6 +50,7 @@ class Transport(Protocol):
         force: bool = False,
         cls: type | None = None,
         timeout: float | None = None,
+        read_any: bool = False,
     ) -> Any: ...
 
     def delete(self, type_name: str, key: str) -> bool: ...
@@ -87,11 +88,13 @@ class Proxy:
     #: ``persistent=`` when a constructor call does not say (``@shared(persistent=True)`` sets it)
     _persistent_default: ClassVar[bool] = False
 
-    __slots__ = ("__weakref__", "_create", "_created_on", "_key", "_named", "_seeds", "_transport_cache")
+    __slots__ = ("__weakref__", "_create", "_created_on", "_key", "_named", "_seeds", "_sequential", "_transport_cache")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "_type_name" not in cls.__dict__:
+        # a class with its own node-side type is named after itself; a subclass that only adds
+        # client-side behaviour (crucial.threading.Lock, a manager's dict) names its parent's type
+        if "_type_name" not in cls.__dict__ and ("_impl" in cls.__dict__ or not hasattr(cls, "_type_name")):
             cls._type_name = cls.__name__
 
     def __init__(
@@ -118,6 +121,7 @@ class Proxy:
         self._created_on: Transport | None = None
         self._seeds: tuple[str, ...] | None = None
         self._transport_cache: Transport | None = None
+        self._sequential = False
         if force_new:
             t = self._transport()
             t.call(self._type_name, self.key, "", create=self._create, force=True, cls=self._user_class)
@@ -148,6 +152,7 @@ class Proxy:
         return p
 
     def _init_ref(self, key: str, create: Any, seeds: tuple[str, ...] | None) -> None:
+        self._sequential = False
         self._key = key
         self._named = True
         self._create = create
@@ -186,17 +191,53 @@ class Proxy:
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         t = self._transport()
+        created = self._created_on is t
         result = t.call(
             self._type_name,
             self.key,
             method,
             args,
             kwargs or None,
-            create=None if self._created_on is t else self._create,
+            create=None if created else self._create,
             cls=self._user_class,
+            read_any=self._sequential and created and is_readonly(self._impl, method),
         )
-        self._created_on = t
+        if self._created_on is not t:
+            self._created_on = t
         return result
+
+    def sequential(self: P) -> P:
+        """This object, with sequential reads: its read-only methods may be answered by any
+        replica of a persistent object, not only its primary -- more read throughput, at the
+        price documented in ``docs/replication.md`` ("Degradable reads").  Writes, and the
+        reads of ephemeral objects, are unchanged."""
+        p = type(self).__new__(type(self))
+        for name in Proxy.__slots__[1:]:  # every slot but __weakref__
+            setattr(p, name, getattr(self, name))
+        if hasattr(self, "__dict__"):
+            p.__dict__.update(self.__dict__)
+        p._sequential = True
+        return p
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):  # the proxy's own slots
+            object.__setattr__(self, name, value)
+            return
+        raise AttributeError(
+            f"cannot set {name!r} on a {type(self).__qualname__} proxy: a proxy holds no state, the object lives on "
+            "its DSO node; change it with its methods"
+        )
+
+    @property
+    def aio(self) -> Any:
+        """The asyncio twin of this proxy: ``await proxy.aio.method(...)``, ``async with lock.aio:``.
+
+        It reaches the same object through an :class:`~crucial.client.AsyncClient`
+        found as this proxy's client is (the configuration, else the embedded node).
+        """
+        from ._aio import view
+
+        return view(self)
 
     def delete(self) -> bool:
         """Delete the object from the DSO; ``True`` if it existed.  Waiters get ObjectNotFoundError."""

@@ -34,13 +34,19 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ..protocol import DELATTR, GETATTR, SETATTR
 from ._proxy import Proxy, _rebuild
 
 __all__ = ["SharedProxy", "shared"]
 
 
 class SharedProxy(Proxy):
-    """Base of the proxies that :func:`shared` makes."""
+    """Base of the proxies that :func:`shared` makes.
+
+    Its public data attributes are the object's, on the node: ``g.value``
+    reads a copy of it, ``g.value = 5`` and ``del g.value`` change it there
+    (each one call; properties of the class run on the node too).
+    """
 
     _type_name = "SharedProxy"
 
@@ -62,6 +68,24 @@ class SharedProxy(Proxy):
         except ValueError:  # no signature to check (builtin base class)
             pass
         super().__init__(*args, key=key, force_new=force_new, persistent=persistent, rf=rf, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        """A public name the proxy class lacks: the object's data attribute (or property), read on the node."""
+        if name.startswith("_"):  # pickle, copy and friends probe these: never a remote call
+            raise AttributeError(f"{type(self).__qualname__!r} proxy has no attribute {name!r}")
+        return self._call(GETATTR, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_"):
+            object.__setattr__(self, name, value)
+        else:
+            self._call(SETATTR, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        if name.startswith("_"):
+            object.__delattr__(self, name)
+        else:
+            self._call(DELATTR, name)
 
     def __reduce__(self) -> tuple[Any, ...]:
         rebuild, (cls, key, create, seeds) = super().__reduce__()
@@ -139,6 +163,8 @@ def _make_proxy(cls: type, qualname: str, type_name: str) -> type[SharedProxy]:
                 continue
             if inspect.isfunction(attr):
                 ns[name] = _forwarder(name, attr)
+            elif isinstance(attr, (staticmethod, classmethod)):  # they run on the node too, like methods
+                ns[name] = _forwarder(name, attr.__func__)
     proxy_cls: type[SharedProxy] = type(cls.__name__, (SharedProxy,), ns)
     _proxies[cls] = proxy_cls
     return proxy_cls

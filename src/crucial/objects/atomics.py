@@ -29,6 +29,9 @@ def _int(value: Any, what: str) -> int:
 
 
 class AtomicIntState:
+    #: methods that change nothing: a backup may serve them (reads with consistency="sequential")
+    _crucial_readonly_methods = frozenset({"get"})
+
     def __init__(self, value: int = 0) -> None:
         self.value = _int(value, "initial value")
 
@@ -142,6 +145,9 @@ class AtomicInt(Proxy):
 
 
 class CounterState:
+    #: methods that change nothing: a backup may serve them (reads with consistency="sequential")
+    _crucial_readonly_methods = frozenset({"tally"})
+
     def __init__(self, value: int = 0) -> None:
         self.value = _int(value, "initial value")
         self.initial = self.value
@@ -196,6 +202,9 @@ class Counter(Proxy):
 
 
 class AtomicBoolState:
+    #: methods that change nothing: a backup may serve them (reads with consistency="sequential")
+    _crucial_readonly_methods = frozenset({"get"})
+
     def __init__(self, value: bool = False) -> None:
         self.value = bool(value)
 
@@ -253,6 +262,9 @@ class AtomicBool(Proxy):
 
 
 class AtomicReferenceState:
+    #: methods that change nothing: a backup may serve them (reads with consistency="sequential")
+    _crucial_readonly_methods = frozenset({"get"})
+
     def __init__(self, value: Any = None) -> None:
         self.value = value
 
@@ -315,6 +327,9 @@ class AtomicReference(Proxy):
 
 
 class AtomicByteArrayState:
+    #: methods that change nothing: a backup may serve them (reads with consistency="sequential")
+    _crucial_readonly_methods = frozenset({"get", "length", "read"})
+
     def __init__(self, size_or_data: int | bytes = 0) -> None:
         if isinstance(size_or_data, int) and not isinstance(size_or_data, bool):
             if size_or_data < 0:

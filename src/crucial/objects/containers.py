@@ -103,6 +103,11 @@ def _materialize(values: Any, what: str) -> list[Any]:
 
 
 class ListState:
+    #: methods that change nothing: a backup may serve them (reads with consistency="sequential")
+    _crucial_readonly_methods = frozenset(
+        {"contains", "count", "get", "getitem", "index", "index_of", "last_index_of", "len", "slice", "sub_list", "to_list"}
+    )
+
     def __init__(self, data: Iterable[Any] | None = None) -> None:
         self.data: list[Any] = [] if data is None else _materialize(data, "List")
 
@@ -332,6 +337,9 @@ class List(Proxy):
 
 
 class DictState:
+    #: methods that change nothing: a backup may serve them (reads with consistency="sequential")
+    _crucial_readonly_methods = frozenset({"contains", "copy", "get", "getitem", "items", "keys", "len", "values"})
+
     def __init__(self, data: Mapping[Any, Any] | Iterable[tuple[Any, Any]] | None = None) -> None:
         self.data: dict[Any, Any] = dict(data or {})
 
@@ -522,6 +530,30 @@ class Dict(Proxy):
 class SortedDictState(DictState):
     """A dict kept in key order (``sortedcontainers.SortedDict``); keys must be mutually comparable."""
 
+    #: methods that change nothing: a backup may serve them (reads with consistency="sequential")
+    _crucial_readonly_methods = frozenset(
+        {
+            "contains",
+            "copy",
+            "get",
+            "getitem",
+            "items",
+            "keys",
+            "len",
+            "values",
+            "ceiling_key",
+            "first_key",
+            "floor_key",
+            "head",
+            "higher_key",
+            "last_key",
+            "lower_key",
+            "sub",
+            "tail",
+            "top",
+        }
+    )
+
     _what = "SortedDict"
     data: Any  # a sortedcontainers.SortedDict (a dict subclass, untyped)
 
@@ -706,6 +738,9 @@ class SortedDict(Dict):
 
 
 class SetState:
+    #: methods that change nothing: a backup may serve them (reads with consistency="sequential")
+    _crucial_readonly_methods = frozenset({"contains", "len", "to_set"})
+
     def __init__(self, data: Iterable[Any] | None = None) -> None:
         self.data: set[Any] = set() if data is None else self._elements(data)
 
@@ -826,6 +861,9 @@ _IMMUTABLE = (int, float, complex, bool, str, bytes, type(None), frozenset)
 
 
 class MatrixState:
+    #: methods that change nothing: a backup may serve them (reads with consistency="sequential")
+    _crucial_readonly_methods = frozenset({"get", "get_col", "get_row", "shape", "to_list"})
+
     def __init__(self, rows: int, cols: int, fill: Any = 0) -> None:
         for name, n in (("rows", rows), ("cols", cols)):
             _int(n, f"Matrix {name}")
@@ -1036,7 +1074,7 @@ class QueueState:
                 self.putters -= 1
             if not ok:
                 raise queue.Full(f"queue full (maxsize={self.maxsize})" + (f" after {timeout} s" if block else ""))
-        self.items.append(item)
+        self._put(item)
         self.unfinished += 1
 
     @waits
@@ -1050,6 +1088,13 @@ class QueueState:
                 self.getters -= 1
             if not ok:
                 raise queue.Empty("queue empty" + (f" after {timeout} s" if block else ""))
+        return self._get()
+
+    # the order, as queue.Queue's subclasses override it (crucial.queue.LifoQueue, PriorityQueue)
+    def _put(self, item: Any) -> None:
+        self.items.append(item)
+
+    def _get(self) -> Any:
         return self.items.popleft()
 
     def qsize(self) -> int:

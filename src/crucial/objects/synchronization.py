@@ -260,6 +260,22 @@ class RLockState:
     def locked(self) -> bool:
         return self.owner is not None
 
+    # what a condition over this lock needs (threading.Condition's names, public: they are remote calls)
+    def is_owned(self) -> bool:
+        return self.owner == current_caller()
+
+    def release_save(self) -> int:
+        """Release whatever the recursion count; return it for :meth:`acquire_restore`."""
+        if self.owner != current_caller():
+            raise RuntimeError("cannot release un-acquired lock")
+        count, self.owner, self.count = self.count, None, 0
+        return count
+
+    @waits
+    def acquire_restore(self, count: int) -> None:
+        wait_until(lambda: self.owner is None)
+        self.owner, self.count = current_caller(), count
+
     def _crucial_client_gone(self, client_id: str) -> None:
         if self.owner is not None and self.owner.client_id == client_id:
             self.owner, self.count = None, 0

@@ -51,6 +51,7 @@ class Held(NamedTuple):
     ref: Ref
     rf: int | None
     persistent: bool
+    anchored: bool = False  # placed here by anchored placement: it stays unless this node leaves
 
 
 class Plan(NamedTuple):
@@ -73,6 +74,12 @@ def plan(me: str, prev: View, new: View, held: Iterable[Held]) -> Plan:
     lead: list[tuple[Ref, bool]] = []
     follow: list[tuple[Ref, bool]] = []
     for h in held:
+        if h.anchored:
+            if me in new and me not in new.leaving:
+                continue  # anchored objects never move while their node stays
+            push.setdefault(new.primary(*h.ref), []).append(h.ref)  # going: back to its home
+            retire.append(h.ref)
+            continue
         old_r = replicas(prev, h)
         new_r = replicas(new, h)
         primary = new_r[0]
@@ -111,7 +118,11 @@ class Handoff:
         self._expect: set[str] = set()
         self._candidates: dict[Ref, _Candidate] = {}
         self.retired: dict[Ref, Cell] = {}
+        self.pinned: dict[Ref, str] = {}  # busy objects kept here until idle -> their new primary
+        self.pinned_at: dict[Ref, str] = {}  # objects this node now owns, still served at this address
+        self._drain_timer: Any = None
         self._early: dict[int, set[str]] = {}  # DONE notices for epochs not installed yet
+        self._early_ready: dict[int, set[str]] = {}  # READY notices likewise
         self.stats = {"pushed": 0, "received": 0, "moved_in": 0}
 
     # -- installing a view ---------------------------------------------------------
@@ -122,14 +133,25 @@ class Handoff:
         assert table is not None
         me = node.node_id
         self.epoch, self.prev, self.complete = new.epoch, prev, False
+        self.pinned_at = {r: a for r, a in self.pinned_at.items() if a in new.addresses}
         self._done_from = self._early.pop(new.epoch, set())
         self._expect = {n for n in prev.ids if n in new and n != me}
+        here = node.anchors.here
         held = [
-            Held(ref, cell.repl.options.rf if cell.repl is not None else None, cell.repl is not None)
+            Held(ref, cell.repl.options.rf if cell.repl is not None else None, cell.repl is not None, ref in here)
             for ref, cell in table.cells.items()
         ]
         p = plan(me, prev, new, held)
+        # an ephemeral object with calls parked or queued on it cannot move now: it stays here,
+        # pinned, serving the calls its new primary redirects here, and moves once it is idle
+        busy = {r for refs in p.push.values() for r in refs if _busy(table.cells[r]) and table.cells[r].repl is None}
+        for target, refs in p.push.items():
+            for ref in refs:
+                if ref in busy:
+                    self.pinned[ref] = target
         for ref in p.retire:
+            if ref in self.pinned:
+                continue
             cell = table.cells.pop(ref)
             self.retired[ref] = cell
             if cell.repl is not None:
@@ -140,7 +162,10 @@ class Handoff:
             if was_primary and cell.repl is not None:
                 node.repl.step_down(cell)
         for target, refs in p.push.items():
-            self._send(target, [self._image(table.cells.get(r) or self.retired[r]) for r in refs], rank=0)
+            images = [self._image(table.cells.get(r) or self.retired[r]) for r in refs if r not in busy]
+            self._send(target, images, rank=0, pins=[r for r in refs if r in busy])
+        if self.pinned:
+            self._arm_drain()
         # retired copies of earlier changes: offered to their new primary as a fallback
         fallback: dict[str, list[bytes]] = {}
         for ref, cell in self.retired.items():
@@ -157,6 +182,9 @@ class Handoff:
         for other in new.ids:
             if other != me:
                 node.repl.link(other).request(P.Kind.DONE, body, _ignore)
+        for sender in self._early_ready.pop(new.epoch, ()):
+            self._drop_retired(sender)
+        self._early_ready = {e: s for e, s in self._early_ready.items() if e > new.epoch}
         self._maybe_complete()
 
     def _image(self, cell: Cell) -> bytes:
@@ -164,11 +192,11 @@ class Handoff:
         version = st.version if st is not None else (0, 0)
         return pickle.dumps((cell.ref, version, self.node.repl.dump(cell)), protocol=pickle.HIGHEST_PROTOCOL)
 
-    def _send(self, target: str, images: list[bytes], rank: int) -> None:
-        if not images:
+    def _send(self, target: str, images: list[bytes], rank: int, pins: list[Ref] | None = None) -> None:
+        if not images and not pins:
             return
         self.stats["pushed"] += len(images)
-        body = pickle.dumps((self.epoch, self.node.node_id, rank, images), protocol=pickle.HIGHEST_PROTOCOL)
+        body = pickle.dumps((self.epoch, self.node.node_id, rank, images, pins or []), protocol=pickle.HIGHEST_PROTOCOL)
         link = self.node.repl.link(target)
         for type_name, class_body in self.node.class_bytes.items():  # the receiver may lack user classes
             if type_name not in link.registered:
@@ -180,15 +208,19 @@ class Handoff:
 
     def on_handoff(self, body: bytes) -> None:
         try:
-            _epoch, _sender, rank, images = pickle.loads(body)
+            _epoch, sender, rank, images, pins = pickle.loads(body)
         except Exception as exc:
             raise ProtocolError(f"malformed HANDOFF: {exc}") from None
         self.stats["received"] += len(images)
         table = self.node.table
-        assert table is not None
+        assert table is not None and self.node.view is not None
+        if sender in self.node.view:
+            for ref in pins:  # parked calls keep them there for a while: send their callers there
+                self.pinned_at[tuple(ref)] = self.node.view.address(sender)
         for data in images:
             ref, version, state = pickle.loads(data)
             ref = tuple(ref)
+            self.pinned_at.pop(ref, None)  # arrived (late, when its parked calls were done)
             cand = _Candidate(rank, tuple(version), state)  # type: ignore[arg-type]
             best = self._candidates.get(ref)
             if best is None or (cand.rank, _neg(cand.version)) < (best.rank, _neg(best.version)):
@@ -213,8 +245,17 @@ class Handoff:
         except Exception as exc:
             raise ProtocolError(f"malformed READY: {exc}") from None
         view = self.node.view
-        if view is None or epoch != view.epoch:
+        if view is None or epoch < view.epoch:
             return
+        if epoch > view.epoch:  # it installed the view before us: keep the notice until we do
+            self._early_ready.setdefault(epoch, set()).add(sender)
+            return
+        self._drop_retired(sender)
+
+    def _drop_retired(self, sender: str) -> None:
+        """``sender`` holds, synced, every object it leads: copies retired here for it can go."""
+        view = self.node.view
+        assert view is not None
         for ref, cell in list(self.retired.items()):
             rf = cell.repl.options.rf if cell.repl is not None else None
             primary = view.replicas(ref[0], ref[1], rf)[0] if cell.repl is not None else view.primary(*ref)
@@ -228,6 +269,7 @@ class Handoff:
             return
         self.complete = True
         self._install_candidates()
+        self.node.repl.recheck_ready()
         self.node.handoff_complete(self.epoch)
 
     def _install_candidates(self) -> None:
@@ -244,11 +286,41 @@ class Handoff:
                 log.error("cannot install handed-over %s %r: %s", ref[0], ref[1], exc)
                 continue
             self.stats["moved_in"] += 1
+            if cell.repl is None and node.view.placement == "anchored":
+                node.anchors.forget(ref)  # it came home (its node left): hash placement from now on
             if cell.repl is not None and node.store is not None:
                 node.repl.compact(cell)  # on disk too: this node is one of its replicas now
             if cell.repl is not None and node.view.replicas(ref[0], ref[1], cell.repl.options.rf)[0] == node.node_id:
                 node.repl.become_primary(cell, changed=True)
             self.retired.pop(ref, None)
+
+    # -- pinned objects ---------------------------------------------------------------------
+
+    def _arm_drain(self) -> None:
+        loop = self.node.loop
+        if self._drain_timer is None and loop is not None:
+            self._drain_timer = loop.call_later(0.02, self._drain)
+
+    def _drain(self) -> None:
+        """Move pinned objects that became idle (their parked calls are done) to their new primary."""
+        self._drain_timer = None
+        node = self.node
+        table = node.table
+        assert table is not None and node.view is not None
+        for ref, target in list(self.pinned.items()):
+            cell = table.cells.get(ref)
+            if cell is None or target not in node.view:
+                del self.pinned[ref]
+                continue
+            if _busy(cell):
+                continue
+            del self.pinned[ref]
+            self._send(target, [self._image(cell)], rank=0)
+            del table.cells[ref]
+        if self.pinned:
+            self._arm_drain()
+        elif self.complete:
+            node.handoff_complete(self.epoch)
 
     def ready_notice(self) -> None:
         """Every object this node leads is synced: tell the others to drop their retired copies."""
@@ -262,6 +334,10 @@ class Handoff:
 
 def _neg(version: tuple[int, int]) -> tuple[int, int]:
     return (-version[0], -version[1])
+
+
+def _busy(cell: Cell) -> bool:
+    return bool(cell.waiters or cell.queue or cell.held is not None or cell.running)
 
 
 def _release_waiters(table: Any, cell: Cell) -> None:

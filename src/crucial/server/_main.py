@@ -21,6 +21,7 @@ handing its objects over first when it is not the last one.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -34,10 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .._placement import DEFAULT_FAILURE_TIMEOUT
+from .._placement import DEFAULT_FAILURE_TIMEOUT, PLACEMENTS
 from ..exceptions import ConfigError, CrucialError
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ._node import BLOCKED_WARNING, Node, loop_factory
+from ._output import detach_stdout, install
 
 __all__ = ["ServerOptions", "run_nodes"]
 
@@ -64,6 +66,7 @@ class ServerOptions:
     cluster: str = "default"  # the cluster's name in etcd
     failure_timeout: float = DEFAULT_FAILURE_TIMEOUT  # seconds before a silent node is removed
     join: str | None = None  # HOST:PORT of a running member: join its cluster
+    placement: str = "hash"  # hash | anchored: where a new cluster places new ephemeral objects
 
     @property
     def clustered(self) -> bool:
@@ -87,6 +90,8 @@ class ServerOptions:
             raise ConfigError(
                 f"--failure-timeout must be at least 1 second (etcd leases count seconds), not {self.failure_timeout}"
             )
+        if self.placement not in PLACEMENTS:
+            raise ConfigError(f"--placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
         if self.join is not None and self.nodes > 1:
             raise ConfigError("--join adds one node to a running cluster: leave --nodes at 1")
 
@@ -99,8 +104,8 @@ def _open_store(opts: ServerOptions) -> object | None:
     return Store.open(opts.data_dir, opts.fsync)
 
 
-async def _ask_cluster(address: str, token: str | None) -> tuple[list[str], str]:
-    """The etcd endpoints and cluster name of the member at ``address`` (for --join)."""
+async def _ask_cluster(address: str, token: str | None) -> tuple[list[str], str, float]:
+    """The etcd endpoints, cluster name and failure timeout of the member at ``address`` (for --join)."""
     from ..client import AsyncClient
     from ..config import Config
 
@@ -114,7 +119,7 @@ async def _ask_cluster(address: str, token: str | None) -> tuple[list[str], str]
     cluster = info.get("cluster")
     if not cluster or not cluster.get("etcd"):
         raise ConfigError(f"{address} is a lone node (started without a cluster): it cannot take --join")
-    return list(cluster["etcd"]), str(cluster["name"])
+    return list(cluster["etcd"]), str(cluster["name"]), float(cluster.get("failure_timeout") or DEFAULT_FAILURE_TIMEOUT)
 
 
 async def _run_one(opts: ServerOptions) -> None:
@@ -149,15 +154,22 @@ async def _run_one(opts: ServerOptions) -> None:
         if opts.clustered:
             from ._membership import Membership
 
+            timeout = opts.failure_timeout
             if opts.etcd:
                 endpoints, cluster = opts.etcd.split(","), opts.cluster
-            else:
-                endpoints, cluster = await _ask_cluster(opts.join or "", opts.token)
-            membership = node.membership = Membership(node, endpoints, cluster, opts.failure_timeout, opts.rf or 2)
+            else:  # the cluster's own settings: its failure timeout is every member's lease
+                endpoints, cluster, timeout = await _ask_cluster(opts.join or "", opts.token)
+            membership = node.membership = Membership(node, endpoints, cluster, timeout, opts.rf or 2, placement=opts.placement)
         address = await node.start()
         if membership is not None:
             await membership.start()
+        # what start-up made lives as long as the node: no collection needs to walk it again; and
+        # fewer young-generation collections (calls allocate little that is cyclic)
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         print(address if opts.child else f"CRUCIAL_DSO={address}", flush=True)
+        detach_stdout()  # the parent read the address; nothing else goes to that pipe
+        install(node.table, loop.call_soon)  # what methods print goes to their callers
         if opts.watch_stdin or opts.child:
             loop.run_in_executor(None, _wait_eof).add_done_callback(lambda _: stop.set())
         serve = asyncio.ensure_future(node.serve_forever())
@@ -176,7 +188,11 @@ async def _run_one(opts: ServerOptions) -> None:
     finally:
         await node.close()
         if membership is not None:
-            membership.close(leave=True)
+            # a node that stops without leaving (stdin closed, Ctrl-C, the supervisor stopping the cluster)
+            # keeps its member key until its lease runs out, as a crash would: deleting it would make the
+            # nodes still running remove it at once -- and then a whole-cluster stop in which one node
+            # outlives the others by a moment, restarted, would find the others' data "stale"
+            membership.close(leave=membership.left.is_set())
         if store is not None:
             store.close()  # type: ignore[attr-defined]
 
@@ -204,7 +220,7 @@ class _Supervisor:
         cmd = [sys.executable, "-m", "crucial.server", "--child", "--host", o.host, "--port", "0"]
         cmd += ["--max-frame-size", str(o.max_frame_size), "--blocked-warning", str(o.blocked_warning)]
         cmd += ["--etcd", str(self.endpoints), "--cluster", o.cluster, "--failure-timeout", str(o.failure_timeout)]
-        cmd += ["--rf", str(o.rf or 2)]
+        cmd += ["--rf", str(o.rf or 2), "--placement", o.placement]
         if o.advertise:
             cmd += ["--advertise", o.advertise]
         if o.data_dir:
@@ -300,6 +316,7 @@ class _Supervisor:
                 self.spawn(i)
             self.wait_for_view()
             print("CRUCIAL_DSO=" + ",".join(self.addresses[i] for i in sorted(self.addresses)), flush=True)
+            detach_stdout()
             for i in range(self.opts.nodes):
                 threading.Thread(target=self.watch, args=(i,), daemon=True).start()
             if self.opts.watch_stdin:

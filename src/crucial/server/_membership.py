@@ -38,7 +38,10 @@ log = logging.getLogger("crucial.node")
 class Membership:
     """Joins ``node`` to the cluster ``cluster`` whose views live in etcd at ``endpoints``."""
 
-    def __init__(self, node: Node, endpoints: list[str], cluster: str, failure_timeout: float, rf: int) -> None:
+    def __init__(
+        self, node: Node, endpoints: list[str], cluster: str, failure_timeout: float, rf: int, placement: str = "hash"
+    ) -> None:
+        self.placement = placement  # for the first view only: a cluster keeps the placement it started with
         self.node = node
         self.endpoints = endpoints
         self.cluster = cluster
@@ -102,7 +105,7 @@ class Membership:
             if data is not None:
                 self._view_rev = rev
                 return View.from_json(data)
-            first = View(1, ((self.node.node_id, self.node.address),), self.rf, self.failure_timeout)
+            first = View(1, ((self.node.node_id, self.node.address),), self.rf, self.failure_timeout, placement=self.placement)
             if coord.propose_view(first.as_json(), 0):
                 log.info("started cluster %r at %s", self.cluster, ",".join(self.endpoints))
 
@@ -128,6 +131,8 @@ class Membership:
     # -- following ------------------------------------------------------------------------
 
     def _event(self, name: str, value: bytes | None, revision: int) -> None:
+        if self._closing:
+            return  # the node is stopping: its store may be closed already
         if name == "view":
             if value is None:
                 return
@@ -170,7 +175,8 @@ class Membership:
             self.settle_when_done(view.epoch)
 
     def settle_when_done(self, epoch: int) -> None:
-        if self.node.handoff.complete and self.node.handoff.epoch == epoch:
+        handoff = self.node.handoff
+        if handoff.complete and handoff.epoch == epoch and not handoff.pinned:
             self.settled(epoch)
 
     def settled(self, epoch: int) -> None:
@@ -205,7 +211,13 @@ class Membership:
         # restart its data may hold the only copies of some objects, and nodes start at their own pace
         grace = self.restart_grace - self.failure_timeout
         up = now - self._started - grace
-        absent_for = {i: math.inf if i in self._gone_since else up for i in node.view.ids if i not in self.live}
+        # a key that vanishes within the grace may be a previous incarnation's lease running out while
+        # that node restarts (a whole-cluster restart): it gets the grace too
+        absent_for = {
+            i: math.inf if self._gone_since.get(i, 0) - self._started >= grace else up
+            for i in node.view.ids
+            if i not in self.live
+        }
         proposal = next_view(node.view, self.live, absent_for)
         if proposal is None:
             waiting = [self.failure_timeout - t for t in absent_for.values() if t < self.failure_timeout]  # timers

@@ -8,6 +8,7 @@ through an asyncio client.  The event loop keeps serving everyone else.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import TYPE_CHECKING, Any
 
 from greenlet import getcurrent
@@ -53,6 +54,7 @@ class NodeTransport:
         force: bool = False,
         cls: type | None = None,
         timeout: float | None = None,
+        read_any: bool = False,
     ) -> Any:
         node = self.node
         assert node.view is not None and node.table is not None
@@ -60,13 +62,15 @@ class NodeTransport:
         if isinstance(me, CallGreenlet) and me.ref == (type_name, key):
             # it would wait for itself forever: the object is held by this very call
             raise ObjectError(f"a method of {type_name} {key!r} called its own object through a proxy; use self", type_name, key)
+        running = node.table.current  # the calling method's invocation: what the nested call prints is its output
+        out = running.output if running is not None else None
         table = node.table
         cell = table.cells.get((type_name, key))
         persistent = (cell is not None and cell.repl is not None) or (create is not None and len(create) > 2 and create[2][0])
         if persistent or node.view.primary(type_name, key) != node.node_id:
             # another node's object, or a replicated one: through the node's full call path
             coro_args = (type_name, key, method, args, kwargs)
-            return suspend(lambda resume: self._remote(resume, coro_args, create, force, cls, timeout))
+            return suspend(lambda resume: self._remote(resume, coro_args, create, force, cls, timeout, out))
         if cls is not None and type_name not in table.types:
             table.types[type_name] = cls
         if create is not None or force:
@@ -80,6 +84,7 @@ class NodeTransport:
 
         def start(resume: Any) -> None:
             inv = Invocation(method, args, kwargs, caller, lambda ok, value, tb: resume(ok, value))
+            inv.output = out
             try:
                 table.submit(cell, inv)
             except Exception as exc:
@@ -88,9 +93,14 @@ class NodeTransport:
         return suspend(start)
 
     def _remote(
-        self, resume: Any, call: tuple[Any, ...], create: Any, force: bool, cls: type | None, timeout: float | None
+        self, resume: Any, call: tuple[Any, ...], create: Any, force: bool, cls: type | None, timeout: float | None, out: Any
     ) -> None:
-        fut = asyncio.ensure_future(self._client().call(*call, create=create, force=force, cls=cls, timeout=timeout))
+        on_output = out.write if out is not None else None
+        fut = asyncio.ensure_future(
+            self._client().call(
+                *call, create=create, force=force, cls=cls, timeout=timeout, on_output=on_output, owner=threading.get_ident()
+            )
+        )
         fut.add_done_callback(lambda f: _settle(f, resume))
 
     def delete(self, type_name: str, key: str) -> bool:

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
-from .._placement import View
+from .._placement import ANCHOR, View
 from ..exceptions import (
     AuthenticationError,
     CallCancelledError,
@@ -52,11 +52,13 @@ from ..exceptions import (
     SerializationError,
 )
 from ..objects import builtin_types
-from ..objects._monitor import Caller, has_waiting_methods
+from ..objects._monitor import Caller, has_waiting_methods, is_readonly
 from ..objects._proxy import set_node_transport
 from ..objects._threadlike import monitors
+from ._anchors import Anchors, AnchorState
 from ._handoff import Handoff, may_gain
 from ._nested import NodeTransport
+from ._output import CallOutput
 from ._replica import Replicator
 from ._runtime import Cell, Invocation, ObjectTable, blocked_report
 from ._state import Options
@@ -85,13 +87,37 @@ def is_loopback(host: str) -> bool:
 
 
 def _reachable(host: str) -> str:
-    """The name others should use for a node bound to ``host``.
+    """The address others should use for a node bound to ``host``.
 
-    A wildcard bind (0.0.0.0, ::) is not an address anyone can connect to:
-    advertise this machine's name instead (``--advertise`` overrides it)."""
-    if host in ("0.0.0.0", "::", ""):
-        return socket.getfqdn()
-    return host
+    A wildcard bind (0.0.0.0, ::) is not an address anyone can connect to,
+    and this machine's name often resolves to 127.0.0.1 (``/etc/hosts``), which
+    no remote function reaches: advertise the machine's primary address -- the
+    one of the interface its default route leaves by -- else a non-loopback
+    address its name resolves to, else loopback (nothing else exists).
+    ``--advertise`` overrides all of this.
+    """
+    if host not in ("0.0.0.0", "::", ""):
+        return host
+    family, probe = (socket.AF_INET6, "2001:db8::1") if host == "::" else (socket.AF_INET, "192.0.2.1")
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect((probe, 9))  # UDP: only picks the route, sends nothing (the probe is a documentation address)
+            if not is_loopback(address := str(s.getsockname()[0])):
+                return address
+    except OSError:  # no route
+        pass
+    try:
+        for *_, sockaddr in socket.getaddrinfo(socket.gethostname(), None, family, socket.SOCK_STREAM):
+            if not is_loopback(str(sockaddr[0])):
+                return str(sockaddr[0])
+    except OSError:
+        pass
+    return "::1" if family == socket.AF_INET6 else "127.0.0.1"
+
+
+def _has_port(address: str) -> bool:
+    host, sep, port = address.rpartition(":")
+    return bool(sep) and port.isdigit() and bool(host) and not host.endswith(":")
 
 
 def unreplicable_types(types: dict[str, type]) -> frozenset[str]:
@@ -150,6 +176,7 @@ class Node:
         self._watchdog_stop = threading.Event()
         self.repl = Replicator(self)
         self.handoff = Handoff(self)
+        self.anchors = Anchors(self)
         # membership: None for a lone node (its view never changes); else a server._membership.Membership
         self.membership: Any = None
         self.newest_epoch = 0  # the highest epoch heard of (a peer that is ahead deposes us)
@@ -164,6 +191,7 @@ class Node:
     async def start(self) -> str:
         loop = self.loop = asyncio.get_running_loop()
         types = builtin_types()
+        types[ANCHOR] = AnchorState  # directory entries of anchored placement: replicated like built-ins
         self.builtin_names = frozenset(types)
         self._unreplicable = unreplicable_types(types)
         self.table = ObjectTable(dict(types), loop.call_later, loop.call_soon, inline=frozenset(types))
@@ -171,7 +199,9 @@ class Node:
         sock = self._server.sockets[0]
         host, port = sock.getsockname()[:2]
         self.port = port
-        self.address = f"{self.advertise or _reachable(host)}:{port}"
+        advertised = self.advertise or _reachable(host)
+        # --advertise HOST, or HOST:PORT when clients reach the node through another port (NAT, a Service)
+        self.address = advertised if _has_port(advertised) else f"{advertised}:{port}"
         epoch = 1
         if self.store is not None:
             self._load_store()
@@ -280,7 +310,7 @@ class Node:
         return self.membership is not None and self.membership.left_gracefully(node_id)
 
     def handoff_complete(self, epoch: int) -> None:
-        if self.membership is not None:
+        if self.membership is not None and not self.handoff.pinned:
             self.membership.settled(epoch)
         if not self.repl._sync:
             self.handoff.ready_notice()
@@ -320,7 +350,7 @@ class Node:
 
     # -- who may be served here ------------------------------------------------------
 
-    def gate(self, ref: Ref) -> tuple[int, bytes] | None:
+    def gate(self, ref: Ref, cell: Cell | None) -> tuple[int, bytes] | None:
         """None when this node serves ``ref`` now; else the reply that sends the caller elsewhere or back later."""
         view = self.view
         assert view is not None
@@ -328,12 +358,22 @@ class Node:
             return P.Kind.UNAVAILABLE, _unavailable("this node cannot prove its membership (lease)", view.epoch)
         if self.newest_epoch > view.epoch:
             return P.Kind.UNAVAILABLE, _unavailable("this node is catching up with a newer view", view.epoch)
-        if view.ring.owner(*ref) != self.node_id:
+        if cell is not None and cell.placed == view.epoch:
+            return None  # checked already in this view: no hashing on the hot path
+        if view.primary(*ref) != self.node_id:
+            if ref in self.handoff.pinned or ref in self.anchors.here:
+                return None  # handed over but calls are parked on it here, or placed here (anchored)
             return P.Kind.REDIRECT, self._redirect
+        if self.handoff.pinned_at:
+            to = self.handoff.pinned_at.get(ref)
+            if to is not None:
+                return P.Kind.REDIRECT, P.encode_json({"to": to})
         if not self.handoff.complete:
             assert self.table is not None
-            if ref not in self.table.cells and may_gain(self.node_id, self.handoff.prev, ref):
+            if cell is None and may_gain(self.node_id, self.handoff.prev, ref):
                 return P.Kind.UNAVAILABLE, _unavailable("objects are being handed over", view.epoch)
+        if cell is not None and self.handoff.complete:
+            cell.placed = view.epoch
         return None
 
     # -- dispatch (called by connections) ---------------------------------------
@@ -342,15 +382,15 @@ class Node:
         self.stats["calls"] += 1
         call = P.decode_call(body)  # ProtocolError / SerializationError handled by caller
         ref = (call.type_name, call.key)
+        table = self.table
+        assert table is not None
+        cell = table.cells.get(ref)
         if self.membership is not None:
-            refusal = self.gate(ref)
+            refusal = self.gate(ref, cell)
             if refusal is not None:
                 self.stats["refused"] += 1
                 conn.send(refusal[0], req_id, refusal[1])
                 return
-        table = self.table
-        assert table is not None
-        cell = table.cells.get(ref)
         did = (conn.client_id, call.seq)
         if call.seq:
             waiting = self._inflight.get(did)
@@ -362,11 +402,20 @@ class Node:
                 if cached is not None and (cell.repl is None or cell.repl.ready):
                     conn.send(cached[0], req_id, cached[1])
                     return
+        if cell is None and self.view.placement == "anchored" and ref[0] != ANCHOR:  # type: ignore[union-attr]
+            try:
+                if self.anchors.route(conn, req_id, call):
+                    return
+            except CrucialError as exc:
+                self.reply_now([(conn, req_id)], *self.error_reply(exc), None)
+                return
         if cell is not None and cell.repl is not None and not cell.repl.ready:
             self.stats["refused"] += 1
             conn.send(P.Kind.UNAVAILABLE, req_id, _unavailable("its replicas are being synchronised", self.view.epoch))  # type: ignore[union-attr]
             return
         targets = [(conn, req_id)]
+        out = CallOutput(targets)  # what the call prints, sent to targets before the reply
+        existed = cell is not None
         try:
             if call.create is not None or call.force:
                 cell = self._create(call, cell)
@@ -378,13 +427,20 @@ class Node:
         if call.seq:
             self._inflight[did] = targets
         persistent = cell.repl is not None
+        # a read of a persistent object changes nothing: no record, no disk; it is answered after the
+        # writes before it are acknowledged, so it never shows a write that one failure could lose
+        reading = persistent and existed and not call.force and is_readonly(type(cell.obj), call.method)
         seq = call.seq
 
         def on_done(ok: bool, value: Any, tb: str) -> None:
             kind, payload = _encode_result(ok, value, tb, call)
+            out.flush()  # what it printed goes first (a replicated call's reply comes later still)
             if seq and not ok and isinstance(value, CallCancelledError):
                 # a cancelled call was not applied: a retry must run it again
                 self.reply_now(targets, kind, payload, did)
+                return
+            if reading:
+                self.repl.read_done(cell, kind, payload, targets, did if seq else None)
                 return
             if seq:
                 self.remember(cell, did, kind, payload)
@@ -397,6 +453,7 @@ class Node:
             on_done(True, None, "")
             return
         inv = Invocation(call.method, call.args, call.kwargs, Caller(conn.client_id, call.owner), on_done)
+        inv.output = out
         conn.pending[req_id] = (inv, did)
         try:
             table.submit(cell, inv)
@@ -404,6 +461,36 @@ class Node:
             conn.pending.pop(req_id, None)
             self._inflight.pop(did, None)
             self.reply_now(targets, *self.error_reply(exc), None)
+
+    def handle_read(self, conn: _Connection, req_id: int, body: bytes) -> None:
+        """A read-only call that any replica may answer (``proxy.sequential()``): served from this
+        node's copy without replication, or sent back to the primary (REDIRECT) when this node
+        cannot answer it -- it holds no copy, is not serving, or the method may change something."""
+        self.stats["calls"] += 1
+        self.stats["reads"] = self.stats.get("reads", 0) + 1
+        call = P.decode_call(body)
+        ref = (call.type_name, call.key)
+        view = self.view
+        assert view is not None and self.table is not None
+        cell = self.table.cells.get(ref)
+        if (
+            cell is None
+            or (cell.repl is None and view.ring.owner(*ref) != self.node_id)
+            or cell.waiters
+            or time.monotonic() >= self.lease_valid_until
+            or self.newest_epoch > view.epoch
+            or ref in self.handoff.pinned
+            or not is_readonly(type(cell.obj), call.method)
+        ):
+            conn.send(P.Kind.REDIRECT, req_id, self._redirect)
+            return
+        try:
+            value = getattr(cell.obj, call.method)(*call.args, **(call.kwargs or {}))
+        except Exception as exc:  # the method's own error is its reply
+            kind, payload = _encode_result(False, exc, "", call)
+        else:
+            kind, payload = _encode_result(True, value, "", call)
+        conn.send(kind, req_id, payload)
 
     def _create(self, call: P.CallRequest, cell: Cell | None) -> Cell:
         table = self.table
@@ -511,6 +598,9 @@ class Node:
             cell.dedup = {}
         cell.dedup[did] = (kind, payload)
         order = self._dedup_order
+        again = order.pop(did, None)  # remembered again (a resent record, a state installed): count it once
+        if again is not None:
+            self._dedup_bytes -= again[1]
         order[did] = (cell.ref, len(payload))
         self._dedup_bytes += len(payload)
         if len(order) > self._dedup_window or self._dedup_bytes > DEDUP_BYTES:
@@ -542,7 +632,7 @@ class Node:
         type_name, key = _pair(P.loads(body, what="delete"), "DELETE")
         ref = (str(type_name), str(key))
         if self.membership is not None:
-            refusal = self.gate(ref)
+            refusal = self.gate(ref, None)
             if refusal is not None:
                 conn.send(refusal[0], req_id, refusal[1])
                 return
@@ -654,6 +744,8 @@ class Node:
             self.handoff.on_done(body)
         elif kind == P.Kind.READY:
             self.handoff.on_ready(body)
+        elif kind == P.Kind.ANCHOR:
+            self.anchors.on_anchor(body)
         conn.send(P.Kind.OK, req_id, P.dumps(None))
 
 
@@ -693,6 +785,9 @@ class _Connection(asyncio.Protocol):
         # request id -> (running call, its dedup id): cancelled if we vanish
         self.pending: dict[int, tuple[Invocation, tuple[str, int]]] = {}
         self.closed = False
+        # replies to the frames of the read being handled, written together when it is done: a client
+        # that sends many calls at once (threads sharing a connection) gets them in one write
+        self.batch: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -700,14 +795,25 @@ class _Connection(asyncio.Protocol):
         self.node.stats["connections"] += 1
 
     def send(self, kind: int, req_id: int, body: bytes) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        if self.batch is not None:  # answering frames of this very read: one write at its end
+            self.batch.append(P.encode_frame(kind, req_id, body))
+        else:
             self.transport.write(P.encode_frame(kind, req_id, body))
+
+    def flush(self) -> None:
+        """Write the replies gathered while handling one read, in one go."""
+        batch, self.batch = self.batch, None
+        if batch and not self.closed:
+            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     def fail(self, code: str, message: str, req_id: int = 0) -> None:
         """Tell the peer what was wrong, then drop this connection only."""
         self.node.stats["protocol_errors"] += 1
         log.info("closing connection from %s: %s", self.client_id or "?", message)
         self.send(P.Kind.FAIL, req_id, P.encode_json({"code": code, "message": message}))
+        self.flush()
         self.transport.close()
         self.closed = True
 
@@ -719,6 +825,16 @@ class _Connection(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail("frame", str(exc))
             return
+        if len(frames) > 1:
+            self.batch = []
+            try:
+                self._handle(frames)
+            finally:
+                self.flush()
+        else:
+            self._handle(frames)
+
+    def _handle(self, frames: list[P.Frame]) -> None:
         node = self.node
         for frame in frames:
             if self.closed:
@@ -744,6 +860,8 @@ class _Connection(asyncio.Protocol):
                     self.send(P.Kind.OK, frame.req_id, P.dumps(None))
                 elif kind == P.Kind.INFO:
                     node.handle_info(self, frame.req_id, frame.body)
+                elif kind == P.Kind.READ:
+                    node.handle_read(self, frame.req_id, frame.body)
                 elif kind == P.Kind.LEAVE:
                     node.handle_leave(self, frame.req_id)
                 else:

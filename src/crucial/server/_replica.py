@@ -65,10 +65,12 @@ class Pending:
 class ReplState:
     """What a node knows about one persistent object it holds."""
 
-    __slots__ = ("active", "logged", "options", "pending", "ready", "state_sent", "version")
+    __slots__ = ("active", "backups", "logged", "options", "pending", "placed", "ready", "state_sent", "version")
 
     def __init__(self, options: Options, active: bool, version: Version = (0, 0), ready: bool = True) -> None:
         self.options = options
+        self.placed = 0  # the view epoch of ``backups``
+        self.backups: list[str] = []
         self.active = active  # built-in type: records are calls; else records are states
         self.version = version
         self.pending: collections.deque[Pending] = collections.deque()
@@ -113,10 +115,15 @@ class Replicator:
             self.links.pop(node_id).close()
 
     def backups(self, cell: Cell) -> list[str]:
+        """The object's other replicas in the current view (computed once per view: hashing costs)."""
         view = self.node.view
         assert view is not None
-        replicas = view.replicas(cell.ref[0], cell.ref[1], cell.repl.options.rf)
-        return [n for n in replicas if n != self.node.node_id]
+        st: ReplState = cell.repl
+        if st.placed != view.epoch:
+            replicas = view.replicas(cell.ref[0], cell.ref[1], st.options.rf)
+            st.backups = [n for n in replicas if n != self.node.node_id]
+            st.placed = view.epoch
+        return st.backups
 
     def image(self, cell: Cell) -> Image:
         st: ReplState | None = cell.repl
@@ -141,12 +148,22 @@ class Replicator:
         st: ReplState = cell.repl
         view = self.node.view
         assert view is not None and self.node.table is not None
-        if self.node.table.cells.get(cell.ref) is not cell and body is not None:
-            # it moved (a view change) while the call ran: this copy's effects do not count
+        if body is not None and (self.node.table.cells.get(cell.ref) is not cell or view.primary(*cell.ref) != self.node.node_id):
+            # the view changed while the call ran: this node no longer orders the object's calls,
+            # so this run does not count (the caller retries with the same call id at the primary);
+            # this copy ran it all the same: no version matches it now, so the primary's next record
+            # finds it different and sends its whole state
+            st.version = (view.epoch, -1)
             self.node.refuse(targets, did)
             return
         prev = st.version
         st.version = version = (view.epoch, prev[1] + 1)
+        backups = self.backups(cell)
+        if not backups and self.store is None and not st.pending:  # one replica, in memory: nothing to wait for
+            self.node.reply_now(targets, kind, payload, did)
+            if body is None and self._deleting.get(cell.ref) is cell:
+                del self._deleting[cell.ref]
+            return
         if body is None:
             record = Record(cell.ref[0], cell.ref[1], RecordKind.DELETE, version, None, b"")
         elif st.active:
@@ -162,7 +179,7 @@ class Replicator:
                 return
             record = Record(cell.ref[0], cell.ref[1], RecordKind.STATE, version, None, state, dedup)
         pending = Pending(version, kind, payload, targets, did)
-        for backup in self.backups(cell):
+        for backup in backups:
             pending.waiting.add(backup)
             self._send(backup, record)
         if self.store is not None:
@@ -184,6 +201,14 @@ class Replicator:
         if cell is None or cell.repl is None:
             cell = self._deleting.get(ref)
         return cell
+
+    def read_done(self, cell: Cell, kind: int, payload: bytes, targets: list[Target], did: Did | None) -> None:
+        """A read-only call ran: reply once the writes before it are acknowledged (now, if there are none)."""
+        st: ReplState = cell.repl
+        if not st.pending:
+            self.node.reply_now(targets, kind, payload, did)
+            return
+        st.pending.append(Pending(st.version, kind, payload, targets, did))  # waits for nobody itself
 
     def _send(self, backup: str, record: Record) -> None:
         self._out.setdefault(backup, []).append(record)
@@ -363,13 +388,26 @@ class Replicator:
         self._check_ready(cell)
 
     def _check_ready(self, cell: Cell) -> None:
-        """A CHECK or STATE acknowledged at our version by every backup makes the object ready."""
+        """A CHECK or STATE acknowledged at our version by every backup makes the object ready -- once the
+        hand-over of the view is complete too: every other node, the object's previous primary included,
+        has then installed the view, so none of them still answers for it (reads are not replicated)."""
         waiting = self._sync.get(cell.ref)
-        if waiting is None or waiting:
+        if waiting is None or waiting or not self.node.handoff.complete:
             return
         del self._sync[cell.ref]
         cell.repl.ready = True
         self.node.object_ready(cell)
+
+    def recheck_ready(self) -> None:
+        """The hand-over completed: objects whose backups had all confirmed become ready."""
+        table = self.node.table
+        assert table is not None
+        for ref, waiting in list(self._sync.items()):
+            cell = table.cells.get(ref)
+            if cell is None or cell.repl is None:
+                del self._sync[ref]
+            elif not waiting:
+                self._check_ready(cell)
 
     def step_down(self, cell: Cell) -> None:
         """No longer the primary: calls still waiting for acks are refused (their clients retry)."""
@@ -486,7 +524,11 @@ class Replicator:
         table = self.node.table
         assert table is not None
         image = load_image(body, table.types)
+        old = table.cells.get((image.type_name, image.key))
+        kept = dict(old.dedup) if old is not None and old.dedup else {}
         cell = table.install(image.type_name, image.key, image.obj)
+        if kept:  # a passive record carries only its own call's reply: keep the earlier ones
+            cell.dedup = kept
         if image.options.persistent:
             self.make_persistent(cell, image.options)
             cell.repl.version = version

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple, Protocol
 
 from greenlet import GreenletExit, getcurrent
 
+from .. import protocol as P
 from ..exceptions import (
     CallCancelledError,
     ObjectCreationError,
@@ -62,6 +63,7 @@ class Invocation:
         "kwargs",
         "method",
         "on_done",
+        "output",
         "pending_exc",
         "timer",
     )
@@ -79,12 +81,13 @@ class Invocation:
         self.finished = False
         self.expired = False  # its wait timed out; woken as soon as the object is free
         self.pending_exc: BaseException | None = None  # thrown in as soon as the object is free
+        self.output: Any = None  # where what it prints goes (server._output.CallOutput), if anywhere
 
 
 class Cell:
     """One hosted object and the calls waiting for it."""
 
-    __slots__ = ("alive", "dedup", "held", "obj", "queue", "quiet", "ref", "repl", "running", "waiters")
+    __slots__ = ("alive", "dedup", "held", "obj", "placed", "queue", "quiet", "ref", "repl", "running", "waiters")
 
     def __init__(self, ref: Ref, obj: Any) -> None:
         self.ref = ref
@@ -92,6 +95,7 @@ class Cell:
         self.repl: Any = None  # a persistent object's replication state (server._replica.ReplState)
         # replies of calls on this object, kept for replays: they travel with the object
         self.dedup: dict[tuple[str, int], tuple[int, bytes]] | None = None
+        self.placed = 0  # the view epoch in which this node checked it is the object's primary
         self.queue: deque[Invocation] = deque()
         self.waiters: list[tuple[Invocation, Callable[[], bool]]] = []
         self.held: Invocation | None = None  # suspended on a nested call
@@ -442,6 +446,8 @@ def _ignore(ok: bool, value: Any, tb: str) -> None:
 
 def _resolve(cell: Cell, method: str) -> Callable[..., Any]:
     type_name, key = cell.ref
+    if method in _ATTRIBUTE_OPS:
+        return _attribute_op(cell, method)
     if not method or method.startswith("_"):
         raise UnknownMethodError(
             f"{type_name}.{method or '<empty>'} is private and cannot be called remotely (key {key!r})", type_name, key
@@ -453,3 +459,22 @@ def _resolve(cell: Cell, method: str) -> Callable[..., Any]:
             f"{type_name} has no method {method!r} (key {key!r}); it has: {', '.join(public)}", type_name, key
         )
     return fn
+
+
+_ATTRIBUTE_OPS: dict[str, Callable[..., Any]] = {P.GETATTR: getattr, P.SETATTR: setattr, P.DELATTR: delattr}
+
+
+def _attribute_op(cell: Cell, method: str) -> Callable[..., Any]:
+    """``getattr``/``setattr``/``delattr`` on the object, for its public data attributes (``proxy.value = 5``)."""
+    type_name, key = cell.ref
+    op = _ATTRIBUTE_OPS[method]
+    obj = cell.obj
+
+    def access(name: str, *value: Any) -> Any:
+        if not isinstance(name, str) or not name or name.startswith("_"):
+            raise UnknownMethodError(
+                f"{type_name}.{name} is private: only public attributes can be read or set remotely (key {key!r})", type_name, key
+            )
+        return op(obj, name, *value)
+
+    return access

@@ -403,7 +403,7 @@ def _run(job: Job, backend: str | None, timeout: float | None, debug: bool, dso:
                     try:
                         _write(item[0], item[1])
                     except BrokenPipeError:  # our reader went away (`sshell seq 1 1e9 | head`)
-                        return 128 + signal.SIGPIPE
+                        return _closed_output()
     finally:
         if out is not None:
             with contextlib.suppress(Exception):
@@ -443,13 +443,30 @@ def _final_status(thread: Any) -> int:
 def _exit_with(run: Callable[[], int]) -> NoReturn:
     """Exit with ``run()``'s status; a failure is reported (with its code), Ctrl-C exits 130."""
     try:
-        code = run()
-    except _Failure as exc:
-        click.echo(f"sshell: {exc}", err=True)
-        code = exc.code
+        try:
+            code = run()
+        except _Failure as exc:
+            click.echo(f"sshell: {exc}", err=True)
+            code = exc.code
     except KeyboardInterrupt:
         code = 128 + signal.SIGINT
+    except BrokenPipeError:  # stdout or stderr was closed (`sshell --debug ls 2>&1 | head -1`)
+        code = _closed_output()
     sys.exit(code)
+
+
+def _closed_output() -> int:
+    """Our reader went away: end quietly with 141, as a filter killed by SIGPIPE (`ls | head`) does.
+
+    Python ignores SIGPIPE, so a write to a closed pipe raises instead; the
+    streams are pointed at /dev/null so that nothing tries to report it (or
+    to flush into the closed pipe) on the way out.
+    """
+    null = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    return 128 + signal.SIGPIPE
 
 
 def _wait_for(job_id: str, dso: tuple[str, ...], token: str | None, origin: str) -> int:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from crucial.examples._santa_check import WORK, summarize
-from crucial.examples._timing import Stopwatch, breakdown
+from crucial.examples._timing import Stopwatch, breakdown, plot_functions
 
 #: the thread class of the entities, by flavour
 FLAVOURS: dict[str, Callable[..., Any]] = {"threads": threading.Thread}
@@ -335,12 +335,14 @@ def main(argv: list[str] | None = None) -> Result:
     parser.add_argument("--work-delay", type=float, default=0.2, help="seconds per unit of delay (default 0.2; seed: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the entities' random delays")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    parser.add_argument("--plot", metavar="PATH", help="draw a timeline of the cloud functions to PATH (crucial[plot])")
     args = parser.parse_args(argv)
     if args.elves < ELF_GROUP or args.reindeer < 1 or args.deliveries < 0 or args.work_delay < 0:
         parser.error(f"need at least {ELF_GROUP} elves, one reindeer, deliveries >= 0 and work delay >= 0")
     options = {k: getattr(args, k) for k in ("elves", "reindeer", "deliveries", "work_delay", "seed", "timeout")}
     result = run(args.flavour, **options)
     report(result)
+    plot_functions(args.plot)
     return result
 
 
