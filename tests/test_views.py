@@ -31,6 +31,23 @@ def test_view_round_trips_through_json_and_rejects_garbage() -> None:
         View.from_json({"epoch": 1, "members": [["a", "h"]], "failure_timeout": math.nan})
 
 
+
+def test_a_view_records_when_each_member_was_added_so_a_node_that_missed_views_knows_it_was_out() -> None:
+    """A node cut off in view 3 that next reads view 5 must tell "removed in 4, added back in 5" from "stayed"."""
+    three = View(3, ABC, rf=2)
+    assert [three.joined(i) for i in ("a", "b", "c")] == [0, 0, 0]  # members since the first view (or not recorded)
+    without_c = three.with_changes(members=ABC[:2])
+    back = without_c.with_changes(members=ABC)
+    assert back.epoch == 5 and back.joined("c") == 5 > three.epoch  # c was out in between
+    assert back.joined("a") == back.joined("b") == 0  # a and b stayed: their copies are current
+    later = back.with_changes(members=(*ABC, ("d", "h:4")))
+    assert later.joined("c") == 5 and later.joined("d") == 6  # kept across views; a joiner gets its view's epoch
+    assert View.from_json(later.as_json()).since == later.since  # it travels through etcd
+    assert "since" not in three.as_json()  # views written before it existed read as "since the first view"
+    assert later.without("c") == View(6, (ABC[0], ABC[1], ("d", "h:4")), rf=2) and View(1, ABC[:1]).without("a") is None
+    with pytest.raises(ProtocolError, match="since"):
+        View.from_json({"epoch": 2, "members": [["a", "h"]], "since": {"a": 7}})  # added after the view itself
+
 def test_replicas_are_distinct_primary_first_and_capped_by_the_cluster() -> None:
     v = View(1, ABC, rf=2)
     for ref in keys(100):

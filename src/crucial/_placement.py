@@ -19,7 +19,7 @@ import bisect
 import hashlib
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .exceptions import ProtocolError
@@ -114,6 +114,9 @@ class View:
     placement: str = "hash"
     #: the members in the order they joined (the last one is the newest)
     order: tuple[str, ...] = ()
+    #: (node id, the epoch of the view that added it) for members added after the first view; a node that
+    #: missed views (its lease ran out) learns from it that it was removed and added back meanwhile
+    since: tuple[tuple[str, int], ...] = field(default=(), compare=False)
     ring: HashRing = field(init=False, repr=False, compare=False)
     _address: dict[str, str] = field(init=False, repr=False, compare=False)
 
@@ -137,6 +140,7 @@ class View:
         object.__setattr__(self, "members", members)
         object.__setattr__(self, "leaving", leaving)
         object.__setattr__(self, "order", tuple(order))
+        object.__setattr__(self, "since", tuple(sorted((str(i), int(e)) for i, e in dict(self.since).items() if i in ids and e)))
         object.__setattr__(self, "ring", HashRing(placed))
         object.__setattr__(self, "_address", dict(members))
 
@@ -163,6 +167,10 @@ class View:
 
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._address
+
+    def joined(self, node_id: str) -> int:
+        """The epoch of the view that added ``node_id`` (0: a member since the first view, or not recorded)."""
+        return dict(self.since).get(node_id, 0)
 
     @property
     def newest(self) -> str:
@@ -210,7 +218,16 @@ class View:
             tuple(i for i in (leaving if leaving is not None else self.leaving) if i in ids),
             self.placement,
             self.order + tuple(sorted(i for i in ids if i not in self.order)),  # joiners are the newest
+            tuple((i, self.joined(i) if i in self else self.epoch + 1) for i in ids),
         )
+
+    def without(self, node_id: str) -> View | None:
+        """This view (same epoch) as if ``node_id`` were not a member; None if it is the only one."""
+        members = tuple(m for m in self.members if m[0] != node_id)
+        if not members:
+            return None
+        leaving = tuple(i for i in self.leaving if i != node_id)
+        return replace(self, members=members, leaving=leaving)
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -224,6 +241,8 @@ class View:
         if self.placement != "hash":
             out["placement"] = self.placement
             out["order"] = list(self.order)
+        if self.since:
+            out["since"] = dict(self.since)
         return out
 
     @classmethod
@@ -249,6 +268,11 @@ class View:
                 if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
                     raise ValueError(f"{name} must be a list of node ids")
             placement = data.get("placement", "hash")
-            return cls(epoch, tuple(pairs), rf, timeout, tuple(leaving), placement, tuple(order))
+            since = data.get("since", {})
+            if not isinstance(since, dict) or not all(
+                isinstance(e, int) and not isinstance(e, bool) and 0 <= e <= epoch for e in since.values()
+            ):
+                raise ValueError("since must map node ids to epochs")
+            return cls(epoch, tuple(pairs), rf, timeout, tuple(leaving), placement, tuple(order), tuple(since.items()))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProtocolError(f"malformed view {data!r}: {exc}") from None

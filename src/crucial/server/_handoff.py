@@ -208,7 +208,7 @@ class Handoff:
 
     def on_handoff(self, body: bytes) -> None:
         try:
-            _epoch, sender, rank, images, pins = pickle.loads(body)
+            epoch, sender, rank, images, pins = pickle.loads(body)
         except Exception as exc:
             raise ProtocolError(f"malformed HANDOFF: {exc}") from None
         self.stats["received"] += len(images)
@@ -225,7 +225,10 @@ class Handoff:
             best = self._candidates.get(ref)
             if best is None or (cand.rank, _neg(cand.version)) < (best.rank, _neg(best.version)):
                 self._candidates[ref] = cand
-        if self.complete:
+        # a member sent objects of a view it has not installed yet keeps them until it has: that view may
+        # have re-added it after a removal it missed, and its stale copies (dropped then) would win over them
+        view = self.node.view
+        if self.complete and (epoch <= view.epoch or self.node.node_id not in view):
             self._install_candidates()
 
     def on_done(self, body: bytes) -> None:

@@ -165,6 +165,14 @@ class Membership:
             if node_id not in view:
                 self._left.add(node_id)
         was_member = node.node_id in node.view
+        if was_member and node.node_id in view and view.joined(node.node_id) > node.view.epoch:
+            # removed by a view this node never installed (its lease ran out: it was cut off or paused) and
+            # added back since: its copies are stale, and the others hand it its objects as to any joiner
+            node.discard_data(
+                f"this node was removed after view {node.view.epoch} and added back in view {view.joined(node.node_id)}"
+            )
+            node.view = node.view.without(node.node_id) or view.without(node.node_id) or node.view
+            was_member = False
         node.install_view(view)
         if node.node_id not in view:
             if was_member:
