@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import ipaddress
 import json
 import logging
 import os
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .._placement import DEFAULT_FAILURE_TIMEOUT, PLACEMENTS
 from ..exceptions import ConfigError, CrucialError
@@ -119,7 +121,40 @@ async def _ask_cluster(address: str, token: str | None) -> tuple[list[str], str,
     cluster = info.get("cluster")
     if not cluster or not cluster.get("etcd"):
         raise ConfigError(f"{address} is a lone node (started without a cluster): it cannot take --join")
-    return list(cluster["etcd"]), str(cluster["name"]), float(cluster.get("failure_timeout") or DEFAULT_FAILURE_TIMEOUT)
+    endpoints = list(cluster["etcd"])
+    if await _loopback_out_of_reach(address, endpoints):
+        raise ConfigError(
+            f"cannot join through {address}: its cluster's etcd ({', '.join(endpoints)}) listens on that host's loopback "
+            "only (as the one `crucial server --nodes N` starts), which this host cannot reach; run etcd where every "
+            "host reaches it and start every node with --etcd URL (docs/replication.md, More than one host)"
+        )
+    return endpoints, str(cluster["name"]), float(cluster.get("failure_timeout") or DEFAULT_FAILURE_TIMEOUT)
+
+
+def _is_loopback(host: str | None) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host or "").is_loopback
+    except ValueError:
+        return False
+
+
+async def _loopback_out_of_reach(member: str, endpoints: list[str]) -> bool:
+    """Whether a member on another host reports etcd endpoints on its loopback that this host cannot connect to.
+
+    The etcd a supervisor starts has no authentication, so it stays on loopback; a joiner on the
+    same host reaches it (whatever address it used for the member), one on another host does not.
+    """
+    hosts = [urlsplit(e) for e in endpoints]
+    if _is_loopback(member.rsplit(":", 1)[0].strip("[]")) or not all(_is_loopback(u.hostname) for u in hosts):
+        return False
+    for url in hosts:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(url.hostname, url.port or 2379), 2.0)
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        return False
+    return True
 
 
 async def _run_one(opts: ServerOptions) -> None:
