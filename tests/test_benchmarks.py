@@ -53,6 +53,7 @@ EXPECTED: dict[str, set[str]] = {
     "randomforest": {"ratio_vs_loky_4", "ratio_vs_loky"},
     "porting": {"montecarlo_pct", "kmeans_pct"},
     "scaleout": {"redis_ops_s", "crucial_scaled_2_ops_s", "ratio_vs_redis_scaled_2", "node_overhead_us_per_call"},
+    "availability": {"failed_reads", "longest_stall_s", "ratio_stall_vs_failure_timeout", "ratio_after_join_vs_before_crash"},
 }
 
 

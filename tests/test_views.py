@@ -31,7 +31,6 @@ def test_view_round_trips_through_json_and_rejects_garbage() -> None:
         View.from_json({"epoch": 1, "members": [["a", "h"]], "failure_timeout": math.nan})
 
 
-
 def test_a_view_records_when_each_member_was_added_so_a_node_that_missed_views_knows_it_was_out() -> None:
     """A node cut off in view 3 that next reads view 5 must tell "removed in 4, added back in 5" from "stayed"."""
     three = View(3, ABC, rf=2)
@@ -47,6 +46,7 @@ def test_a_view_records_when_each_member_was_added_so_a_node_that_missed_views_k
     assert later.without("c") == View(6, (ABC[0], ABC[1], ("d", "h:4")), rf=2) and View(1, ABC[:1]).without("a") is None
     with pytest.raises(ProtocolError, match="since"):
         View.from_json({"epoch": 2, "members": [["a", "h"]], "since": {"a": 7}})  # added after the view itself
+
 
 def test_replicas_are_distinct_primary_first_and_capped_by_the_cluster() -> None:
     v = View(1, ABC, rf=2)
