@@ -53,6 +53,32 @@ EXPECTED: dict[str, set[str]] = {
     "randomforest": {"ratio_vs_loky_4", "ratio_vs_loky"},
     "porting": {"montecarlo_pct", "kmeans_pct"},
     "scaleout": {"redis_ops_s", "crucial_scaled_2_ops_s", "ratio_vs_redis_scaled_2", "node_overhead_us_per_call"},
+    "replication": {
+        "ratio_rf2_vs_rf1",
+        "ratio_vs_redis_wait",
+        "ratio_vs_redis_fsync",
+        "ratio_latency_rf2_vs_redis_wait1",
+        "ratio_latency_durable_vs_redis_fsync",
+        "latency",
+        "throughput",
+    },
+    "store": {
+        "raw_fsync_per_s",
+        "always_commits_per_s",
+        "never_commits_per_s",
+        "always_records_per_s",
+        "ratio_always_commits_vs_raw_fsync",
+        "ratio_always_records_vs_never",
+    },
+    "coordinator": {
+        "view_cas_p50_ms",
+        "lease_refresh_p50_ms",
+        "killed_member_gone_ttl1_median_s",
+        "killed_member_gone_ttl3_median_s",
+        "ratio_gone_vs_ttl1",
+        "ratio_gone_vs_ttl3",
+    },
+    "dask_invoke": {"crucial_1_ms", "dask_1_ms", "crucial_64_ms", "dask_64_ms", "ratio_vs_dask_1", "ratio_vs_dask_64"},
     "availability": {"failed_reads", "longest_stall_s", "ratio_stall_vs_failure_timeout", "ratio_after_join_vs_before_crash"},
 }
 
