@@ -213,10 +213,11 @@ class Handoff:
             raise ProtocolError(f"malformed HANDOFF: {exc}") from None
         self.stats["received"] += len(images)
         table = self.node.table
-        assert table is not None and self.node.view is not None
-        if sender in self.node.view:
+        assert table is not None
+        view = self.node.view  # None: a joiner that has not read its first view yet (kept for its start)
+        if view is not None and sender in view:
             for ref in pins:  # parked calls keep them there for a while: send their callers there
-                self.pinned_at[tuple(ref)] = self.node.view.address(sender)
+                self.pinned_at[tuple(ref)] = view.address(sender)
         for data in images:
             ref, version, state = pickle.loads(data)
             ref = tuple(ref)
@@ -227,8 +228,7 @@ class Handoff:
                 self._candidates[ref] = cand
         # a member sent objects of a view it has not installed yet keeps them until it has: that view may
         # have re-added it after a removal it missed, and its stale copies (dropped then) would win over them
-        view = self.node.view
-        if self.complete and (epoch <= view.epoch or self.node.node_id not in view):
+        if self.complete and view is not None and (epoch <= view.epoch or self.node.node_id not in view):
             self._install_candidates()
 
     def on_done(self, body: bytes) -> None:
