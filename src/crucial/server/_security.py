@@ -6,8 +6,9 @@ node has a certificate, with a client certificate when it has ``--tls-ca``.
 
 Tokens come from ``--token`` and/or ``--token-file`` (one token a line; the
 first is the node's own, which it presents to its peers; every line is
-accepted).  The file is read again whenever its modification time changes,
-checked at each handshake, so a token is rotated without a restart::
+accepted).  The file is read again whenever it changes (modification time,
+size or inode: checked at each handshake), so a token is rotated without a
+restart, and without losing the ephemeral objects a restart would drop::
 
     1. add NEW below OLD on every node        (both accepted)
     2. move every client to NEW
@@ -40,7 +41,7 @@ class Tokens:
     def __init__(self, token: str | None = None, path: str | None = None) -> None:
         self.path = path
         self._given = [token] if token else []
-        self._stamp: int | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._accepted: list[bytes] = []
         self.current: str | None = token
         self._reload(first=True)
@@ -50,7 +51,8 @@ class Tokens:
             self._accepted = [t.encode() for t in self._given]
             return
         try:
-            stamp = os.stat(self.path).st_mtime_ns
+            st = os.stat(self.path)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)  # a file replaced by rename changes inode
             if stamp == self._stamp:
                 return
             with open(self.path, encoding="utf-8") as f:
