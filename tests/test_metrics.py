@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import crucial
 from crucial.server._etcd import EtcdProcess
 from crucial.server._node import Node, _Connection
 from crucial.testing import LocalCluster, unconfigured_env
@@ -154,11 +153,11 @@ def test_healthz_turns_503_when_the_lease_cannot_be_proved_and_200_when_it_can(t
             where = cluster.metrics_addresses()[cluster.addresses[0]]
             assert healthz(where)[0] == 200
             etcd.kill()
-            code, reason = _until(where, 503)
+            _, reason = _until(where, 503)
             assert "cannot prove its membership lease" in reason
             assert scrape(where)[("crucial_serving", ())] == 0
             etcd.start()  # on its data: the lease and the view are still there
-            code, reason = _until(where, 200)
+            _, reason = _until(where, 200)
             assert reason.startswith("serving view")
     finally:
         etcd.stop()

@@ -49,6 +49,7 @@ RESULTS = ("ok", "error", "failed", "redirect", "unavailable")
 _OK = P.Kind.OK
 _ERROR = P.Kind.ERROR
 _HSIZE = P.HEADER.size
+_perf_counter = time.perf_counter
 
 
 class _Series:
@@ -91,6 +92,7 @@ class NodeMetrics:
         self.received = [0, 0]  # bytes in: [clients, peers]
         self.sent = [0, 0]  # bytes out: [clients, peers]
         self.hot = hot or HotKeys()
+        self._skip = self.hot.skip
         self.address = ""
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -99,46 +101,45 @@ class NodeMetrics:
 
     def call(self, conn: Any, req_id: int, call: P.CallRequest) -> None:
         """A call arrived on ``conn`` (a metered connection): its reply will close the measurement."""
-        ref = (call.type_name, call.method)
-        series = self.series.get(ref)
+        series = self.series.get((call.type_name, call.method))
         if series is None:
-            series = self.series[ref] = _Series()
-        now = time.perf_counter()
+            series = self.series[(call.type_name, call.method)] = _Series()
+        now = _perf_counter()
         conn.started[req_id] = (now, series)
-        hot = self.hot
-        hot.skip -= 1  # HotKeys.tick, inlined: most calls are not sampled
-        if hot.skip <= 0:
-            hot.take((call.type_name, call.key), now)
+        self._skip -= 1  # HotKeys.tick, inlined: most calls are not sampled
+        if self._skip <= 0:
+            self.hot.take((call.type_name, call.key), now)
+            self._skip = self.hot.skip
 
     def connection_class(self, base: type) -> type:
         """``base`` (the node's connection protocol) counting bytes and timing replies."""
-        metrics = self
-        perf_counter = time.perf_counter
-        bisect_right = bisect.bisect_right
+        received, sent = self.received, self.sent
+        base_init, base_received, base_send = base.__init__, base.data_received, base.send
+        bisect_right, n_results = bisect.bisect_right, len(RESULTS)
 
         class _Metered(base):  # type: ignore[misc, valid-type]
             def __init__(self, node: Node) -> None:
-                super().__init__(node)
+                base_init(self, node)
                 self.started: dict[int, tuple[float, _Series]] = {}
 
             def data_received(self, data: bytes) -> None:
-                metrics.received[self.peer is not None] += len(data)
-                super().data_received(data)
+                received[self.peer is not None] += len(data)
+                base_received(self, data)
 
             def send(self, kind: int, req_id: int, body: bytes) -> None:
                 if not self.closed:
-                    metrics.sent[self.peer is not None] += _HSIZE + len(body)
+                    sent[self.peer is not None] += _HSIZE + len(body)
                 started = self.started.pop(req_id, None)
                 if started is not None:
-                    t0, series = started
+                    series = started[1]
                     if kind == _OK or kind == _ERROR:
-                        elapsed = perf_counter() - t0
+                        elapsed = _perf_counter() - started[0]
                         series.buckets[bisect_right(BUCKETS, elapsed)] += 1
                         series.sum += elapsed
                     index = kind - _OK
-                    if 0 <= index < len(RESULTS):
+                    if 0 <= index < n_results:
                         series.results[index] += 1
-                super().send(kind, req_id, body)
+                base_send(self, kind, req_id, body)
 
         return _Metered
 
