@@ -51,8 +51,8 @@ def run(client: Client, pid: int, calls: int) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="a few seconds, to check that it works")
-    p.add_argument("--runs", type=int, default=7)
-    p.add_argument("--calls", type=int, default=20_000)
+    p.add_argument("--runs", type=int, default=15)
+    p.add_argument("--calls", type=int, default=10_000)
     p.add_argument("--objects", type=int, default=100_000)
     a = p.parse_args()
     if a.smoke:
@@ -80,6 +80,10 @@ def main() -> None:
             size = len(response.read())
         scrape = time.perf_counter() - t0
     med = {name: (statistics.median(w for w, _ in rs), statistics.median(c for _, c in rs)) for name, rs in results.items()}
+    # each run's on/off ratio: the two halves of a run saw the same machine load
+    pairs = list(zip(results["on"], results["off"], strict=True))
+    cpu_pair_ratio = statistics.median(on[1] / off[1] for on, off in pairs if off[1])
+    wall_pair_ratio = statistics.median(on[0] / off[0] for on, off in pairs)
     out = {
         "benchmark": "metrics_overhead",
         "calls": a.calls,
@@ -88,6 +92,8 @@ def main() -> None:
         "node_cpu_us_per_call": {"off": round(med["off"][1], 2), "on": round(med["on"][1], 2)},
         "wall_ratio_on_off": round(med["on"][0] / med["off"][0], 4),
         "cpu_ratio_on_off": round(med["on"][1] / med["off"][1], 4) if med["off"][1] else None,
+        "cpu_ratio_per_run_median": round(cpu_pair_ratio, 4),
+        "wall_ratio_per_run_median": round(wall_pair_ratio, 4),
         "scrape_s": round(scrape, 4),
         "scrape_objects": a.objects + 1,
         "scrape_bytes": size,

@@ -37,10 +37,10 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import os
 import random
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -73,6 +73,11 @@ class Tally:
 def add_to(key: str, n: int) -> int:
     """A cloud thread's body."""
     return int(crucial.AtomicInt(key=key, persistent=True).add_and_get(n))
+
+
+def percentile(ordered: list[float], p: float) -> float:
+    """The nearest-rank ``p``-th percentile of a sorted list."""
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 def rss_mb(pid: int) -> float | None:
@@ -430,7 +435,7 @@ def main() -> None:
             lat = sorted(rec.latency.get(minute, []))
             if lat:
                 print(
-                    f"  minute {minute}: {len(lat)} calls, p99 {lat[int(0.99 * (len(lat) - 1))] * 1e3:.1f} ms, "
+                    f"  minute {minute}: {len(lat)} calls, p99 {percentile(lat, 99) * 1e3:.1f} ms, "
                     f"errors {rec.errors_per_minute.get(minute, 0)}, witness RSS {rss_minutes[-1]:.1f} MB",
                     file=sys.stderr,
                     flush=True,
@@ -453,7 +458,7 @@ def main() -> None:
         if cloud_total < cloud_acked[0]:
             problems.append(f"cloud counter {cloud_total} < {cloud_acked[0]} acknowledged")
         restarter.stop_added()
-    minutes = sorted(rec.latency)
+    minutes = [m for m in sorted(rec.latency) if m < math.ceil(a.minutes)]  # not the stragglers after the end
     per_minute = []
     for m in minutes:
         lat = sorted(rec.latency[m])
@@ -461,8 +466,8 @@ def main() -> None:
             {
                 "minute": m,
                 "calls": len(lat),
-                "p50_ms": round(statistics.median(lat) * 1e3, 2),
-                "p99_ms": round(lat[int(0.99 * (len(lat) - 1))] * 1e3, 2),
+                "p50_ms": round(percentile(lat, 50) * 1e3, 2),
+                "p99_ms": round(percentile(lat, 99) * 1e3, 2),
                 "errors": rec.errors_per_minute.get(m, 0),
             }
         )

@@ -123,6 +123,10 @@ def test_status_lists_the_hottest_keys(metered: LocalCluster, key: str) -> None:
     )
     assert r.returncode == 0 and "hottest keys" in r.stdout and f"AtomicInt '{key}-hot'" in r.stdout, r.stderr
     assert "metrics http://" in r.stdout
+    r = subprocess.run(
+        [sys.executable, "-m", "crucial.cli", "info"], env=unconfigured_env(env), capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0 and f"metrics http://{metered.metrics_addresses()[metered.addresses[0]]}/metrics" in r.stdout
 
 
 @pytest.mark.slow

@@ -146,3 +146,36 @@ def test_a_lost_ephemeral_object_is_reported_lost_when_its_successor_joined_firs
             with pytest.raises(ObjectNotFoundError) as err:
                 client.call("Dict", k, "get", ("x",))
             assert isinstance(err.value, ObjectLostError), f"{k}: {err.value}"
+
+
+# -- found while looking for the soak's RSS growth -------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="Node.remember() adds a reply's size to _dedup_bytes even when the call is remembered already (a "
+    "hand-over or a state transfer re-remembers every entry the object carries), and never takes the old size "
+    "off: the count drifts up, and once it passes DEDUP_BYTES every reply is evicted as soon as it is remembered "
+    "-- a retried call would be applied twice",
+)
+def test_remembering_a_reply_again_does_not_count_its_bytes_twice() -> None:
+    from crucial.server import _node
+
+    async def main() -> tuple[int, bool]:
+        node = Node(blocked_warning=None)
+        await node.start()
+        try:
+            assert node.table is not None
+            cell = node.table.create("AtomicInt", "k", (0,), {}, False)
+            big = b"x" * (1 << 20)
+            for _ in range(_node.DEDUP_BYTES // len(big) + 2):  # one call's reply, remembered again and again
+                node.remember(cell, ("client", 1), P.Kind.OK, big)
+            node.remember(cell, ("client", 2), P.Kind.OK, b"small")
+            return node._dedup_bytes, ("client", 2) in (cell.dedup or {})
+        finally:
+            await node.close()
+
+    counted, kept = asyncio.run(main())
+    assert counted == (1 << 20) + len(b"small"), f"{counted} bytes counted for two replies"
+    assert kept, "a fresh reply was evicted at once: retries of it would run again"

@@ -245,6 +245,8 @@ def info(dso: str | None, objects: int, as_json: bool, token: str | None) -> Non
             f"calls {stats['calls']:,}, errors {stats['errors']:,}, protocol errors {stats['protocol_errors']:,}"
         )
         click.echo(f"  objects {report['objects']:,}: {types}")
+        if report.get("metrics"):
+            click.echo(f"  metrics http://{report['metrics']['address']}/metrics and /healthz")
         for obj in report["listed"]:
             click.echo(f"    {obj['type']}  {obj['key']}  (queued {obj['queued']}, waiting {obj['waiting']})")
 

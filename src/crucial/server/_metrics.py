@@ -111,7 +111,7 @@ class NodeMetrics:
             self.hot.take((call.type_name, call.key), now)
             self._skip = self.hot.skip
 
-    def connection_class(self, base: type) -> type:
+    def connection_class(self, base: Any) -> type:
         """``base`` (the node's connection protocol) counting bytes and timing replies."""
         received, sent = self.received, self.sent
         base_init, base_received, base_send = base.__init__, base.data_received, base.send

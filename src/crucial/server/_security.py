@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+import logging
 import os
 import ssl
 from dataclasses import dataclass
@@ -32,7 +33,9 @@ from ..exceptions import ConfigError
 if TYPE_CHECKING:
     from ._node import Node
 
-__all__ = ["NodeTLS", "Tokens", "node_client_config"]
+__all__ = ["NodeTLS", "Tokens", "check_tls", "node_client_config"]
+
+log = logging.getLogger("crucial.node")
 
 
 class Tokens:
@@ -43,6 +46,7 @@ class Tokens:
         self._given = [token] if token else []
         self._stamp: tuple[int, int, int] | None = None
         self._accepted: list[bytes] = []
+        self._complained = ""
         self.current: str | None = token
         self._reload(first=True)
 
@@ -60,15 +64,23 @@ class Tokens:
         except OSError as exc:
             if first:
                 raise ConfigError(f"--token-file {self.path!r} cannot be read: {exc.strerror or exc}") from None
+            self._complain(f"cannot read --token-file {self.path}: {exc.strerror or exc}; the tokens read before still count")
             return  # keep the tokens we have: a file being replaced must not lock everyone out
         tokens = [t for t in lines if t and not t.startswith("#")]
         if not tokens:
             if first:
                 raise ConfigError(f"--token-file {self.path!r} holds no token (one a line; # starts a comment)")
+            self._complain(f"--token-file {self.path} holds no token; the tokens read before still count")
             return
+        self._complained = ""
         self._stamp = stamp
         self.current = tokens[0] if not self._given else self._given[0]
         self._accepted = [t.encode() for t in dict.fromkeys(self._given + tokens)]
+
+    def _complain(self, message: str) -> None:
+        if message != self._complained:  # once per problem, not once per connection
+            self._complained = message
+            log.warning("%s", message)
 
     @property
     def required(self) -> bool:
