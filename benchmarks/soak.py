@@ -134,10 +134,14 @@ class Objects:
         self.p = f"soak-{run}-w{wid}"
         self.e = f"soak-{run}-w{wid}-e"
         self.acked: collections.Counter[str] = collections.Counter()  # increments acknowledged, per object
-        self.unsure: collections.Counter[str] = collections.Counter()  # interrupted: may or may not have been applied
-        self.dict_keys: dict[str, int] = {}
+        self.interrupted: collections.Counter[str] = collections.Counter()  # CallInterruptedError: maybe applied
+        self.failed: collections.Counter[str] = collections.Counter()  # another exception: should not be applied
+        self.dict_keys: dict[str, int] = {}  # the last acknowledged value of each key
+        self.dict_maybe: dict[str, set[int]] = {}  # values put since, whose callers got an exception
         self.appended = 0
+        self.append_unsure = 0
         self.refs = 0
+        self.ref_unsure = False
         self.make_persistent()
         self.ephemeral: dict[str, Any] = {}
 
@@ -163,32 +167,54 @@ class Objects:
 
 
 def _persistent_ops(o: Objects, rng: random.Random) -> None:
+    """One operation on a persistent object; what it must leave is noted once it is acknowledged.
+
+    A write whose caller got an exception may or may not have been applied:
+    it is noted as such (``interrupted`` for CallInterruptedError, which says
+    so; ``failed`` for any other exception, which should have meant "not
+    applied" -- check() tells them apart).
+    """
     choice = rng.randrange(9)
     if choice == 0:
         name, op = rng.choice([("int", o.p_int.add_and_get), ("counter", o.p_counter.increment), ("tally", o.p_tally.add)])
         try:
             op(1)
         except CallInterruptedError:
-            o.unsure[name] += 1
+            o.interrupted[name] += 1
+            raise
+        except Exception:
+            o.failed[name] += 1
             raise
         o.acked[name] += 1
     elif choice == 1:
         k = f"k{rng.randrange(200)}"
         v = rng.randrange(10**6)
-        o.p_dict.put(k, v)
+        try:
+            o.p_dict.put(k, v)
+        except Exception:
+            o.dict_maybe.setdefault(k, set()).add(v)
+            raise
         o.dict_keys[k] = v
+        o.dict_maybe.pop(k, None)
     elif choice == 2:
-        o.p_list.append(o.appended)
-        o.appended += 1
-        if o.appended % 500 == 0:
-            o.p_list.clear()  # keep it small: a lost clear shows as extra items, a lost append as missing ones
-            o.appended = 0
+        try:
+            if o.appended >= 500:  # keep it small: a lost clear shows as extra items, a lost append as missing ones
+                o.p_list.clear()
+                o.appended, o.append_unsure = 0, 0
+            else:
+                o.p_list.append(o.appended)
+                o.appended += 1
+        except Exception:
+            o.append_unsure += 1
+            raise
     elif choice == 3:
         o.p_set.add(rng.randrange(300))
         o.p_sorted.put(rng.randrange(300), rng.random())
     elif choice == 4:
         o.refs += 1
+        o.ref_unsure = True
         o.p_ref.set(("ref", o.refs))
+        o.ref_unsure = False
         if o.p_ref.get() != ("ref", o.refs):
             raise AssertionError("a persistent AtomicReference did not read back its last write")
     elif choice == 5:
@@ -365,23 +391,32 @@ class Restarter:
                 pass
 
 
-def check(objs: Objects, rec: Record) -> list[str]:
-    """What each persistent object holds against what its worker saw acknowledged."""
-    problems = []
+def check(objs: Objects) -> tuple[list[str], list[str]]:
+    """What each persistent object holds against what its worker saw: (lost or duplicated writes, applied failures).
+
+    The first list must stay empty: an acknowledged write missing, or a write
+    applied more often than it was sent.  The second holds writes whose caller
+    got an exception other than CallInterruptedError -- which should mean
+    "not applied" -- but which the object shows applied.
+    """
+    lost, applied = [], []
     for name, value in (("int", objs.p_int.get()), ("counter", objs.p_counter.tally()), ("tally", objs.p_tally.add(0))):
-        acked, unsure = objs.acked[name], objs.unsure[name]
-        if not acked <= value <= acked + unsure:
-            problems.append(f"{objs.p}-{name}: {value}, acknowledged {acked} (+{unsure} unsure)")
+        acked, interrupted, failed = objs.acked[name], objs.interrupted[name], objs.failed[name]
+        what = f"{objs.p}-{name}: {value}, acknowledged {acked} (+{interrupted} interrupted, +{failed} failed)"
+        if not acked <= value <= acked + interrupted + failed:
+            lost.append(what)
+        elif value > acked + interrupted:
+            applied.append(what)
     held = objs.p_dict.copy()
     for k, v in objs.dict_keys.items():
-        if held.get(k) != v:
-            problems.append(f"{objs.p}-dict[{k!r}] = {held.get(k)!r}, acknowledged {v!r}")
+        if held.get(k) != v and held.get(k) not in objs.dict_maybe.get(k, ()):
+            lost.append(f"{objs.p}-dict[{k!r}] = {held.get(k)!r}, acknowledged {v!r}")
     length = len(objs.p_list)
-    if length != objs.appended:
-        problems.append(f"{objs.p}-list has {length} items, {objs.appended} acknowledged")
-    if objs.refs and objs.p_ref.get() != ("ref", objs.refs):
-        problems.append(f"{objs.p}-ref holds {objs.p_ref.get()!r}, acknowledged ('ref', {objs.refs})")
-    return problems
+    if not objs.appended <= length <= objs.appended + objs.append_unsure:
+        lost.append(f"{objs.p}-list has {length} items, {objs.appended} acknowledged (+{objs.append_unsure} unsure)")
+    if objs.refs and not objs.ref_unsure and objs.p_ref.get() != ("ref", objs.refs):
+        lost.append(f"{objs.p}-ref holds {objs.p_ref.get()!r}, acknowledged ('ref', {objs.refs})")
+    return lost, applied
 
 
 def main() -> None:
@@ -453,7 +488,11 @@ def main() -> None:
         end_pids = cluster.pids()
         rss_end = {a_: rss_mb(pid) for a_, pid in end_pids.items()}
         witness_end = rss_mb(pids[witness])
-        problems = [msg for objs in results.values() for msg in check(objs, rec)]
+        problems, applied = [], []
+        for objs in results.values():
+            lost_here, applied_here = check(objs)
+            problems += lost_here
+            applied += applied_here
         cloud_total = crucial.AtomicInt(key=f"soak-{run}-cloud", persistent=True).get()
         if cloud_total < cloud_acked[0]:
             problems.append(f"cloud counter {cloud_total} < {cloud_acked[0]} acknowledged")
@@ -476,8 +515,11 @@ def main() -> None:
     print(f"  calls {rec.calls:,}; errors {errors} {dict(rec.errors)}; ephemeral objects lost with their node {dict(rec.lost)}")
     for line in rec.samples:
         print(f"    {line}")
-    print(f"  persistent objects checked: {len(problems)} problems (lost acknowledged writes)")
+    print(f"  persistent objects checked: {len(problems)} lost or duplicated writes")
     for line in problems[:20]:
+        print(f"    {line}")
+    print(f"  writes applied although their caller got an error (not CallInterruptedError): {len(applied)}")
+    for line in applied[:20]:
         print(f"    {line}")
     print(
         f"  restarts: {restarter.kills} kill -9, {restarter.graceful} remove + add; "
@@ -499,6 +541,7 @@ def main() -> None:
         "ephemeral_lost": dict(rec.lost),
         "lost_writes": len(problems),
         "problems": problems[:20],
+        "applied_despite_error": applied[:20],
         "kills": restarter.kills,
         "graceful_restarts": restarter.graceful,
         "cloud_calls": cloud_acked[0],
