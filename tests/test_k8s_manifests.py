@@ -182,7 +182,7 @@ def test_the_node_options_are_known_to_crucial_server():
             timeout=60,
         )
     assert done.returncode == 0, done.stderr
-    used = ["--host", "--port", "--advertise", "--etcd", "--rf", "--data-dir", "--join", "--metrics-port"]
+    used = ["--host", "--port", "--advertise", "--etcd", "--rf", "--data-dir", "--join", "--metrics-port", "--insecure-no-tls"]
     missing = [o for o in used if not re.search(rf"{o}\b", done.stdout)]
     assert "--host" not in missing and "--advertise" not in missing
     if missing:
