@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from crucial.objects._proxy import set_node_transport
 from crucial.server._etcd import EtcdProcess
 from crucial.server._node import Node, _Connection
 from crucial.testing import LocalCluster, unconfigured_env
@@ -193,7 +194,10 @@ def test_without_metrics_nothing_is_counted_per_call(cluster: LocalCluster) -> N
         finally:
             await node.close()
 
-    assert asyncio.run(main()) is _Connection  # the plain class: no byte counting, no timing
+    try:
+        assert asyncio.run(main()) is _Connection  # the plain class: no byte counting, no timing
+    finally:
+        set_node_transport(None)  # the node routed this process's proxies through itself
 
 
 def test_a_fixed_metrics_port_with_several_nodes_is_refused() -> None:

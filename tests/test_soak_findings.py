@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,6 +20,7 @@ from crucial import protocol as P
 from crucial._placement import View
 from crucial.client import Client
 from crucial.exceptions import ObjectLostError, ObjectNotFoundError
+from crucial.objects._proxy import set_node_transport
 from crucial.server._node import Node
 from crucial.testing import LocalCluster
 
@@ -69,6 +71,13 @@ E2 = View(7, (("A", _HERE), ("B", _HERE), ("Y", _HERE)), rf=2)  # X's lease ran 
 def _moved_to_y(n: int = 2000) -> str:
     """A key whose primary was X and is Y from E1 on."""
     return next(k for k in (f"k{i}" for i in range(n)) if E0.primary("Dict", k) == "X" and E1.primary("Dict", k) == "Y")
+
+
+@pytest.fixture(autouse=True)
+def _no_node_transport_left() -> Iterator[None]:
+    """A node started in this process routes every proxy of the process through itself: undo that."""
+    yield
+    set_node_transport(None)
 
 
 async def _y_after(views: list[View]) -> Node:
