@@ -56,20 +56,53 @@ def git_commit() -> str:
         return "unknown"
 
 
-def meta() -> dict[str, Any]:
-    return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "commit": git_commit(),
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-    }
+def meta(args: argparse.Namespace | None = None) -> dict[str, Any]:
+    """When, where and how the figures were measured: every result line ends with these."""
+    out: dict[str, Any] = {}
+    if args is not None:
+        out["mode"] = mode(args)
+    out.update(
+        {
+            "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "commit": git_commit(),
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+        }
+    )
+    return out
 
 
 def parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark has: ``--quick``, ``--smoke`` and ``--runs``."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--quick", action="store_true", help="a short run (under 40 s) to check that it works")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a short run (under a minute) with figures worth reading")
+    size.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes, a few seconds: checks that the script and its peers run (the figures mean nothing)",
+    )
     p.add_argument("--runs", type=int, default=None, help="repetitions per system (the medians are reported)")
     return p
+
+
+def mode(args: argparse.Namespace) -> str:
+    """``"smoke"``, ``"quick"`` or ``"full"``: how big this run is."""
+    return "smoke" if getattr(args, "smoke", False) else "quick" if getattr(args, "quick", False) else "full"
+
+
+def by_mode(args: argparse.Namespace, full: Any, quick: Any, smoke: Any) -> Any:
+    """The setting for this run's size: ``by_mode(args, 30_000, 3000, 200)``."""
+    return {"full": full, "quick": quick, "smoke": smoke}[mode(args)]
+
+
+def alternate(systems: Sequence[str], run: int) -> list[str]:
+    """The systems in run ``run``'s order: as given in even runs, reversed in odd ones.
+
+    Whichever system goes first meets a colder cache and a different load, so
+    the order alternates run by run and the medians see both.
+    """
+    return list(systems) if run % 2 == 0 else list(systems)[::-1]
 
 
 @contextlib.contextmanager
@@ -231,6 +264,39 @@ def lithops_tempdir() -> Iterator[None]:
     finally:
         tempfile.tempdir = saved_tempdir
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def access_times(watches: list[Any]) -> dict[str, float]:
+    """The iterative phase (slowest worker's laps) and what the shared state costs per iteration.
+
+    For the iterative applications (k-means, logistic regression) whose
+    workers time each lap's ``compute``, ``shared state`` and ``sync`` phases
+    with ``crucial.examples._timing.Stopwatch``:
+
+    * ``access``: per iteration, the shared-state calls plus the barrier of the
+      worker that reached the barrier **last** (the smallest ``shared state +
+      sync`` of the iteration), averaged over the iterations.  That worker
+      waits for no one, so this is what the store and its barrier add to the
+      iteration's critical path; the other workers' extra ``sync`` is their
+      wait for the slowest one's ``compute`` -- the same NumPy code in both
+      systems, and on a busy 2-core machine mostly scheduling noise.  The
+      ratio vs Lithops + Redis is computed on it;
+    * ``access_mean``: the seed's own Figure 5d definition, the mean over all
+      workers and iterations of the loop's time outside ``compute`` (waiting
+      for the slowest worker included), reported beside it;
+    * ``shared_state``: the mean shared-state calls alone per iteration and worker.
+    """
+    from crucial.examples._timing import mean_per_iteration
+
+    mean = mean_per_iteration(watches)
+    iterations = min(len(w.laps) for w in watches)
+    last = [min(w.laps[i]["shared state"] + w.laps[i]["sync"] for w in watches) for i in range(iterations)]
+    return {
+        "iterating": max(sum(sum(lap.values()) for lap in w.laps) for w in watches),
+        "access": sum(last) / max(iterations, 1),
+        "access_mean": mean["shared state"] + mean["sync"],
+        "shared_state": mean["shared state"],
+    }
 
 
 def redis_client(port: int, **kwargs: Any) -> Any:

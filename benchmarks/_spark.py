@@ -2,45 +2,37 @@
 
     from _spark import ensure_pyspark, spark_session
 
-    ensure_pyspark()                      # pip-installs pyspark into this interpreter when absent
+    ensure_pyspark()                      # its version; says what to install when it is missing
     with spark_session(cores=2) as spark: # local[2], no UI, warnings only from Spark's own logs
         rdd = spark.sparkContext.parallelize(...)
 
-Spark is a peer, not a dependency of crucial: installing it is the
-benchmark's own setup (as ``ensure_redis_server`` is for Redis), so a plain
-``pip install crucial`` never pulls a JVM stack.  It needs a Java runtime
-(17 or 21 for pyspark 4) on ``PATH`` or in ``JAVA_HOME``.  The session uses
+Spark is a peer, not a dependency of crucial: pyspark comes with the
+``bench`` extra (``pip install 'crucial[bench]'``), so a plain ``pip install
+crucial`` never pulls a JVM stack.  It needs a Java runtime (17 or 21 for
+pyspark 4) on ``PATH`` or in ``JAVA_HOME``; the scripts take ``--no-spark``
+to leave it out.  The session uses
 this interpreter for its Python workers, so they see the same packages.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
-from _common import log
-
 __all__ = ["ensure_pyspark", "pyspark_version", "spark_session"]
 
 
 def ensure_pyspark() -> str:
-    """pyspark's version, pip-installing it into the running interpreter first if it is missing."""
+    """pyspark's version; a clear exit when it or Java is missing."""
     try:
         import pyspark
     except ImportError:
-        log("installing pyspark with pip (the Spark peer's setup) ...")
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "pyspark"]
-        if subprocess.run(cmd, stdout=sys.stderr).returncode != 0:
-            raise SystemExit("pip install pyspark failed: install it by hand to run the Spark peer") from None
-        importlib.invalidate_caches()
-        import pyspark
+        raise SystemExit("pyspark is missing: pip install 'crucial[bench]' (or run with --no-spark)") from None
     if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
         raise SystemExit("Spark needs Java (17 or 21): install a JDK, e.g. `apt-get install -y openjdk-17-jre-headless`")
     return str(pyspark.__version__)

@@ -1,7 +1,7 @@
 """Throughput of many client threads on many objects: crucial vs Redis (simple and complex ops).
 
-    /work/venv/bin/python benchmarks/dso_throughput.py [--quick] [--runs N] [--duration S]
-                                                       [--procs P] [--threads T] [--objects K]
+    python benchmarks/dso_throughput.py [--quick | --smoke] [--runs N] [--duration S]
+                                        [--procs P] [--threads T] [--objects K] [--nodes N] [--only simple|complex]
 
 ``threads`` (200) client threads spread over ``procs`` (4) spawned processes
 hammer ``objects`` (800) objects for ``duration`` (10) seconds; thread ``g``
@@ -14,7 +14,8 @@ cycles over objects ``g, g + threads, g + 2*threads, ...``.  Two operations:
   the same loop.
 
 crucial runs as many node processes as the machine has cores; Redis is one
-redis-server.  Phases alternate (crucial, Redis) and repeat ``runs`` times;
+redis-server.  Phases alternate (crucial then Redis in even runs, Redis
+then crucial in odd ones) and repeat ``runs`` times;
 the last line of stdout is a JSON object with the median ops/s and
 ``ratio_vs_redis_simple`` / ``ratio_vs_redis_complex`` = crucial / Redis
 (goal: >= 1.0 for both).
@@ -31,6 +32,8 @@ from _common import (
     Link,
     ProcessGroup,
     RedisServer,
+    alternate,
+    by_mode,
     crucial_cluster,
     emit,
     hiredis_version,
@@ -79,13 +82,15 @@ def _ops(system: str, kind: str, keys: list[str], state: dict[str, Any]) -> list
         if kind == "simple":
             ints = [crucial.AtomicInt(1, key=f"tp-int-{k}") for k in keys]
             return [(lambda o=o: o.multiply_and_get(1)) for o in ints]
+        n = MULTIPLICATIONS if kind == "complex" else 0  # "empty": the same user method with no work (scaleout.py)
         mults = [Multiplier(1.0, key=f"tp-mul-{k}") for k in keys]
-        return [(lambda o=o: o.multiply(MULTIPLICATIONS, FACTOR)) for o in mults]
+        return [(lambda o=o: o.multiply(n, FACTOR)) for o in mults]
     r = state["redis"]
     if kind == "simple":
         return [(lambda k=k: r.incr(f"tp-int-{k}")) for k in keys]
     script = state["script"]
-    return [(lambda k=k: script(keys=[f"tp-mul-{k}"], args=[MULTIPLICATIONS, FACTOR])) for k in keys]
+    n = MULTIPLICATIONS if kind == "complex" else 0
+    return [(lambda k=k: script(keys=[f"tp-mul-{k}"], args=[n, FACTOR])) for k in keys]
 
 
 def run_phase(
@@ -139,7 +144,8 @@ def run_phase(
 def worker(link: Link, nprocs: int, threads: int, objects: int, duration: float, phases: list[Any], dso: str, port: int):
     """One client process: its share of the threads, phase after phase."""
     mine = [g for g in range(threads) if g % nprocs == link.index]
-    crucial.connect(dso)  # defaults, as users get them: each thread keeps its own connection per node
+    if dso:  # (benchmarks/scaleout.py runs its Redis phases without a cluster)
+        crucial.connect(dso)  # defaults, as users get them: the threads share one connection per node
     r = redis_client(port)
     state: dict[str, Any] = {"redis": r, "script": r.register_script(LUA_MULTIPLY)}
     for system, kind in phases:
@@ -149,17 +155,20 @@ def worker(link: Link, nprocs: int, threads: int, objects: int, duration: float,
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 10, 2 with --quick)")
-    p.add_argument("--procs", type=int, default=4, help="client processes (default 4)")
-    p.add_argument("--threads", type=int, default=200, help="client threads in all (default 200)")
-    p.add_argument("--objects", type=int, default=800, help="objects (default 800)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per measurement (default 10, --quick 2)")
+    p.add_argument("--procs", type=int, default=None, help="client processes (default 4, --smoke 2)")
+    p.add_argument("--threads", type=int, default=None, help="client threads in all (default 200, --smoke 4)")
+    p.add_argument("--objects", type=int, default=None, help="objects (default 800, --smoke 8)")
     p.add_argument("--nodes", type=int, default=os.cpu_count() or 2, help="crucial node processes (default: cores)")
     p.add_argument("--only", choices=["simple", "complex"], default=None, help="run one of the two operations")
     args = p.parse_args()
-    duration = args.duration or (2.0 if args.quick else 10.0)
-    runs = args.runs or (2 if args.quick else 3)
+    duration = args.duration or by_mode(args, 10.0, 2.0, 0.3)
+    runs = args.runs or by_mode(args, 3, 2, 1)
+    args.procs = args.procs or by_mode(args, 4, 4, 2)
+    args.threads = args.threads or by_mode(args, 200, 200, 4)
+    args.objects = args.objects or by_mode(args, 800, 800, 8)
     kinds = [args.only] if args.only else ["simple", "complex"]
-    phases = [(system, kind) for _ in range(runs) for kind in kinds for system in ("crucial", "redis")]
+    phases = [(system, kind) for run in range(runs) for kind in kinds for system in alternate(("crucial", "redis"), run)]
 
     results: dict[tuple[str, str], list[float]] = {}
     with _sigterm(), RedisServer() as rs, crucial_cluster(args.nodes) as cluster:
@@ -190,8 +199,17 @@ def main() -> None:
         out[f"crucial_{kind}_ops_s"] = round(ours, 1)
         out[f"redis_{kind}_ops_s"] = round(peer, 1)
         out[f"ratio_vs_redis_{kind}"] = ratio(ours, peer)
+    # the complex op's goal is scale-out's (scaleout.py: on >= 8 cores); here one node per core of this machine
+    out["goals"] = {"ratio_vs_redis_simple": ">= 1.0"} if "simple" in kinds else {}
+    out["labels"] = {
+        f"ratio_vs_redis_{kind}": {
+            "simple": f"throughput, one multiplication, {args.threads} threads in {args.procs} processes vs Redis INCR (ops/s)",
+            "complex": f"throughput, 10 000 multiplications in a user method vs Lua, {args.nodes} nodes (ops/s)",
+        }[kind]
+        for kind in kinds
+    }
     out["hiredis"] = hiredis_version()
-    out.update(meta())
+    out.update(meta(args))
     emit(out)
 
 

@@ -1,7 +1,7 @@
 """k-means (the seed's Listing 5, Figures 5c and 5d): crucial vs scikit-learn, Lithops + Redis and Spark MLlib.
 
-    /work/venv/bin/python benchmarks/kmeans.py [--quick] [--runs N] [--points P] [--dim D] [--ks 25,200]
-                                               [--no-spark] [--no-lithops]
+    python benchmarks/kmeans.py [--quick | --smoke] [--runs N] [--points P] [--dim D] [--ks 25,200]
+                                [--no-spark] [--no-lithops]
 
 One data set per ``k`` (spark-perf's generator, ``crucial.examples._kmeans_data``:
 ``P`` points of ``D`` dimensions around ``k`` centres, 2 partitions of one
@@ -37,7 +37,7 @@ line of stdout is one JSON object with, for each ``k``,
 ``ratio_vs_sklearn_k<k>`` and ``ratio_vs_spark_k<k>`` = crucial's iterative
 phase / the peer's (goal vs Spark: <= 1.0), ``ratio_vs_lithops_redis_k<k>``
 = crucial's shared-state + barrier time per iteration on the critical path /
-that of Lithops + Redis (Figure 5d; goal <= 0.5; see :func:`access_times`),
+that of Lithops + Redis (Figure 5d; goal <= 0.5; see ``_common.access_times``),
 with ``..._seed_mean_k<k>`` (the seed's own definition: the mean over all
 workers, waits for the slowest included) and ``..._shared_state_only_k<k>``
 beside it, and ``ratio_vs_<peer>`` = the largest over the ``k`` values.
@@ -55,7 +55,21 @@ import time
 import uuid
 from typing import Any
 
-from _common import RedisBarrier, RedisServer, emit, hiredis_version, lithops_tempdir, log, median, meta, parser, ratio
+from _common import (
+    RedisBarrier,
+    RedisServer,
+    access_times,
+    alternate,
+    by_mode,
+    emit,
+    hiredis_version,
+    lithops_tempdir,
+    log,
+    median,
+    meta,
+    parser,
+    ratio,
+)
 from _common import terminate_as_interrupt as _sigterm
 
 ITERATIONS = 10
@@ -107,35 +121,6 @@ STATE_KEYS = ("iteration", "centroids", "delta", "sums", "counts", "parts")
 
 
 # --------------------------------------------------------------------------- Lithops + Redis
-
-
-def access_times(watches: list[Any]) -> dict[str, float]:
-    """The iterative phase (slowest worker's laps) and what the shared state costs per iteration.
-
-    * ``access``: per iteration, the shared-state calls plus the barrier of the
-      worker that reached the barrier **last** (the smallest ``shared state +
-      sync`` of the iteration), averaged over the iterations.  That worker
-      waits for no one, so this is what the store and its barrier add to the
-      iteration's critical path; the other workers' extra ``sync`` is their
-      wait for the slowest one's ``compute`` -- the same NumPy code in both
-      systems, and on a busy 2-core machine mostly scheduling noise.  The
-      ratio vs Lithops + Redis is computed on it;
-    * ``access_mean``: the seed's own Figure 5d definition, the mean over all
-      workers and iterations of the loop's time outside ``compute`` (waiting
-      for the slowest worker included), reported beside it;
-    * ``shared_state``: the mean shared-state calls alone per iteration and worker.
-    """
-    from crucial.examples._timing import mean_per_iteration
-
-    mean = mean_per_iteration(watches)
-    iterations = min(len(w.laps) for w in watches)
-    last = [min(w.laps[i]["shared state"] + w.laps[i]["sync"] for w in watches) for i in range(iterations)]
-    return {
-        "iterating": max(sum(sum(lap.values()) for lap in w.laps) for w in watches),
-        "access": sum(last) / max(iterations, 1),
-        "access_mean": mean["shared state"] + mean["sync"],
-        "shared_state": mean["shared state"],
-    }
 
 
 def redis_state(r: Any, keys: list[str], k: int) -> tuple[int, Any, float]:
@@ -299,17 +284,17 @@ def agree(name: str, ours: dict[str, Any], theirs: dict[str, Any], strict: bool)
 
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
-    p.add_argument("--points", type=int, default=None, help="points per data set (default 200000; --quick 20000)")
-    p.add_argument("--dim", type=int, default=None, help="dimensions (default 100, as the seed; --quick 20)")
-    p.add_argument("--ks", default="25,200", help="values of k (default 25,200, as the seed's Figure 5c)")
+    p.add_argument("--points", type=int, default=None, help="points per data set (default 200000; --quick 20000, --smoke 2000)")
+    p.add_argument("--dim", type=int, default=None, help="dimensions (default 100, as the seed; --quick 20, --smoke 5)")
+    p.add_argument("--ks", default=None, help="values of k (default 25,200, as the seed's Figure 5c; --smoke 3)")
     p.add_argument("--no-spark", action="store_true", help="skip the Spark peer")
     p.add_argument("--no-lithops", action="store_true", help="skip the Lithops + Redis peer")
     args = p.parse_args()
     load_before = round(os.getloadavg()[0], 2)
-    points = args.points or (20_000 if args.quick else 200_000)
-    dim = args.dim or (20 if args.quick else 100)
-    ks = [int(k) for k in args.ks.split(",") if k]
-    runs = args.runs or (1 if args.quick else 5)
+    points = args.points or by_mode(args, 200_000, 20_000, 2000)
+    dim = args.dim or by_mode(args, 100, 20, 5)
+    ks = [int(k) for k in (args.ks or by_mode(args, "25,200", "25,200", "3")).split(",") if k]
+    runs = args.runs or by_mode(args, 5, 1, 1)
     systems = ["crucial", "sklearn"] + ([] if args.no_lithops else ["lithops_redis"]) + ([] if args.no_spark else ["spark"])
     results: dict[str, list[dict[str, Any]]] = {f"{s}_k{k}": [] for s in systems for k in ks}
 
@@ -344,9 +329,9 @@ def main() -> None:
             if spark is not None:
                 sparkk = SparkKMeans(spark, directory, init)
                 stack.callback(sparkk.close)
-                sparkk.run(1 if args.quick else 3)  # the JIT
+                sparkk.run(by_mode(args, 3, 1, 1))  # the JIT
             for run in range(runs):
-                order = systems if run % 2 == 0 else systems[::-1]
+                order = alternate(systems, run)
                 outcome: dict[str, dict[str, Any]] = {}
                 for system in order:
                     if system == "crucial":
@@ -383,9 +368,15 @@ def main() -> None:
                 out[f"ratio_vs_{peer}_k{k}"] = ratio(out[f"crucial_k{k}_iterating_s"], out[f"{peer}_k{k}_iterating_s"])
     for peer in systems[1:]:
         out[f"ratio_vs_{peer}"] = max(out[f"ratio_vs_{peer}_k{k}"] for k in ks)
+    out["goals"] = {f"ratio_vs_spark_k{k}": "<= 1.0" for k in ks if "spark" in systems}
+    names = {"spark": "Spark MLlib local[2] (time)", "sklearn": "scikit-learn lloyd (time)"}
+    names["lithops_redis"] = "Lithops + Redis: shared-state access per iteration"
+    out["labels"] = {f"ratio_vs_{peer}_k{k}": f"k-means, k = {k}, vs {names[peer]}" for k in ks for peer in systems[1:]}
+    if "lithops_redis" in systems:
+        out["goals"].update({f"ratio_vs_lithops_redis_k{k}": "<= 0.5" for k in ks})
     out["hiredis"] = hiredis_version()
     out["loadavg_1m_before"] = load_before
-    out.update(meta())
+    out.update(meta(args))
     emit(out)
 
 

@@ -1,6 +1,6 @@
 """Logistic regression, 100 iterations on 2 cores: crucial (cloud threads + a shared model) vs Spark MLlib and scikit-learn.
 
-    /work/venv/bin/python benchmarks/logreg.py [--quick] [--runs N] [--points P] [--features F] [--iterations I]
+    python benchmarks/logreg.py [--quick | --smoke] [--runs N] [--points P] [--features F] [--iterations I] [--no-spark]
 
 The seed's Figure 5a (section 3.4.2) on one machine.  One data set
 (``crucial.examples._logreg_data``: P labelled points, F features, two
@@ -39,6 +39,13 @@ an intercept and no regularisation on it:
 * **threading**: ``crucial.examples.original.logreg.fit``, the
   single-machine original of the port (2 threads, BLAS on one thread each,
   its faster setting).
+* **lithops_redis**: the seed's PyWren-style peer, as in ``kmeans.py``: 2
+  Lithops localhost functions run the same gradient on their partitions
+  with the model in Redis -- one Lua script call per share (the last one
+  steps the weights inside Redis), the INCR + BLPOP barrier, one ``MGET`` of
+  the state (``benchmarks/_logreg_redis.py``).  Compared on the shared-state
+  access per iteration on the critical path (``_common.access_times``; goal
+  ``ratio_vs_lithops_redis`` <= 0.5), and its weights must equal crucial's.
 
 Systems alternate run by run.  The last line of stdout is a JSON object with
 the medians and ``ratio_vs_<peer>`` = crucial's iterative phase / the peer's
@@ -54,6 +61,7 @@ its own iteration count.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.util
 import os
 import statistics
 import subprocess
@@ -64,12 +72,12 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
-from _common import emit, environ, log, median, meta, parser, ratio
+from _common import access_times, alternate, by_mode, emit, environ, log, median, meta, parser, ratio
 from _common import terminate_as_interrupt as _sigterm
 
 THREADS = 2
 STEP = 1.0
-SYSTEMS = ("crucial", "spark", "sklearn", "numpy", "threading")
+SYSTEMS = ("crucial", "spark", "sklearn", "numpy", "threading", "lithops_redis")
 
 
 def mean_loss(w: Any, x: Any, y: Any) -> float:
@@ -89,7 +97,8 @@ def crucial_run(directory: str, iterations: int) -> dict[str, Any]:
 
     result = logreg.fit(directory, THREADS, iterations, STEP)
     phases = mean_per_iteration(result.watches)
-    return {"iterating": result.iterating, "wall": result.seconds, "weights": result.weights, "phases": phases}
+    out = {"wall": result.seconds, "weights": result.weights, "phases": phases, **access_times(result.watches)}
+    return out | {"iterating": result.iterating}
 
 
 def threading_run(directory: str, iterations: int) -> dict[str, Any]:
@@ -199,16 +208,25 @@ def java_version() -> str:
 
 def measure(args: Any, directory: str, x: Any, y: Any, runs: int) -> dict[str, list[dict[str, Any]]]:
     """``runs`` runs of every system, in alternating order; the first run of each system is preceded by a warm-up."""
-    out: dict[str, list[dict[str, Any]]] = {s: [] for s in SYSTEMS}
-    with spark_rdd(x, y) as rdd:
+    out: dict[str, list[dict[str, Any]]] = {s: [] for s in args.systems}
+    with contextlib.ExitStack() as stack:
+        rdd = stack.enter_context(spark_rdd(x, y)) if "spark" in args.systems else None
+        redis, port = None, 0
+        if "lithops_redis" in args.systems:
+            from _common import RedisServer, lithops_tempdir, redis_client
+
+            multiprocessing.util.get_temp_dir()  # made now, not under Lithops' private TMPDIR (removed before exit)
+            port = stack.enter_context(RedisServer()).port
+            redis = redis_client(port)
+            stack.enter_context(lithops_tempdir())
         log("warming up: spark (one call), crucial (node, fork server, workers), threading, sklearn ...")
-        spark_call(rdd, 2 if args.quick else 10)
+        if rdd is not None:
+            spark_call(rdd, by_mode(args, 10, 2, 1))
         warm_crucial(directory)
         threading_run(directory, 5)
         sklearn_run(x, y, 5)
         for run in range(runs):
-            order = SYSTEMS if run % 2 == 0 else SYSTEMS[::-1]
-            for system in order:
+            for system in alternate(args.systems, run):
                 if system == "crucial":
                     r = crucial_run(directory, args.iterations)
                 elif system == "spark":
@@ -217,11 +235,17 @@ def measure(args: Any, directory: str, x: Any, y: Any, runs: int) -> dict[str, l
                     r = sklearn_run(x, y, args.iterations)
                 elif system == "numpy":
                     r = numpy_run(x, y, args.iterations)
+                elif system == "lithops_redis":
+                    from _logreg_redis import lithops_run
+
+                    r = lithops_run(redis, port, directory, args.features, args.iterations, STEP)
                 else:
                     r = threading_run(directory, args.iterations)
                 r["loss"] = mean_loss(r["weights"], x, y)
                 out[system].append(r)
                 extra = f" (T(0) {r['setup']:.2f} s)" if "setup" in r else ""
+                if "access" in r:
+                    extra += f", shared state + sync {1e3 * r['access']:.2f} ms per iteration on the critical path"
                 log(
                     f"run {run + 1}/{runs} {system:9s} iterating {r['iterating']:7.3f} s, wall {r['wall']:7.3f} s{extra}, "
                     f"final loss {r['loss']:.6f}"
@@ -231,11 +255,11 @@ def measure(args: Any, directory: str, x: Any, y: Any, runs: int) -> dict[str, l
 
 
 def check(out: dict[str, list[dict[str, Any]]], x: Any, y: Any) -> None:
-    """crucial, the threading original and one NumPy process run the same algorithm: the same weights."""
+    """crucial, the threading original, one NumPy process and Lithops + Redis run the same algorithm: the same weights."""
     import numpy as np
 
-    for system in ("threading", "numpy"):
-        if out[system] and out["crucial"]:
+    for system in ("threading", "numpy", "lithops_redis"):
+        if out.get(system) and out["crucial"]:
             a, b = out["crucial"][-1]["weights"], out[system][-1]["weights"]
             if not np.allclose(a, b, rtol=1e-9, atol=1e-12):
                 raise RuntimeError(f"crucial and {system} disagree on the weights: {a[:3]} vs {b[:3]}")
@@ -248,11 +272,19 @@ def summarise(args: Any, runs: int, out: dict[str, list[dict[str, Any]]]) -> dic
         result[f"{system}_iterating_s"] = round(median([r["iterating"] for r in rs]), 4)
         result[f"{system}_wall_s"] = round(median([r["wall"] for r in rs]), 4)
         result[f"{system}_final_loss"] = round(statistics.fmean(r["loss"] for r in rs), 6)
-    result["spark_setup_s"] = round(median([r["setup"] for r in out["spark"]]), 4)
+    if "spark" in out:
+        result["spark_setup_s"] = round(median([r["setup"] for r in out["spark"]]), 4)
     result["sklearn_n_iter"] = out["sklearn"][-1]["n_iter"]
     phases = out["crucial"][0]["phases"].keys()
     result["crucial_ms_per_iteration"] = {p: round(1e3 * median([r["phases"][p] for r in out["crucial"]]), 3) for p in phases}
-    for peer in SYSTEMS[1:]:
+    for peer in args.systems[1:]:
+        if peer == "lithops_redis":  # as kmeans.py: what the shared state and its barrier add per iteration
+            for system in ("crucial", peer):
+                for name in ("access", "access_mean", "shared_state"):
+                    result[f"{system}_{name}_ms"] = round(1e3 * median([r[name] for r in out[system]]), 3)
+            result[f"ratio_vs_{peer}"] = ratio(result["crucial_access_ms"], result[f"{peer}_access_ms"])
+            result[f"ratio_vs_{peer}_seed_mean"] = ratio(result["crucial_access_mean_ms"], result[f"{peer}_access_mean_ms"])
+            continue
         result[f"ratio_vs_{peer}"] = ratio(result["crucial_iterating_s"], result[f"{peer}_iterating_s"])
         result[f"ratio_vs_{peer}_wall"] = ratio(result["crucial_wall_s"], result[f"{peer}_wall_s"])
     # L-BFGS stops long before max_iter; per iteration (each about one full pass) is the closer comparison of the machinery
@@ -263,20 +295,25 @@ def summarise(args: Any, runs: int, out: dict[str, list[dict[str, Any]]]) -> dic
 
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
-    p.add_argument("--points", type=int, default=None, help="labelled points (default 100000; --quick 5000)")
-    p.add_argument("--features", type=int, default=100, help="features per point (default 100, as the seed)")
-    p.add_argument("--iterations", type=int, default=None, help="iterations (default 100, as the seed; --quick 50)")
+    p.add_argument("--points", type=int, default=None, help="labelled points (default 100000; --quick 5000, --smoke 500)")
+    p.add_argument("--features", type=int, default=None, help="features per point (default 100, as the seed; --smoke 10)")
+    p.add_argument("--iterations", type=int, default=None, help="iterations (default 100, as the seed; --quick 50, --smoke 5)")
+    p.add_argument("--no-spark", action="store_true", help="skip the Spark peer")
+    p.add_argument("--no-lithops", action="store_true", help="skip the Lithops + Redis peer")
     args = p.parse_args()
-    args.points = args.points or (5_000 if args.quick else 100_000)
-    args.iterations = args.iterations or (50 if args.quick else 100)
-    runs = args.runs or (1 if args.quick else 5)
+    args.points = args.points or by_mode(args, 100_000, 5_000, 500)
+    args.features = args.features or by_mode(args, 100, 100, 10)
+    args.iterations = args.iterations or by_mode(args, 100, 50, 5)
+    skip = {"spark"} if args.no_spark else set()
+    args.systems = [s for s in SYSTEMS if s not in skip | ({"lithops_redis"} if args.no_lithops else set())]
+    runs = args.runs or by_mode(args, 5, 1, 1)
     if min(args.points, args.features, args.iterations, runs) < 1:
         p.error("--points, --features, --iterations and --runs must be positive")
     load_before = round(os.getloadavg()[0], 2)
 
     from _spark import ensure_pyspark
 
-    spark_version = ensure_pyspark()
+    spark_version = None if args.no_spark else ensure_pyspark()
     from crucial.client._default import stop_embedded
     from crucial.compute import get_backend
     from crucial.examples import _logreg_data as data
@@ -296,9 +333,19 @@ def main() -> None:
     result = summarise(args, runs, out)
     result["crucial_blas_threads_per_worker"] = 1
     result["pyspark"] = spark_version
-    result["java"] = java_version()
+    result["java"] = None if args.no_spark else java_version()
     result["loadavg_1m_before"] = load_before  # other load on the machine skews both sides
-    result.update(meta())
+    result["goals"] = {"ratio_vs_spark": "<= 1.0"} if "spark" in args.systems else {}
+    if "lithops_redis" in args.systems:
+        result["goals"]["ratio_vs_lithops_redis"] = "<= 0.5"
+    names = {"spark": "Spark MLlib SGD local[2]", "sklearn": "scikit-learn L-BFGS", "numpy": "one NumPy process"}
+    names["threading"] = "the threading original"
+    result["labels"] = {
+        f"ratio_vs_{p}": f"logistic regression, iterating, vs {names[p]} (time)" for p in names if p in args.systems
+    }
+    if "lithops_redis" in args.systems:
+        result["labels"]["ratio_vs_lithops_redis"] = "logistic regression vs Lithops + Redis: shared-state access per iteration"
+    result.update(meta(args))
     emit(result)
 
 

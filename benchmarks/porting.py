@@ -1,6 +1,6 @@
 """How many lines moving each example to crucial changed: the seed's Table 4, measured on our pairs.
 
-    /work/venv/bin/python benchmarks/porting.py [--show-diff] [--examples DIR]
+    python benchmarks/porting.py [--show-diff] [--examples DIR]
 
 Every application is a pair: the single-machine original,
 ``src/crucial/examples/original/<name>.py`` (``threading``,
@@ -220,6 +220,9 @@ def main(argv: Iterable[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--show-diff", action="store_true", help="print each pair's SLOC diff before the table")
     parser.add_argument("--examples", type=Path, default=EXAMPLES, help=f"the examples package (default {EXAMPLES})")
+    # accepted as every benchmark accepts them (benchmarks/report.py, the smoke tests): this one is always quick
+    parser.add_argument("--quick", action="store_true", help="the same as without it: the table takes well under a second")
+    parser.add_argument("--smoke", action="store_true", help="the same as without it")
     args = parser.parse_args(None if argv is None else list(argv))
     results = {name: measure(name, args.examples) for name in names(args.examples)}
     if args.show_diff:
@@ -230,7 +233,10 @@ def main(argv: Iterable[str] | None = None) -> dict[str, object]:
                 dropin = diff(name, args.examples, dropin_path(name, args.examples))
                 print(f"## {name} through the drop-in modules: {pair.dropin_changed} changed lines\n{dropin}\n")
     print(table(results, args.examples))
-    result = summary(results)
+    result = {"benchmark": "porting", **summary(results)}
+    result["goals"] = {f"{name}_pct": "<= 5" for name in results}
+    result["labels"] = {f"{name}_pct": f"porting {name}: lines changed, % of the port's SLOC" for name in results}
+    result["mode"] = "smoke" if args.smoke else "quick" if args.quick else "full"
     print(json.dumps(result))
     return result
 

@@ -1,6 +1,6 @@
 """scikit-learn random forest fit on cloud threads (joblib backend "crucial") vs joblib's loky.
 
-    /work/venv/bin/python benchmarks/randomforest.py [--quick] [--runs N] [--samples S] [--features F] [--trees 50,200]
+    python benchmarks/randomforest.py [--quick | --smoke] [--runs N] [--samples S] [--features F] [--trees 50,200]
 
 Each run generates a classification problem (``make_classification``, seed =
 the run's number, so every run ships new data and no worker has it cached)
@@ -32,7 +32,7 @@ import os
 import time
 from typing import Any
 
-from _common import emit, log, median, meta, parser, ratio
+from _common import alternate, by_mode, emit, log, median, meta, parser, ratio
 from _common import terminate_as_interrupt as _sigterm
 
 BACKENDS = ("crucial", "loky")
@@ -77,13 +77,13 @@ def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=None, help="training rows (default 20000; --quick 6000)")
     p.add_argument("--features", type=int, default=None, help="columns (default 40; --quick 48: X above 1 MiB)")
-    p.add_argument("--trees", default="50,200", help="forest sizes (default 50,200)")
+    p.add_argument("--trees", default=None, help="forest sizes (default 50,200; --smoke 4)")
     args = p.parse_args()
     load_before = round(os.getloadavg()[0], 2)
-    samples = args.samples or (6000 if args.quick else 20_000)
-    features = args.features or (48 if args.quick else 40)
-    sizes = [int(s) for s in args.trees.split(",") if s]
-    runs = args.runs or (3 if args.quick else 7)
+    samples = args.samples or by_mode(args, 20_000, 6000, 300)
+    features = args.features or by_mode(args, 40, 48, 8)
+    sizes = [int(s) for s in (args.trees or by_mode(args, "50,200", "50,200", "4")).split(",") if s]
+    runs = args.runs or by_mode(args, 7, 3, 1)
     seconds: dict[str, list[float]] = {f"{b}_{t}": [] for b in BACKENDS for t in sizes}
 
     import crucial.integrations.joblib as cj
@@ -99,10 +99,9 @@ def main() -> None:
             stats0 = dict(crucial_backend.uploads.stats)
             for run in range(runs):
                 X, y, X_check = make_data(samples, features, seed=run)
-                order = BACKENDS if run % 2 == 0 else BACKENDS[::-1]
                 for trees in sizes:
                     predictions = {}
-                    for name in order:
+                    for name in alternate(BACKENDS, run):
                         sec, forest = fit(crucial_backend if name == "crucial" else name, trees, X, y)
                         predictions[name] = forest.predict(X_check)
                         seconds[f"{name}_{trees}"].append(sec)
@@ -137,7 +136,12 @@ def main() -> None:
     out["crucial_workers_before_timing"] = workers
     out["crucial_workers_started"] = workers_after
     out["loadavg_1m_before"] = load_before
-    out.update(meta())
+    out["goals"] = {"ratio_vs_loky": ">= 0.9"}
+    out["labels"] = {
+        f"ratio_vs_loky_{t}": f"random forest fit, {t} trees, crucial vs loky joblib backends (trees/s)" for t in sizes
+    }
+    out["labels"]["ratio_vs_loky"] = "random forest, the lower of the two (trees/s)"
+    out.update(meta(args))
     emit(out)
 
 

@@ -1,6 +1,6 @@
 """The Santa Claus problem (the seed's Table 3): completion time of plain threads, threads + DSO, cloud threads.
 
-    /work/venv/bin/python benchmarks/santa.py [--quick] [--runs N] [--work-delay D]
+    python benchmarks/santa.py [--quick | --smoke] [--runs N] [--work-delay D]
 
 The seed's instance -- 10 elves, 9 reindeer, 15 deliveries -- in its three
 flavours, which differ only in imports and declarations
@@ -36,7 +36,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from _common import emit, log, median, meta, parser, ratio
+from _common import alternate, by_mode, emit, log, median, meta, parser, ratio
 from _common import terminate_as_interrupt as _sigterm
 
 FLAVOURS = ("threads", "dso", "cloud")
@@ -49,25 +49,25 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ranked[max(0, math.ceil(q / 100 * len(ranked)) - 1)]
 
 
-def one_run(flavour: str, work_delay: float, seed: int) -> Any:
+def one_run(flavour: str, work_delay: float, seed: int, problem: dict[str, int] = PROBLEM) -> Any:
     """One complete North Pole; raises if its trace breaks an invariant."""
     from crucial.examples import santa
     from crucial.examples.original import santa as original
 
     module = original if flavour == "threads" else santa
-    result = module.run(flavour, work_delay=work_delay, seed=seed, timeout=300.0, **PROBLEM)
+    result = module.run(flavour, work_delay=work_delay, seed=seed, timeout=300.0, **problem)
     if not result.ok:
         raise RuntimeError(f"{flavour}: broken invariants:\n" + "\n".join(result.problems))
     return result
 
 
-def warm_up(workers: int) -> int:
+def warm_up(workers: int, problem: dict[str, int]) -> int:
     """Start the embedded node and ``workers`` warm local workers (connected to the node) before timing."""
     from crucial.compute import get_backend
 
     t0 = time.perf_counter()
     for _ in range(5):
-        one_run("cloud", 0.02, 0)  # 20 cloud threads that all live at once: one worker each
+        one_run("cloud", 0.02, 0, problem)  # 20 cloud threads that all live at once: one worker each
         if get_backend("local").size >= workers:
             break
     log(f"  warm-up: {time.perf_counter() - t0:.1f} s, {get_backend('local').size} workers")
@@ -90,8 +90,9 @@ def main() -> None:
     p.add_argument("--work-delay", type=float, default=None, help="seconds per delay unit (default 0.2; --quick 0.1)")
     args = p.parse_args()
     load_before = round(os.getloadavg()[0], 2)
-    runs = args.runs or (2 if args.quick else 10)
-    work_delay = args.work_delay if args.work_delay is not None else (0.1 if args.quick else 0.2)
+    runs = args.runs or by_mode(args, 10, 2, 1)
+    work_delay = args.work_delay if args.work_delay is not None else by_mode(args, 0.2, 0.1, 0.01)
+    problem = by_mode(args, PROBLEM, PROBLEM, {"elves": 3, "reindeer": 2, "deliveries": 2})
     seconds: dict[str, list[float]] = {f: [] for f in FLAVOURS}
     results: dict[str, list[Any]] = {f: [] for f in FLAVOURS}
 
@@ -101,11 +102,10 @@ def main() -> None:
     with _sigterm():
         try:
             log("warming crucial (embedded node, fork server, 20 workers connected to the node) ...")
-            workers = warm_up(1 + PROBLEM["elves"] + PROBLEM["reindeer"])
+            workers = warm_up(1 + problem["elves"] + problem["reindeer"], problem)
             for run in range(runs):
-                order = FLAVOURS if run % 2 == 0 else FLAVOURS[::-1]
-                for flavour in order:
-                    result = one_run(flavour, work_delay, seed=run + 1)
+                for flavour in alternate(FLAVOURS, run):
+                    result = one_run(flavour, work_delay, run + 1, problem)
                     seconds[flavour].append(result.seconds)
                     results[flavour].append(result)
                     log(f"run {run + 1}/{runs} {flavour:8s} {result.seconds:6.2f} s  ({result.consultations} consultations)")
@@ -114,7 +114,7 @@ def main() -> None:
             get_backend("local").close()
             stop_embedded()
 
-    out: dict[str, Any] = {"benchmark": "santa", **PROBLEM, "work_delay": work_delay, "runs": runs}
+    out: dict[str, Any] = {"benchmark": "santa", **problem, "work_delay": work_delay, "runs": runs}
     for flavour in FLAVOURS:
         out[f"p50_{flavour}"] = round(median(seconds[flavour]), 3)
         out[f"p99_{flavour}"] = round(percentile(seconds[flavour], 99), 3)
@@ -128,7 +128,9 @@ def main() -> None:
     out["crucial_workers_before_timing"] = workers
     out["crucial_workers_started"] = stats["workers_started"]
     out["loadavg_1m_before"] = load_before
-    out.update(meta())
+    out["goals"] = {"ratio_vs_threads": "<= 1.10"}
+    out["labels"] = {"ratio_vs_threads": "Santa Claus problem, cloud threads vs plain threads (p50 time)"}
+    out.update(meta(args))
     emit(out)
 
 

@@ -1,45 +1,47 @@
-"""The serverless shell: ``xargs -P 50 sshell true``, IPC verb calls inside and outside an invocation, LinkRun.
+"""The serverless shell: verbs and ``sshell`` as separate processes, verbs inside an invocation, LinkRun.
 
-    /work/venv/bin/python benchmarks/sshell.py [--quick] [--runs N] [--calls 200] [--inside 1000] [--client 20]
+    python benchmarks/sshell.py [--quick | --smoke] [--runs N] [--calls 200] [--inside 1000] [--client 20]
 
 Everything runs against a real DSO node (``crucial.testing.LocalCluster``, one
 node on 127.0.0.1 with a token), exported to every command as
 ``CRUCIAL_DSO``/``CRUCIAL_TOKEN``, on the default ``local`` backend.  The
 ``sshell`` and ``crucial`` found are those of this interpreter's bin directory.
 
-1. **xargs**: wall time of ``seq 1 N | xargs -P 50 -I{} sshell true`` (N = 200),
-   and per call (wall / N).  Peer: the same with ``bash -c true``: a *floor*
-   (what xargs and process creation alone cost), not a competitor.  Lithops
-   is skipped here even when installed (a fresh interpreter per function:
-   minutes for 200 calls).
-2. **IPC verb per call**:
-
-   * *inside* one invocation: ``sshell '...'`` runs a bash loop of 1000
-     ``counter -n K increment >/dev/null`` (the verb is a bash function talking
-     to the worker's verb server), timed inside the command with
-     ``date +%s%N``; per call = loop time / 1000.  Peer: the same loop with
-     ``redis-cli -p PORT INCR K >/dev/null`` in the same kind of invocation.
-   * from the *client*: 20 ``crucial ipc counter -n K increment`` (a Python
-     process each: start-up, imports, connect, one call), each timed in bash
-     with ``$EPOCHREALTIME``; the median call.  Peer: ``redis-cli INCR``.
-     Goal: "well under 100 ms" -- taken as <= 50 ms.
-
-   Every loop checks its final count (``tally`` / ``GET``).
-3. **LinkRun**: when ``examples/sshell/generate.py``, ``linkrun_stateful.sh``
+1. **A verb from the client**, a process per call, as a shell script calls it:
+   ``client`` (20) calls of ``crucial ipc counter -n K increment``, each timed
+   in bash with ``$EPOCHREALTIME``; the median call (goal: <= 20 ms).  The
+   same loop, in the same run, times the **floors**: ``python -c pass``,
+   ``python -S -c pass`` (this interpreter) and ``redis-cli INCR`` (a C client
+   doing the same job).  ``ratio_vs_redis_cli_client`` = ours / redis-cli.
+2. **``sshell true`` from the client**, the same way (one ``sshell`` process per
+   call, each running ``true`` as a cloud function on the local backend), and
+   **xargs**: wall time of ``seq 1 N | xargs -P 50 -I{} sshell true`` (N = 200)
+   and per call (wall / N; goal: <= 20 ms).  Peer for xargs: the same with
+   ``bash -c true``: a *floor* (what xargs and process creation alone cost),
+   not a competitor.  Lithops is skipped even when installed (a fresh
+   interpreter per function: minutes for 200 calls).
+3. **A verb inside one invocation**: ``sshell '...'`` runs a bash loop of 1000
+   ``counter -n K increment >/dev/null`` (the verb is a bash function talking
+   to the worker's verb server over ``/dev/tcp``, no fork), timed inside the
+   command with ``date +%s%N``; per call = loop time / 1000.  Peer: the same
+   loop, in the same kind of invocation, with a bash function that sends
+   Redis's ``INCR`` in RESP over ``/dev/tcp`` (a connection per call, no fork:
+   the same work as our verb function) -- ``ratio_vs_redis_resp_inside``.
+   ``redis-cli INCR`` (a fork and exec per call) is reported beside it.
+4. **LinkRun**: when ``examples/sshell/generate.py``, ``linkrun_stateful.sh``
    and ``linkrun_stateless.sh`` exist, both scripts run on the same generated
    archives (16 by default); ``ratio_stateful_vs_stateless`` = stateful /
    stateless wall time.  Otherwise the field is null and ``linkrun_skipped``
    says why.
 
-A start-up profile follows (median wall time of ``python -c pass``,
-``import crucial``, ``import crucial.cli``, ``import crucial.shell.sshell``,
-and, in one process, the imports, the first verb call -- which connects --
-and the second).
+Every loop checks its final count (``tally`` / ``GET``).  A start-up profile
+follows (median wall time of ``python -c pass``, ``import crucial``,
+``import crucial.cli``, ``import crucial.shell.sshell``, and, in one process,
+the imports, the first verb call -- which connects -- and the second).
 
 The systems alternate their order run by run.  The last line of stdout is
-one JSON object: medians over the runs, ``ratio_vs_bash_xargs``,
-``ratio_vs_redis_cli_inside``, ``ratio_vs_redis_cli_client`` (ours / peer,
-same unit).  Everything started (the DSO node, redis-server, temporary
+one JSON object: medians over the runs and ``ratio_*`` = ours / peer (same
+unit).  Everything started (the DSO node, redis-server, temporary
 directories) is stopped or removed at the end.
 """
 
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import secrets
 import shlex
 import shutil
@@ -58,14 +61,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import LOOPBACK, REPO, RedisServer, emit, log, median, meta, parser, ratio
+from _common import LOOPBACK, REPO, RedisServer, alternate, by_mode, emit, log, median, meta, parser, ratio
 from _common import terminate_as_interrupt as _sigterm
 
 BIN = Path(sys.executable).parent
 SSHELL = str(BIN / "sshell")
 CRUCIAL = str(BIN / "crucial")
 EXAMPLES = REPO / "examples" / "sshell"
-CLIENT_GOAL_MS = 50.0  # "well under 100 ms"
+CLIENT_GOAL_MS = 20.0  # a verb, or an sshell, per call as its own process
 
 
 # --------------------------------------------------------------------------- set-up
@@ -89,7 +92,8 @@ def dso_cluster() -> Iterator[Any]:
 
 def command_env(cluster: Any, tmp: str) -> dict[str, str]:
     """The environment of every timed command: this venv first on PATH, the cluster, no stray CRUCIAL_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_")}
+    # no CRUCIAL_* but the cluster's; bytecode cached as an installed package has it (start-up is what is measured)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRUCIAL_") and k != "PYTHONDONTWRITEBYTECODE"}
     env.update(cluster.env_vars())
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
     env["CRUCIAL_SHARED_DIR"] = os.path.join(tmp, "shared")
@@ -121,10 +125,10 @@ def xargs_round(what: str, calls: int, env: dict[str, str]) -> float:
 # --------------------------------------------------------------------------- 2. one verb call
 
 
-def inside_loop(body: str, check: str, n: int, env: dict[str, str]) -> float:
+def inside_loop(body: str, check: str, n: int, env: dict[str, str], prelude: str = "") -> float:
     """Microseconds per call of ``body`` in a bash loop of ``n`` inside one sshell invocation; ``check`` must print n."""
     script = (
-        f"a=$(date +%s%N); for ((i = 0; i < {n}; i++)); do {body} >/dev/null || exit 1; done; "
+        f"{prelude}a=$(date +%s%N); for ((i = 0; i < {n}; i++)); do {body} >/dev/null || exit 1; done; "
         f"b=$(date +%s%N); echo $((b - a)); {check}"
     )
     _, out = bash(f"{shlex.quote(SSHELL)} {shlex.quote(script)}", env)
@@ -134,11 +138,11 @@ def inside_loop(body: str, check: str, n: int, env: dict[str, str]) -> float:
     return int(lines[0]) / n / 1000.0
 
 
-def client_calls(body: str, check: str, n: int, env: dict[str, str]) -> list[float]:
+def client_calls(body: str, check: str | None, n: int, env: dict[str, str]) -> list[float]:
     """Milliseconds of each of ``n`` calls of ``body`` from a client bash (``$EPOCHREALTIME``); ``check`` must print n."""
     script = (
         f"for ((i = 0; i < {n}; i++)); do a=$EPOCHREALTIME; {body} >/dev/null || exit 1; b=$EPOCHREALTIME; "
-        f'echo "$a $b"; done; {check}'
+        f'echo "$a $b"; done; {check or "echo " + str(n)}'
     )
     _, out = bash(script, env)
     lines = out.strip().splitlines()
@@ -158,6 +162,28 @@ def counter_body(name: str, client: bool) -> tuple[str, str]:
 
 def redis_body(port: int, name: str) -> tuple[str, str]:
     return f"redis-cli -p {port} INCR {name}", f"redis-cli -p {port} GET {name}"
+
+
+#: ``rincr KEY``: Redis's INCR in RESP over bash's ``/dev/tcp`` -- a connection per call and no fork,
+#: as our verb functions do; prints the new value
+RESP_INCR = r"""rincr() {
+    local fd line
+    exec {fd}<>/dev/tcp/127.0.0.1/@PORT@ || return 70
+    printf '*2\r\n$4\r\nINCR\r\n$%d\r\n%s\r\n' "${#1}" "$1" >&"$fd"
+    IFS= read -r line <&"$fd"
+    exec {fd}<&-
+    line=${line%$'\r'}
+    case $line in
+    :*) printf '%s\n' "${line#:}" ;;
+    *) printf '%s\n' "$line" >&2; return 1 ;;
+    esac
+}
+"""
+
+
+def resp_body(port: int, name: str) -> tuple[str, str, str]:
+    """(prelude, body, check) of the RESP-over-/dev/tcp peer of a verb inside an invocation."""
+    return RESP_INCR.replace("@PORT@", str(port)), f"rincr {name}", f"redis-cli -p {port} GET {name}"
 
 
 # --------------------------------------------------------------------------- 3. LinkRun
@@ -229,19 +255,36 @@ def startup_profile(env: dict[str, str], reps: int) -> dict[str, float]:
 # --------------------------------------------------------------------------- main
 
 
+def client_round(key: str, port: int, n: int, env: dict[str, str]) -> dict[str, float]:
+    """One round of the per-process figures: median ms per call of each command, in a shuffled order."""
+    py = shlex.quote(sys.executable)
+    cases: dict[str, tuple[str, str | None]] = {
+        "crucial_ipc": counter_body(key, client=True),
+        "sshell_true": (f"{shlex.quote(SSHELL)} true", None),
+        "python_pass": (f"{py} -c pass", None),
+        "python_S_pass": (f"{py} -S -c pass", None),
+        "redis_cli": redis_body(port, key + "_redis"),
+    }
+    names = list(cases)
+    random.Random(key).shuffle(names)  # no command always runs first (or after the same one)
+    return {name: median(client_calls(*cases[name], n, env)) for name in names}
+
+
 def main() -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--calls", type=int, default=None, help="sshell invocations per xargs round (default 200; --quick 60)")
     p.add_argument("--inside", type=int, default=None, help="verb calls in the inside loop (default 1000; --quick 300)")
-    p.add_argument("--client", type=int, default=20, help="client-side verb calls per run (default 20)")
-    p.add_argument("--archives", type=int, default=16, help="generated archives for the LinkRun scripts")
+    p.add_argument("--client", type=int, default=None, help="calls per command and run from the client (default 20)")
+    p.add_argument("--archives", type=int, default=None, help="generated archives for the LinkRun scripts (default 16)")
     p.add_argument("--records", type=int, default=None, help="pages per archive (default 2000; --quick 500)")
     p.add_argument("--no-linkrun", action="store_true", help="skip the LinkRun comparison")
     args = p.parse_args()
-    runs = args.runs or (1 if args.quick else 5)
-    calls = args.calls or (60 if args.quick else 200)
-    inside_n = args.inside or (300 if args.quick else 1000)
-    client_n = args.client
+    runs = args.runs or by_mode(args, 5, 1, 1)
+    calls = args.calls or by_mode(args, 200, 60, 10)
+    inside_n = args.inside or by_mode(args, 1000, 300, 20)
+    client_n = args.client or by_mode(args, 20, 20, 3)
+    args.archives = args.archives or by_mode(args, 16, 16, 2)
+    args.records = args.records or by_mode(args, 2000, 500, 50)
     load_before = round(os.getloadavg()[0], 2)
     out: dict[str, Any] = {"benchmark": "sshell", "runs": runs, "xargs_calls": calls, "xargs_parallel": 50}
     out.update({"inside_calls": inside_n, "client_calls": client_n})
@@ -254,30 +297,25 @@ def main() -> None:
             bash(f"{shlex.quote(SSHELL)} true && {shlex.quote(CRUCIAL)} ipc counter -n warm tally", env)
 
             xs: dict[str, list[float]] = {"sshell": [], "bash": []}
-            per: dict[str, list[float]] = {"inside": [], "redis_inside": [], "client": [], "redis_client": []}
+            inside: dict[str, list[float]] = {"crucial": [], "redis_resp": [], "redis_cli": []}
+            client: dict[str, list[float]] = {}
             for run in range(runs):
-                order = ["sshell", "bash"] if run % 2 == 0 else ["bash", "sshell"]
-                for what in order:
+                for what in alternate(("sshell", "bash"), run):
                     xs[what].append(xargs_round(what, calls, env))
                     log(f"run {run + 1}/{runs}: xargs -P 50 {what} x{calls}: {xs[what][-1]:.2f} s")
-                systems = ["crucial", "redis"] if run % 2 == 0 else ["redis", "crucial"]
-                for system in systems:
+                for system in alternate(("crucial", "redis_resp", "redis_cli"), run):
                     key = f"c{run}_{secrets.token_hex(4)}"
                     if system == "crucial":
-                        body, check = counter_body(key, client=False)
-                        per["inside"].append(inside_loop(body, check, inside_n, env))
-                        body, check = counter_body(key + "_client", client=True)
-                        per["client"].append(median(client_calls(body, check, client_n, env)))
-                        log(f"run {run + 1}/{runs}: counter inside {per['inside'][-1]:.1f} us, client {per['client'][-1]:.1f} ms")
+                        inside[system].append(inside_loop(*counter_body(key, client=False), inside_n, env))
+                    elif system == "redis_resp":
+                        prelude, body, check = resp_body(rs.port, key)
+                        inside[system].append(inside_loop(body, check, inside_n, env, prelude))
                     else:
-                        body, check = redis_body(rs.port, key)
-                        per["redis_inside"].append(inside_loop(body, check, inside_n, env))
-                        body, check = redis_body(rs.port, key + "_client")
-                        per["redis_client"].append(median(client_calls(body, check, client_n, env)))
-                        log(
-                            f"run {run + 1}/{runs}: redis-cli inside {per['redis_inside'][-1]:.1f} us, "
-                            f"client {per['redis_client'][-1]:.1f} ms"
-                        )
+                        inside[system].append(inside_loop(*redis_body(rs.port, key), inside_n, env))
+                    log(f"run {run + 1}/{runs}: {system} inside an invocation: {inside[system][-1]:.1f} us per call")
+                for name, ms in client_round(f"k{run}_{secrets.token_hex(4)}", rs.port, client_n, env).items():
+                    client.setdefault(name, []).append(ms)
+                    log(f"run {run + 1}/{runs}: {name} from the client: {ms:.2f} ms per call")
 
             sshell_s, bash_s = median(xs["sshell"]), median(xs["bash"])
             out["sshell_xargs_s"] = round(sshell_s, 3)
@@ -286,31 +324,52 @@ def main() -> None:
             out["bash_per_call_ms"] = round(bash_s / calls * 1000, 3)
             out["ratio_vs_bash_xargs"] = ratio(sshell_s, bash_s)
             out["lithops"] = "skipped (a fresh interpreter per function: too slow for 200 calls)"
-            inside, r_inside = median(per["inside"]), median(per["redis_inside"])
-            client, r_client = median(per["client"]), median(per["redis_client"])
-            out["counter_inside_us"] = round(inside, 1)
-            out["redis_cli_inside_us"] = round(r_inside, 1)
-            out["ratio_vs_redis_cli_inside"] = ratio(inside, r_inside)
-            out["counter_client_ms"] = round(client, 2)
-            out["redis_cli_client_ms"] = round(r_client, 2)
-            out["ratio_vs_redis_cli_client"] = ratio(client, r_client)
+            ours, resp, cli = (median(inside[s]) for s in ("crucial", "redis_resp", "redis_cli"))
+            out["counter_inside_us"] = round(ours, 1)
+            out["redis_resp_inside_us"] = round(resp, 1)
+            out["redis_cli_inside_us"] = round(cli, 1)
+            out["ratio_vs_redis_resp_inside"] = ratio(ours, resp)
+            out["ratio_vs_redis_cli_inside"] = ratio(ours, cli)
+            ms = {name: median(values) for name, values in client.items()}
+            out["counter_client_ms"] = round(ms["crucial_ipc"], 2)
+            out["sshell_true_client_ms"] = round(ms["sshell_true"], 2)
+            out["python_pass_client_ms"] = round(ms["python_pass"], 2)
+            out["python_S_pass_client_ms"] = round(ms["python_S_pass"], 2)
+            out["redis_cli_client_ms"] = round(ms["redis_cli"], 2)
+            out["ratio_vs_redis_cli_client"] = ratio(ms["crucial_ipc"], ms["redis_cli"])
+            out["ratio_vs_python_pass_client"] = ratio(ms["crucial_ipc"], ms["python_pass"])
             out["client_goal_ms"] = CLIENT_GOAL_MS
-            out["client_goal_met"] = client <= CLIENT_GOAL_MS
-            out["client_under_100ms"] = client < 100.0
+            out["client_goal_met"] = ms["crucial_ipc"] <= CLIENT_GOAL_MS
+            out["sshell_goal_met"] = out["sshell_per_call_ms"] <= CLIENT_GOAL_MS
 
             log("start-up profile ...")
-            out.update(startup_profile(env, 3 if args.quick else 11))
+            out.update(startup_profile(env, by_mode(args, 11, 3, 1)))
 
             out.update(linkrun(args, env, tmp, runs))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out["loadavg_1m_before"] = load_before
-    out.update(meta())
+    out["goals"] = {
+        "counter_client_ms": f"<= {CLIENT_GOAL_MS:g}",
+        "sshell_per_call_ms": f"<= {CLIENT_GOAL_MS:g}",
+        "ratio_stateful_vs_stateless": "<= 1.0",
+    }
+    if out.get("ratio_stateful_vs_stateless") is None:
+        del out["goals"]["ratio_stateful_vs_stateless"]
+    out["labels"] = {
+        "counter_client_ms": "`crucial ipc counter -n K increment`, a process per call (ms)",
+        "python_pass_client_ms": "floor: `python -c pass`, the same way (ms)",
+        "redis_cli_client_ms": "floor: `redis-cli INCR`, the same way (ms)",
+        "sshell_per_call_ms": "`seq 200 | xargs -P 50 sshell true`, per call (ms)",
+        "sshell_true_client_ms": "`sshell true`, one after the other (ms)",
+        "ratio_vs_redis_resp_inside": "a verb inside an invocation vs INCR in RESP over bash /dev/tcp (time)",
+        "ratio_stateful_vs_stateless": "LinkRun, stateful vs stateless script (time)",
+    }
+    out.update(meta(args))
     emit(out)
 
 
 def linkrun(args: Any, env: dict[str, str], tmp: str, runs: int) -> dict[str, Any]:
-    args.records = args.records or (500 if args.quick else 2000)
     res: dict[str, Any] = {"linkrun_archives": args.archives, "linkrun_records_per_archive": args.records}
     why = "--no-linkrun" if args.no_linkrun else linkrun_missing()
     if why:
@@ -328,8 +387,7 @@ def linkrun(args: Any, env: dict[str, str], tmp: str, runs: int) -> dict[str, An
     for which in ("stateful", "stateless"):  # untimed: the page cache holds the archives for both
         linkrun_round(which, data, env)
     for run in range(runs):
-        order = ["stateful", "stateless"] if run % 2 == 0 else ["stateless", "stateful"]
-        for which in order:
+        for which in alternate(("stateful", "stateless"), run):
             wall, text = linkrun_round(which, data, env)
             times[which].append(wall)
             outputs[which] = normalise(text)

@@ -27,7 +27,7 @@ import crucial
 import crucial.objects.containers
 from crucial.exceptions import ConnectError
 from crucial.objects.atomics import AtomicIntState, AtomicReferenceState, CounterState
-from crucial.objects.containers import DictState
+from crucial.objects.containers import DictState, QueueState
 from crucial.testing.linearizability import History, Operation, assert_linearizable, check, error_name
 
 X = ("AtomicInt", "x")
@@ -503,13 +503,9 @@ def test_dicts_are_linearizable(dso, key, workers):
     assert_checked(history, {"Dict": DictState}, lambda o: o.method == "merge")
 
 
-@pytest.mark.skipif(
-    not hasattr(crucial.objects.containers, "QueueState"),
-    reason="crucial.objects.containers.QueueState does not exist yet (a colleague is writing it)",
-)
 def test_queues_are_linearizable(dso, key, workers):
-    queue_state = crucial.objects.containers.QueueState  # type: ignore[attr-defined]
-    queue_cls = crucial.Queue  # type: ignore[attr-defined]
+    queue_state = QueueState
+    queue_cls = crucial.Queue
     objs = [queue_cls(key=f"{key}-{i}", force_new=True) for i in range(2)]
     history = run_workload(workers, "queue", objs, 30)
     assert any(o.method == "get" and o.error is None for o in history)

@@ -19,9 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-from crucial.objects import containers
 from crucial.objects.atomics import AtomicBoolState, AtomicByteArrayState, AtomicIntState, AtomicReferenceState, CounterState
-from crucial.objects.containers import DictState
+from crucial.objects.containers import DictState, ListState, QueueState, SetState, SortedDictState
 
 FEW = settings(max_examples=60, deadline=None)
 
@@ -477,22 +476,12 @@ TestDictMachine.settings = settings(max_examples=50, stateful_step_count=25, dea
 
 def test_merge_all_is_atomic_when_the_function_fails():
     state = DictState({"a": 1, "b": "x"})
-    if not hasattr(containers, "ListState"):
-        pytest.skip("merge_all atomicity came with the full containers module")
     with pytest.raises(TypeError):
         state.merge_all({"a": 1, "b": 2}, "sum")  # "x" + 2 fails after "a" was merged
     assert state.copy() == {"a": 1, "b": "x"}
 
 
-# -- the rest of the containers, when present ---------------------------------------------------------
-
-
-def needs(name: str) -> Any:
-    return pytest.mark.skipif(not hasattr(containers, name), reason=f"crucial.objects.containers.{name} does not exist yet")
-
-
-def state_class(name: str) -> Any:
-    return getattr(containers, name)
+# -- the rest of the containers ---------------------------------------------------------
 
 
 class PyList:
@@ -559,7 +548,6 @@ class PyList:
         self.l.clear()
 
 
-@needs("ListState")
 @FEW
 @given(
     st.lists(ints, max_size=4),
@@ -585,7 +573,7 @@ class PyList:
     ),
 )
 def test_list_is_a_list(initial, ops):
-    state, ref = state_class("ListState")(initial), PyList(initial)
+    state, ref = ListState(initial), PyList(initial)
     run(state, ref, ops)
     assert state.to_list() == ref.l
 
@@ -623,7 +611,6 @@ class PySet:
         self.s.clear()
 
 
-@needs("SetState")
 @FEW
 @given(
     st.sets(ints, max_size=4),
@@ -643,7 +630,7 @@ class PySet:
     ),
 )
 def test_set_is_a_set(initial, ops):
-    state, ref = state_class("SetState")(initial), PySet(initial)
+    state, ref = SetState(initial), PySet(initial)
     for name, args in ops:
         if name == "pop":  # any element may come out: it must be one, and must go
             got = outcome(state.pop)
@@ -720,7 +707,6 @@ class PySortedDict(PyDict):
         return k, self.d.pop(k)
 
 
-@needs("SortedDictState")
 @FEW
 @given(
     calls(
@@ -742,7 +728,7 @@ class PySortedDict(PyDict):
     )
 )
 def test_sorted_dict_is_a_dict_in_key_order(ops):
-    state, ref = state_class("SortedDictState")(), PySortedDict()
+    state, ref = SortedDictState(), PySortedDict()
     run(state, ref, ops)
     assert state.items() == ref.items()
 
@@ -781,7 +767,6 @@ class PyQueue:
         self.unfinished -= 1
 
 
-@needs("QueueState")
 @FEW
 @given(
     st.integers(0, 3),
@@ -795,15 +780,14 @@ class PyQueue:
     ),
 )
 def test_queue_is_a_fifo_without_blocking(maxsize, ops):
-    state, ref = state_class("QueueState")(maxsize), PyQueue(maxsize)
+    state, ref = QueueState(maxsize), PyQueue(maxsize)
     run(state, ref, ops)
     assert list(state.items) == list(ref.q)
 
 
-@needs("QueueState")
 def test_queue_like_the_stdlib_queue():
     """The same calls on ``queue.Queue`` itself."""
-    state, q = state_class("QueueState")(2), queue.Queue[int](2)
+    state, q = QueueState(2), queue.Queue[int](2)
     for name, args in [
         ("put", (1, False)),
         ("put", (2, False)),

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -28,11 +27,9 @@ def shell(command: str, **kwargs: object) -> tuple[int, str, str]:
 
 
 def test_counter_loop_is_served_in_process(dso: LocalCluster, key: str) -> None:
-    start = time.perf_counter()
+    # how fast: benchmarks/sshell.py (counter_inside_us), not a wall-clock assertion here
     code, out, err = shell(f"for i in $(seq 50); do counter -n {key} increment >/dev/null; done; counter -n {key} tally")
-    elapsed = time.perf_counter() - start
     assert (code, out, err) == (0, "50\n", "")
-    assert elapsed < 2.0, f"50 verb calls took {elapsed:.2f} s"
     assert run_verb(["counter", "-n", key, "tally"]).out == "50\n"
 
 

@@ -23,6 +23,7 @@ Kinds that ask (client → node) are below 16, kinds that answer are 16 and up.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import struct
 import sys
@@ -40,6 +41,7 @@ __all__ = [
     "DELATTR",
     "GETATTR",
     "HEADER",
+    "STDLIB",
     "PROTOCOL_VERSION",
     "SETATTR",
     "STDERR",
@@ -49,11 +51,13 @@ __all__ = [
     "FrameDecoder",
     "Kind",
     "by_value",
+    "cloudpickle",
     "pickle_bytes",
     "decode_call",
     "decode_json",
     "dumps",
     "encode_call",
+    "encode_call_fields",
     "encode_frame",
     "encode_json",
     "encode_output",
@@ -122,11 +126,16 @@ class FrameDecoder:
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE, kinds: frozenset[int] = Kind.ALL) -> None:
         self.max_frame_size = max_frame_size
         self._kinds = kinds
-        self._buf = bytearray()
+        self._buf = self.buffer = bytearray()  # what arrived of the next frame (empty between frames)
 
     def feed(self, data: bytes) -> list[Frame]:
         self._buf += data
-        frames: list[Frame] = []
+        if _split_frames is not None:
+            frames, pos = _split_frames(self._buf, self.max_frame_size, self._kinds)
+            if pos:
+                del self._buf[:pos]
+            return frames  # type: ignore[no-any-return]
+        frames = []
         buf = self._buf
         pos = 0
         hsize = HEADER.size
@@ -151,9 +160,14 @@ class FrameDecoder:
 
 
 _PLAIN = frozenset({bytes, str, int, float, bool, type(None), bytearray, complex})
+#: NumPy's scalar types, by name (numpy is not imported for this): pickle writes them by reference to numpy
+_NUMPY_SCALARS = frozenset(
+    {"float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8"}
+    | {"bool", "bool_", "complex128", "complex64", "longlong", "ulonglong", "longdouble", "clongdouble", "timedelta64"}
+)
 
 
-def _cloudpickle() -> Any:
+def cloudpickle() -> Any:
     """cloudpickle, imported when first needed: plain data never needs it (a shell verb
     starts faster without it)."""
     import cloudpickle
@@ -161,8 +175,8 @@ def _cloudpickle() -> Any:
     return cloudpickle
 
 
-def _plain(obj: Any, depth: int = 0) -> bool:
-    """True for data made only of builtin scalars and containers.
+def _plain_py(obj: Any, depth: int = 0) -> bool:
+    """True for data made only of builtin scalars and containers (and NumPy arrays of numbers).
 
     Such data pickles the same with :mod:`pickle` as with cloudpickle, and
     ~5x faster -- this is the hot path of every call and reply.
@@ -174,15 +188,53 @@ def _plain(obj: Any, depth: int = 0) -> bool:
         return False
     if t is tuple or t is list:
         for x in obj:
-            if type(x) not in _PLAIN and not _plain(x, depth + 1):
+            if type(x) not in _PLAIN and not _plain_py(x, depth + 1):
                 return False
         return True
     if t is dict:
         for k, v in obj.items():
-            if type(k) not in _PLAIN or (type(v) not in _PLAIN and not _plain(v, depth + 1)):
+            if type(k) not in _PLAIN or (type(v) not in _PLAIN and not _plain_py(v, depth + 1)):
                 return False
         return True
+    if t.__module__ == "numpy":  # arrays of numbers, and NumPy scalars: ~2.5x faster than cloudpickle
+        if t.__name__ == "ndarray":
+            return not obj.dtype.hasobject  # an object array may hold anything (functions...)
+        return t.__name__ in _NUMPY_SCALARS
     return False
+
+
+_plain = _plain_py
+
+
+# -- the optional C accelerator (crucial/_speedups.c, built when a compiler is there) --------------
+
+_pure_encode_frame, _pure_plain = encode_frame, _plain_py
+_split_frames: Any = None
+
+
+def use_speedups(enabled: bool) -> bool:
+    """Use the C twins of the per-call functions (when built); False for the pure-Python ones.
+
+    Set once at import: ``CRUCIAL_PURE_PYTHON=1`` in the environment keeps
+    the pure-Python versions (the tests run both).  Returns whether the C
+    ones are in use.
+    """
+    global encode_frame, _plain, _split_frames
+    speedups = None
+    if enabled:
+        try:
+            from . import _speedups as speedups  # type: ignore[attr-defined, no-redef]
+        except ImportError:
+            speedups = None
+    if speedups is None:
+        encode_frame, _plain, _split_frames = _pure_encode_frame, _pure_plain, None
+        return False
+    speedups.set_frame_type(Frame, FrameTooLargeError, ProtocolError)
+    encode_frame, _plain, _split_frames = speedups.encode_frame, speedups.is_plain, speedups.split_frames
+    return True
+
+
+SPEEDUPS = use_speedups(not os.environ.get("CRUCIAL_PURE_PYTHON"))
 
 
 def pickle_bytes(obj: Any, code: Iterable[Any] = ()) -> bytes:
@@ -196,7 +248,7 @@ def pickle_bytes(obj: Any, code: Iterable[Any] = ()) -> bytes:
     if _plain(obj):
         return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     with by_value(_code_objects(code)):
-        return _cloudpickle().dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return cloudpickle().dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def dumps(obj: Any, what: str = "value", code: Iterable[Any] = ()) -> bytes:
@@ -220,10 +272,10 @@ def ships_by_value(obj: Any) -> bool:
     if name in ("__main__", "__mp_main__"):  # a script: never importable on a node
         return True
     path = getattr(module, "__file__", None) or ""
-    return bool(path) and "-packages" not in path and not name.startswith("crucial.") and not path.startswith(_STDLIB)
+    return bool(path) and "-packages" not in path and not name.startswith("crucial.") and not path.startswith(STDLIB)
 
 
-_STDLIB = sysconfig.get_paths()["stdlib"]
+STDLIB = sysconfig.get_paths()["stdlib"]
 _by_value_lock = threading.RLock()  # re-entrant: pickling a proxy may ship its class inside a task
 _by_value_refs: dict[str, int] = {}
 
@@ -247,7 +299,7 @@ def by_value(objs: Iterable[Any]) -> Iterator[None]:
         for m in modules:
             n = _by_value_refs.get(m.__name__, 0)
             if n == 0:
-                _cloudpickle().register_pickle_by_value(m)
+                cloudpickle().register_pickle_by_value(m)
             _by_value_refs[m.__name__] = n + 1
         try:
             yield
@@ -257,7 +309,7 @@ def by_value(objs: Iterable[Any]) -> Iterator[None]:
                 if n:
                     _by_value_refs[m.__name__] = n
                 else:
-                    _cloudpickle().unregister_pickle_by_value(m)
+                    cloudpickle().unregister_pickle_by_value(m)
 
 
 def _code_objects(values: Iterable[Any]) -> list[Any]:
@@ -308,11 +360,21 @@ class CallRequest(NamedTuple):
 
 
 def encode_call(call: CallRequest) -> bytes:
+    payload = tuple(call)
+    if _plain(payload):  # the hot path: no generator, no by_value
+        return pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
     try:
-        return pickle_bytes(tuple(call), _call_code(call))
+        return pickle_bytes(payload, _call_code(call))
     except Exception as exc:  # the message is built only when it is needed: this is the hot path
         what = f"arguments of {call.type_name}.{call.method} (key {call.key!r})"
         raise SerializationError(f"{what} cannot be pickled: {exc}") from exc
+
+
+def encode_call_fields(*fields: Any) -> bytes:
+    """:func:`encode_call` of ``CallRequest(*fields)``, without making the CallRequest when the call is plain data."""
+    if _plain(fields):
+        return pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)
+    return encode_call(CallRequest(*fields))
 
 
 def _call_code(call: CallRequest) -> Iterator[Any]:

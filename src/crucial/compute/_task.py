@@ -18,18 +18,21 @@ import functools
 import os
 import pickle
 import socket
+import sys
 import traceback
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from .. import protocol as P
 from ..exceptions import InvocationError, RemoteError, RemoteTraceback, SerializationError
+from ._fncache import Shipped, pickled, unpickled
 
 __all__ = ["Outcome", "Task", "decode_outcome", "encode_task", "run_task", "worker"]
 
 
 class Task(NamedTuple):
-    fn: Callable[..., Any]
+    fn: Callable[..., Any] | tuple[bytes, bool]  # a tuple: a Shipped function, pickled by value beforehand (_fncache)
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     dso: tuple[str, ...]  # where the caller's DSO nodes are
@@ -53,10 +56,22 @@ def encode_task(
     code: Iterable[Any] = (),
     what: str | None = None,
 ) -> bytes:
-    """Pickle a call for a function: code by value where nodes/workers cannot import it."""
+    """Pickle a call for a function: code by value where nodes/workers cannot import it.
+
+    A function that travels by value is pickled once and its bytes reused
+    while what it captures stays the same (:mod:`._fncache`); the task
+    around it is then plain data, which :mod:`pickle` writes in a
+    microsecond or two.
+    """
     what = what or getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    extra = list(code)
+    codes = [fn, type(fn), *args, *kwargs.values(), *extra]
     try:
-        return P.pickle_bytes(Task(fn, args, kwargs, dso, token), code=[fn, type(fn), *args, *kwargs.values(), *code])
+        shipped = None
+        if not extra and P.ships_by_value(fn) and not any(isinstance(v, (types.FunctionType, type)) for v in codes[2:]):
+            shipped = pickled(fn, _by_reference, _dumps_by_value)
+        # a plain tuple, not the Task: plain data pickles with pickle, not cloudpickle
+        return P.pickle_bytes((tuple(shipped) if shipped else fn, args, kwargs, dso, token), code=codes)
     except Exception as exc:
         raise SerializationError(_unpicklable(what, fn, args, kwargs, exc)) from exc
 
@@ -79,6 +94,19 @@ def _unpicklable(what: str, fn: Callable[..., Any], args: tuple[Any, ...], kwarg
     )
 
 
+def _dumps_by_value(fn: Callable[..., Any]) -> bytes:
+    with P.by_value([fn]):
+        return P.cloudpickle().dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+
+
+def _by_reference(obj: Any) -> bool:
+    """Whether cloudpickle writes ``obj`` (a module, class, function) by name, so its bytes hold no state of it."""
+    if isinstance(obj, types.ModuleType):
+        path = getattr(obj, "__file__", None) or ""
+        return not path or "-packages" in path or obj.__name__.startswith("crucial.") or path.startswith(P.STDLIB)
+    return not P.ships_by_value(obj) and getattr(obj, "__module__", None) in sys.modules
+
+
 def run_task(data: bytes, point: bool = True) -> bytes:
     """Run one task (in the worker) and return its pickled :class:`Outcome`. Never raises.
 
@@ -86,10 +114,11 @@ def run_task(data: bytes, point: bool = True) -> bytes:
     backend runs in the caller, whose default client is the task's cluster).
     """
     try:
-        task: Task = pickle.loads(data)
+        task = Task(*pickle.loads(data))
         if point:
             _point_at(task.dso, task.token)
-        outcome = Outcome(True, task.fn(*task.args, **task.kwargs), "", worker())
+        fn: Callable[..., Any] = unpickled(Shipped(*task.fn), pickle.loads) if isinstance(task.fn, tuple) else task.fn
+        outcome = Outcome(True, fn(*task.args, **task.kwargs), "", worker())
     except SystemExit as exc:  # as a thread's: exit(0) just ends it; another code is an error
         if exc.code in (None, 0):
             outcome = Outcome(True, None, "", worker())
@@ -99,13 +128,13 @@ def run_task(data: bytes, point: bool = True) -> bytes:
     except BaseException as exc:  # the function's failure is its outcome
         outcome = Outcome(False, exc, traceback.format_exc(), worker())
     try:
-        return P.pickle_bytes(outcome)
+        return P.pickle_bytes(tuple(outcome))  # a plain tuple: a plain result pickles with pickle, not cloudpickle
     except Exception as exc:
         if outcome.ok:
             err: BaseException = SerializationError(f"the result of the cloud function cannot be pickled: {exc}")
-            return P.pickle_bytes(Outcome(False, err, "", outcome.worker))
+            return P.pickle_bytes((False, err, "", outcome.worker))
         error = RemoteError(type(outcome.value).__name__, str(outcome.value))
-        return P.pickle_bytes(Outcome(False, error, outcome.tb, outcome.worker))
+        return P.pickle_bytes((False, error, outcome.tb, outcome.worker))
 
 
 def worker() -> str:
@@ -139,7 +168,7 @@ def decode_outcome(data: bytes, where: str, seen: dict[str, Any] | None = None) 
     ``seen["worker"]`` is set to the worker that ran it, when given.
     """
     try:
-        outcome: Outcome = pickle.loads(data)
+        outcome = Outcome(*pickle.loads(data))
     except Exception as exc:
         raise RemoteError(type(exc).__name__, f"the outcome from {where} could not be unpickled: {exc}") from None
     if seen is not None:

@@ -12,7 +12,11 @@ from multiprocessing import spawn
 from multiprocessing.connection import Connection
 from typing import Any
 
-import crucial  # noqa: F401  (preloaded: workers start with it imported)
+# preloaded: workers start with the client, the objects and cloudpickle imported
+import cloudpickle  # noqa: F401
+
+import crucial.client
+import crucial.objects  # noqa: F401
 
 from ._lines import LineWriter
 from ._task import run_task

@@ -103,10 +103,10 @@ class LocalBackend(Backend):
             worker.deadline = None if timeout is None else time.monotonic() + timeout
             self._busy[worker.conn] = worker
             self.stats["invocations"] += 1
-            try:
-                worker.conn.send_bytes(task)
-            except OSError:
-                pass  # it died: the monitor sees its sentinel and fails the future
+        try:  # outside the lock: the write wakes the worker, and the monitor may want the lock meanwhile
+            worker.conn.send_bytes(task)
+        except OSError:
+            pass  # it died: the monitor sees its sentinel and fails the future
         if timeout is not None:  # the monitor must learn the new deadline; replies it sees anyway
             self._wake_w.send_bytes(b"")
         return fut

@@ -211,7 +211,13 @@ class Membership:
         # restart its data may hold the only copies of some objects, and nodes start at their own pace
         grace = self.restart_grace - self.failure_timeout
         up = now - self._started - grace
-        absent_for = {i: math.inf if i in self._gone_since else up for i in node.view.ids if i not in self.live}
+        # a key that vanishes within the grace may be a previous incarnation's lease running out while
+        # that node restarts (a whole-cluster restart): it gets the grace too
+        absent_for = {
+            i: math.inf if self._gone_since.get(i, 0) - self._started >= grace else up
+            for i in node.view.ids
+            if i not in self.live
+        }
         proposal = next_view(node.view, self.live, absent_for)
         if proposal is None:
             waiting = [self.failure_timeout - t for t in absent_for.values() if t < self.failure_timeout]  # timers

@@ -807,6 +807,9 @@ class _Connection(asyncio.Protocol):
         # request id -> (running call, its dedup id): cancelled if we vanish
         self.pending: dict[int, tuple[Invocation, tuple[str, int]]] = {}
         self.closed = False
+        # replies to the frames of the read being handled, written together when it is done: a client
+        # that sends many calls at once (threads sharing a connection) gets them in one write
+        self.batch: list[bytes] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -814,14 +817,25 @@ class _Connection(asyncio.Protocol):
         self.node.stats["connections"] += 1
 
     def send(self, kind: int, req_id: int, body: bytes) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        if self.batch is not None:  # answering frames of this very read: one write at its end
+            self.batch.append(P.encode_frame(kind, req_id, body))
+        else:
             self.transport.write(P.encode_frame(kind, req_id, body))
+
+    def flush(self) -> None:
+        """Write the replies gathered while handling one read, in one go."""
+        batch, self.batch = self.batch, None
+        if batch and not self.closed:
+            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     def fail(self, code: str, message: str, req_id: int = 0) -> None:
         """Tell the peer what was wrong, then drop this connection only."""
         self.node.stats["protocol_errors"] += 1
         log.info("closing connection from %s: %s", self.client_id or "?", message)
         self.send(P.Kind.FAIL, req_id, P.encode_json({"code": code, "message": message}))
+        self.flush()
         self.transport.close()
         self.closed = True
 
@@ -833,6 +847,16 @@ class _Connection(asyncio.Protocol):
         except ProtocolError as exc:
             self.fail("frame", str(exc))
             return
+        if len(frames) > 1:
+            self.batch = []
+            try:
+                self._handle(frames)
+            finally:
+                self.flush()
+        else:
+            self._handle(frames)
+
+    def _handle(self, frames: list[P.Frame]) -> None:
         node = self.node
         for frame in frames:
             if self.closed:

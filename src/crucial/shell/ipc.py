@@ -79,6 +79,8 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
+from ._grammar import wants_stdin
+
 if TYPE_CHECKING:
     from types import TracebackType
 
@@ -102,8 +104,6 @@ IPC_PORT_ENV = "CRUCIAL_IPC_PORT"
 IPC_SECRET_ENV = "CRUCIAL_IPC_SECRET"
 UNREACHABLE = 70  # EX_SOFTWARE: the verb server could not be reached or did not answer
 VERB_NAMES = ("counter", "barrier", "latch", "rdv", "map", "treemap", "list")
-_STDIN_OPS = frozenset({"put-all", "putAll", "put_all", "merge-all", "mergeAll", "merge_all"})
-_STDIN_VERBS = frozenset({"map", "treemap"})
 _MAX_HEADER = 4096
 _MAX_ARGS = 1 << 16
 _MAX_ARG = 1 << 26
@@ -117,18 +117,6 @@ class _Result(NamedTuple):
     code: int
     out: str
     err: str
-
-
-def wants_stdin(argv: Sequence[str]) -> bool:
-    """Whether the verb call ``argv`` reads its standard input (``map -n K merge-all -2 sum``).
-
-    Only ``put-all``/``merge-all`` of ``map``/``treemap`` with no ``-1`` list do;
-    the bash functions apply the same rule.
-    """
-    if not argv or argv[0] not in _STDIN_VERBS:
-        return False
-    rest = argv[1:]
-    return "-1" not in rest and any(a in _STDIN_OPS for a in rest)
 
 
 def _default_handler(argv: Sequence[str], stdin: str | None) -> Any:
