@@ -95,6 +95,9 @@ class _Conn:
         except ConnectError as exc:  # closed without a word: TLS on one side only, or a client cert missing
             self.close()
             raise ConnectError(f"{exc} {handshake_hint(tls)}", address) from exc
+        except OSError as exc:  # reset while sending the hello: a node dying as we connect, failover's case
+            self.close()
+            raise ConnectError(f"connection to DSO node {address} lost during the handshake: {exc}", address) from exc
         except BaseException:
             self.close()
             raise
