@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,28 @@ def test_calls_over_tls_sync_async_and_replicated(which: str, request: pytest.Fi
             return int(await client.call("AtomicInt", key + "-p", "add_and_get", (1,)))
 
     assert asyncio.run(main()) == 6
+
+
+def test_threads_share_one_tls_connection_per_node(mtls_cluster: LocalCluster, key: str) -> None:
+    """Many threads over the shared connection (one reads while others write the same TLS socket), waking each other."""
+    parties, rounds = 8, 4
+    with mtls_cluster.client() as client:
+        client.call("Barrier", key + "-b", "get_parties", create=((parties,), {}))
+
+        def body(i: int) -> list[int]:
+            ranks = []
+            for _ in range(rounds):
+                for _ in range(40):
+                    client.call("Counter", key + "-c", "increment", (1,), create=((0,), {}))
+                ranks.append(client.call("Barrier", key + "-b", "wait", (60,)))
+            return ranks
+
+        with ThreadPoolExecutor(parties) as pool:
+            results = list(pool.map(body, range(parties)))
+        for r in range(rounds):  # each crossing handed out every index once
+            assert sorted(ranks[r] for ranks in results) == list(range(parties))
+        assert client.call("Counter", key + "-c", "tally") == parties * rounds * 40
+        assert set(client._shared) <= set(client.nodes) and not list(client._all)
 
 
 def test_a_plain_client_of_a_tls_node_fails_at_once_and_says_tls(tls_cluster: LocalCluster, key: str) -> None:

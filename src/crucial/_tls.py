@@ -65,6 +65,10 @@ def _client(ca: tuple[str, int] | None, cert: tuple[str, int] | None, key: tuple
 def server_context(cert: str, key: str | None, ca: str | None) -> ssl.SSLContext:
     """A node's context: its certificate; with ``ca``, client certificates signed by it are required."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    # no TLS 1.3 session tickets: clients keep their connections and never resume a session, and a ticket is
+    # the one post-handshake message a thread client would read while another thread writes the shared
+    # connection (client/_sync.py: one reader, writers at the same time on one SSL object)
+    ctx.num_tickets = 0
     _stamp(cert, "--tls-cert")
     _stamp(key, "--tls-key")
     _load(ctx.load_cert_chain, "--tls-cert/--tls-key", cert, key)
