@@ -53,6 +53,8 @@ EXPECTED: dict[str, set[str]] = {
     "randomforest": {"ratio_vs_loky_4", "ratio_vs_loky"},
     "porting": {"montecarlo_pct", "kmeans_pct"},
     "scaleout": {"redis_ops_s", "crucial_scaled_2_ops_s", "ratio_vs_redis_scaled_2", "node_overhead_us_per_call"},
+    "soak": {"errors", "lost_writes", "kills", "graceful_restarts", "ratio_witness_rss_end_vs_start"},
+    "metrics_overhead": {"node_cpu_us_off", "node_cpu_us_on", "ratio_cpu_on_vs_off", "ratio_wall_on_vs_off", "scrape_s"},
 }
 
 
