@@ -3,7 +3,8 @@
 They are in the node's hand-over logic (server/_handoff.py, server/_node.py),
 which is not this change's to edit: each test is ``xfail(strict=True)`` with
 the cause, and passes once it is fixed (then strict xfail fails: remove the
-mark).
+mark).  Checked again after merging main at d747ae8 (its hand-over fixes):
+the three still fail, each on the assertion its reason describes.
 """
 
 from __future__ import annotations
