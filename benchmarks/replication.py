@@ -37,7 +37,11 @@ call with ``strace -c``; py-spy flame data) and writes it to DIR.
 The last line of stdout is a JSON object with ``ratio_rf2_vs_rf1`` (latency,
 goal <= 2.2), ``ratio_vs_redis_wait`` (throughput of rf=2 / Redis WAIT 1,
 goal >= 1) and ``ratio_vs_redis_fsync`` (durable throughput / Redis
-appendfsync always, goal >= 1), each the median of the per-repetition ratios.
+appendfsync always, goal >= 1), each the median of the per-repetition ratios;
+``ratio_latency_<row>_vs_<peer>`` and ``ratio_throughput_<row>_vs_<peer>``
+for each row against its Redis peer (crucial / Redis), and ``goals`` and
+``labels`` as every benchmark has.  A ratio that was not measured (``--only``,
+``--systems``, or a CPU time below the clock's tick in ``--smoke``) is left out.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import Link, ProcessGroup, emit, hiredis_version, log, median, meta, parser, redis_client
+from _common import Link, ProcessGroup, by_mode, emit, hiredis_version, log, median, meta, parser, redis_client
 from _common import terminate_as_interrupt as _sigterm
 from _replication_systems import (
     CRUCIAL,
@@ -62,7 +66,20 @@ from _replication_systems import (
     use_cluster,
 )
 
-__all__ = ["counter_key", "goals", "main", "prepare_counters", "ratio_of_medians", "summarize", "table", "tp_worker"]
+__all__ = [
+    "GOALS",
+    "LABELS",
+    "add_ratios",
+    "counter_key",
+    "goals",
+    "main",
+    "pair_key",
+    "prepare_counters",
+    "ratio_of_medians",
+    "summarize",
+    "table",
+    "tp_worker",
+]
 
 VALUE_SIZE = 1024
 # adjacent pairs of the table (crucial, its Redis peer); the order is reversed on every other repetition
@@ -83,6 +100,30 @@ PAIRS = [
     ("crucial-rf3", "redis-wait2"),
     ("crucial-durable", "redis-fsync"),
 ]
+#: the issue's goals: (figure, goal, what it says in words)
+GOALS = [
+    ("ratio_rf2_vs_rf1", "<= 2.2", "rf=2 latency <= 2.2 x rf=1 (the seed)"),
+    ("ratio_vs_redis_wait", ">= 1.0", "rf=2 throughput >= Redis + 1 replica, WAIT 1"),
+    ("ratio_vs_redis_fsync", ">= 1.0", "durable throughput >= Redis appendfsync always"),
+]
+#: what each figure compares, in words (the results table's "figure" column)
+LABELS = {
+    "ratio_rf2_vs_rf1": "latency p50, persistent rf=2 vs rf=1 (time)",
+    "ratio_vs_redis_wait": "throughput, rf=2 increments vs Redis + 1 replica, INCR + WAIT 1 (ops/s)",
+    "ratio_vs_redis_fsync": "throughput, rf=2 + fsync always vs Redis + 1 replica, appendfsync always, WAIT 1 (ops/s)",
+    "ratio_rf3_vs_rf1": "latency p50, persistent rf=3 vs rf=1 (time)",
+    "ratio_latency_rf1_vs_redis": "latency p50, 1 KB put+get, rf=1 vs Redis, WAIT 0 (time)",
+    "ratio_latency_rf2_vs_redis_wait1": "latency p50, 1 KB put+get, rf=2 vs Redis + 1 replica, WAIT 1 (time)",
+    "ratio_latency_durable_vs_redis_fsync": "latency p50, 1 KB put+get, rf=2 + fsync always vs Redis appendfsync always (time)",
+    "ratio_throughput_ephemeral_vs_redis": "throughput, ephemeral objects vs Redis, no replication (ops/s)",
+    "ratio_throughput_rf2_vs_rf1": "throughput, rf=2 vs rf=1: what replication costs crucial (ops/s)",
+    "throughput_redis_wait1_vs_redis": "throughput, Redis WAIT 1 vs WAIT 0: what replication costs Redis (ops/s)",
+}
+
+
+def pair_key(kind: str, ours: str, peer: str) -> str:
+    """``ratio_latency_rf2_vs_redis_wait1`` for ``("latency", "crucial-rf2", "redis-wait1")``."""
+    return f"ratio_{kind}_{ours.removeprefix('crucial-')}_vs_{peer}".replace("-", "_")
 
 
 # --------------------------------------------------------------------------- latency
@@ -366,18 +407,21 @@ def table(lat: dict[str, Any] | None, tp: dict[str, Any] | None) -> str:
 
 
 def goals(out: dict[str, Any]) -> list[str]:
-    checks = [
-        ("ratio_rf2_vs_rf1", "rf=2 latency <= 2.2 x rf=1 (the seed)", lambda v: v <= 2.2),
-        ("ratio_vs_redis_wait", "rf=2 throughput >= Redis + 1 replica, WAIT 1", lambda v: v >= 1.0),
-        ("ratio_vs_redis_fsync", "durable throughput >= Redis appendfsync always", lambda v: v >= 1.0),
-    ]
+    """A line per goal for the log; ``out["goals_met"]``: met, not met, or None (not measured)."""
     lines = []
-    for key, text, ok in checks:
+    for key, goal, text in GOALS:
         v = out.get(key)
-        verdict = "not measured" if v is None else ("met" if ok(v) else "NOT met")
+        bound = float(goal[2:])
+        ok = None if v is None else bool(v <= bound if goal.startswith("<=") else v >= bound)
+        verdict = "not measured" if ok is None else ("met" if ok else "NOT met")
         lines.append(f"goal: {text}: {key} = {v} -> {verdict}")
-        out.setdefault("goals_met", {})[key] = None if v is None else bool(ok(v))
+        out.setdefault("goals_met", {})[key] = ok
     return lines
+
+
+def add_ratios(out: dict[str, Any], ratios: dict[str, float | None]) -> None:
+    """Put the measured ratios in ``out``; one that could not be measured is left out, not reported as null."""
+    out.update({key: value for key, value in ratios.items() if value is not None})
 
 
 # --------------------------------------------------------------------------- main
@@ -385,7 +429,6 @@ def goals(out: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--smoke", action="store_true", help="seconds, tiny sizes: does it run (figures meaningless)")
     p.add_argument("--ops", type=int, default=None, help="sequential puts and gets per latency run (default 5000)")
     p.add_argument("--duration", type=float, default=None, help="seconds per throughput phase (default 5)")
     p.add_argument("--procs", type=int, default=4, help="client processes (default 4)")
@@ -405,12 +448,12 @@ def main() -> None:
             profile(Path(args.profile), args.profile_seconds, wanted, tuple(args.loads.split(",")))
         return
 
-    if args.smoke:
-        runs, n, warmup, duration, threads, procs, objects = 2, 30, 10, 0.3, 4, 2, 20
-    elif args.quick:
-        runs, n, warmup, duration, threads, procs, objects = 2, 300, 50, 1.0, 64, 4, args.objects
-    else:
-        runs, n, warmup, duration, threads, procs, objects = 3, 5000, 500, 5.0, 200, args.procs, args.objects
+    runs, n, warmup, duration, threads, procs, objects = by_mode(
+        args,
+        full=(3, 5000, 500, 5.0, 200, args.procs, args.objects),
+        quick=(2, 300, 50, 1.0, 64, 4, args.objects),
+        smoke=(2, 30, 10, 0.3, 4, 2, 20),
+    )
     runs = args.runs or runs
     n = args.ops or n
     duration = args.duration or duration
@@ -421,7 +464,7 @@ def main() -> None:
         p.error(f"unknown systems: {sorted(unknown)}")
 
     started = time.monotonic()
-    out: dict[str, Any] = {"benchmark": "replication", "mode": "smoke" if args.smoke else "quick" if args.quick else "full"}
+    out: dict[str, Any] = {"benchmark": "replication"}
     lat = tp = None
     with _sigterm(), Systems(names) as systems:
         took = time.monotonic() - started
@@ -431,25 +474,34 @@ def main() -> None:
             lat = summarize(lat_reps)
             out["latency"] = lat
             out["latency_ops_per_run"] = n
-            out["ratio_rf2_vs_rf1"] = ratio_of_medians(lat_reps, "crucial-rf2", "crucial-rf1", "p50_us")
-            out["ratio_rf3_vs_rf1"] = ratio_of_medians(lat_reps, "crucial-rf3", "crucial-rf1", "p50_us")
-            out["ratio_rf2_vs_rf1_cpu"] = ratio_of_medians(lat_reps, "crucial-rf2", "crucial-rf1", "server_cpu_us_per_op")
-            for ours, peer in PAIRS:
-                out[f"latency_{ours}_vs_{peer}"] = ratio_of_medians(lat_reps, ours, peer, "p50_us")
+            add_ratios(
+                out,
+                {
+                    "ratio_rf2_vs_rf1": ratio_of_medians(lat_reps, "crucial-rf2", "crucial-rf1", "p50_us"),
+                    "ratio_rf3_vs_rf1": ratio_of_medians(lat_reps, "crucial-rf3", "crucial-rf1", "p50_us"),
+                    "ratio_rf2_vs_rf1_cpu": ratio_of_medians(lat_reps, "crucial-rf2", "crucial-rf1", "server_cpu_us_per_op"),
+                }
+                | {pair_key("latency", ours, peer): ratio_of_medians(lat_reps, ours, peer, "p50_us") for ours, peer in PAIRS},
+            )
         if args.only != "latency":
             tp_names = [s for s in names if s != "crucial-ephemeral" or not (args.quick or args.smoke)]
             tp_reps = run_throughput(systems, tp_names, runs, procs, threads, objects, duration)
             tp = summarize(tp_reps)
             out["throughput"] = tp
             out.update({"threads": threads, "processes": procs, "objects": objects, "duration_s": duration})
-            out["ratio_vs_redis_wait"] = ratio_of_medians(tp_reps, "crucial-rf2", "redis-wait1", "ops_s")
-            out["ratio_vs_redis_fsync"] = ratio_of_medians(tp_reps, "crucial-durable", "redis-fsync", "ops_s")
-            for ours, peer in PAIRS:
-                out[f"throughput_{ours}_vs_{peer}"] = ratio_of_medians(tp_reps, ours, peer, "ops_s")
-            # what replication costs each system, apart from their unreplicated speeds
-            out["throughput_crucial_rf2_vs_rf1"] = ratio_of_medians(tp_reps, "crucial-rf2", "crucial-rf1", "ops_s")
-            out["throughput_redis_wait1_vs_redis"] = ratio_of_medians(tp_reps, "redis-wait1", "redis", "ops_s")
-            out["throughput_crucial_ephemeral_vs_redis"] = ratio_of_medians(tp_reps, "crucial-ephemeral", "redis", "ops_s")
+            add_ratios(
+                out,
+                {
+                    "ratio_vs_redis_wait": ratio_of_medians(tp_reps, "crucial-rf2", "redis-wait1", "ops_s"),
+                    "ratio_vs_redis_fsync": ratio_of_medians(tp_reps, "crucial-durable", "redis-fsync", "ops_s"),
+                }
+                | {pair_key("throughput", ours, peer): ratio_of_medians(tp_reps, ours, peer, "ops_s") for ours, peer in PAIRS}
+                | {  # what replication costs each system, apart from their unreplicated speeds (Redis / Redis: no ratio_)
+                    "ratio_throughput_rf2_vs_rf1": ratio_of_medians(tp_reps, "crucial-rf2", "crucial-rf1", "ops_s"),
+                    "throughput_redis_wait1_vs_redis": ratio_of_medians(tp_reps, "redis-wait1", "redis", "ops_s"),
+                    "ratio_throughput_ephemeral_vs_redis": ratio_of_medians(tp_reps, "crucial-ephemeral", "redis", "ops_s"),
+                },
+            )
     out["runs"] = runs
     out["value_bytes"] = VALUE_SIZE
     out["elapsed_s"] = round(time.monotonic() - started, 1)
@@ -457,8 +509,10 @@ def main() -> None:
     log(table(lat, tp))
     for line in goals(out):
         log(line)
+    out["goals"] = {key: goal for key, goal, _ in GOALS if key in out}
+    out["labels"] = {key: label for key, label in LABELS.items() if key in out}
     out["hiredis"] = hiredis_version()
-    out.update(meta())
+    out.update(meta(args))
     emit(out)
 
 

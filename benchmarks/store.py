@@ -1,6 +1,6 @@
 """The node's durable store (crucial.server._store) per fsync mode: commits/s and records/s.
 
-    .venv/bin/python benchmarks/store.py [--smoke] [--runs N] [--seconds S] [--dir DIR]
+    .venv/bin/python benchmarks/store.py [--quick | --smoke] [--runs N] [--seconds S] [--dir DIR]
 
 For each of ``always``, ``batch``, ``never`` (the order alternates per run):
 
@@ -15,21 +15,26 @@ For each of ``always``, ``batch``, ``never`` (the order alternates per run):
 A baseline writes 64 bytes and ``os.fsync``s a plain file in a loop: the
 disk's fsync rate, the ceiling of sequential ``always`` commits.  The data
 dir is a temporary directory (or ``--dir``), so the figures are those of its
-file system.  The last line of stdout is the JSON result (medians of the runs).
+file system.  The last line of stdout is the JSON result (medians of the runs):
+``raw_fsync_per_s``, ``<fsync>_commits_per_s``, ``<fsync>_commit_us``,
+``<fsync>_commit_us_4_records``, ``<fsync>_records_per_s`` and
+``<fsync>_records_per_commit`` for each fsync mode, and the ratios
+``ratio_always_commits_vs_raw_fsync`` (how close sequential ``always``
+commits come to the disk's fsync rate) and ``ratio_<fsync>_records_vs_never``
+(what fsyncing costs grouped commits).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import by_mode, emit, log, median, meta, parser, ratio
+from _common import terminate_as_interrupt as _sigterm
 
 from crucial.server._records import Record, RecordKind
 from crucial.server._store import FSYNC_MODES, Store
@@ -89,42 +94,45 @@ def raw_fsync(directory: Path, seconds: float, limit: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--smoke", action="store_true", help="a few hundred records per mode: checks that it runs")
-    p.add_argument("--runs", type=int, default=None, help="repetitions per mode (medians reported; default 5, smoke 1)")
-    p.add_argument("--seconds", type=float, default=2.0, help="length of each measurement")
+    p = parser(__doc__.split("\n")[0])
+    p.add_argument("--seconds", type=float, default=None, help="length of each measurement (default 2; --quick 1)")
     p.add_argument("--dir", type=Path, default=None, help="where to make the data dirs (default: a temporary directory)")
     args = p.parse_args()
-    runs = args.runs or (1 if args.smoke else 5)
-    limit = 200 if args.smoke else 10**9
-    seconds = 5.0 if args.smoke else args.seconds
+    runs = args.runs or by_mode(args, 5, 3, 1)
+    limit = by_mode(args, 10**9, 10**9, 200)  # --smoke: a few hundred records per mode, whatever the disk
+    seconds = args.seconds or by_mode(args, 2.0, 1.0, 5.0)
     samples: dict[str, dict[str, list[float]]] = {m: {} for m in FSYNC_MODES}
     raw: list[float] = []
-    with tempfile.TemporaryDirectory(dir=args.dir, prefix="crucial-store-bench-") as tmp:
+    with _sigterm(), tempfile.TemporaryDirectory(dir=args.dir, prefix="crucial-store-bench-") as tmp:
         base = Path(tmp)
         for run in range(runs):
             order = FSYNC_MODES if run % 2 == 0 else FSYNC_MODES[::-1]
             raw.append(raw_fsync(base, seconds / 2, limit))
-            for mode in order:
-                with Store.open(base / f"{mode}-{run}", fsync=mode) as store:
+            for fsync in order:
+                with Store.open(base / f"{fsync}-{run}", fsync=fsync) as store:
                     figures = {}
                     figures["commits_per_s"], figures["commit_us"] = sequential(store, seconds, limit // 4)
                     _, figures["commit_us_4_records"] = sequential(store, seconds / 4, limit // 4, per_submit=4)
                     figures["records_per_s"], figures["records_per_commit"] = grouped(store, seconds, limit)
                 for name, value in figures.items():
-                    samples[mode].setdefault(name, []).append(value)
-                print(f"run {run} {mode}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()), file=sys.stderr)
-    result: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "runs": runs,
-        "raw_fsync_per_s": round(statistics.median(raw), 1),
+                    samples[fsync].setdefault(name, []).append(value)
+                log(f"run {run} {fsync}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items()))
+    out: dict[str, Any] = {"benchmark": "store", "runs": runs, "raw_fsync_per_s": round(median(raw), 1)}
+    for fsync in FSYNC_MODES:
+        out.update({f"{fsync}_{name}": round(median(values), 1) for name, values in samples[fsync].items()})
+    out["ratio_always_commits_vs_raw_fsync"] = ratio(out["always_commits_per_s"], out["raw_fsync_per_s"])
+    for fsync in ("always", "batch"):
+        out[f"ratio_{fsync}_records_vs_never"] = ratio(out[f"{fsync}_records_per_s"], out["never_records_per_s"])
+    out["goals"] = {}  # no goal was set for the store: these figures say what each fsync mode costs
+    out["labels"] = {
+        "ratio_always_commits_vs_raw_fsync": "store, sequential commits with fsync always vs a write+fsync loop (commits/s)",
+        "ratio_always_records_vs_never": "store, grouped records/s, fsync always vs never",
+        "ratio_batch_records_vs_never": "store, grouped records/s, fsync batch vs never",
+        "always_commit_us": "store, the writer's time per commit, fsync always (us)",
+        "never_commit_us": "store, the writer's time per commit, fsync never (us)",
     }
-    for mode in FSYNC_MODES:
-        result[mode] = {name: round(statistics.median(values), 1) for name, values in samples[mode].items()}
-    result["ratio_always_commits_vs_raw_fsync"] = round(result["always"]["commits_per_s"] / result["raw_fsync_per_s"], 3)
-    print(json.dumps(result), flush=True)
+    out.update(meta(args))
+    emit(out)
 
 
 if __name__ == "__main__":

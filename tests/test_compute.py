@@ -390,6 +390,22 @@ def test_idle_workers_are_reaped(dso1, key, new_backend):
     assert _started(CloudThread(target=add, args=(1,), backend=backend)).result(WAIT) == 1
 
 
+def test_reaping_forked_workers_holds_up_no_reply(dso1, key, new_backend):
+    """A forked worker holds copies of its siblings' pipes, so closing one never ends it: it is stopped.
+
+    Before, the monitor thread waited 5 s for each reaped worker to see the end of
+    its pipe, holding up every reply of the pool meanwhile (sshell's pipelines,
+    which fork their workers, took 5 s more per run).
+    """
+    backend = new_backend(idle_timeout=0, start_method="fork")
+    barrier = crucial.Barrier(3, key=key)
+    threads = [_started(CloudThread(target=barrier_party, args=(barrier,), backend=backend)) for _ in range(3)]
+    assert sorted(t.result(WAIT) for t in threads) == [0, 1, 2]
+    eventually(lambda: backend.stats["workers_reaped"] == 3, WAIT, "three idle workers reaped")
+    # three reaped workers held the monitor 15 s before: this reply would have waited behind them
+    assert _started(CloudThread(target=add, args=(1,), backend=backend)).result(4.0) == 1
+
+
 def test_bad_local_backend_options():
     with pytest.raises(crucial.ConfigError, match="max_workers"):
         LocalBackend(max_workers=0)

@@ -73,6 +73,11 @@ def test_smoke_run_prints_the_table_the_ratios_and_the_goals() -> None:
     for row in result["throughput"].values():
         assert row["ops_s"] > 0
     assert set(result["goals_met"]) == {"ratio_rf2_vs_rf1", "ratio_vs_redis_wait", "ratio_vs_redis_fsync"}
+    assert result["goals"] == {"ratio_rf2_vs_rf1": "<= 2.2", "ratio_vs_redis_wait": ">= 1.0", "ratio_vs_redis_fsync": ">= 1.0"}
+    for ours, peer in (("rf1", "redis"), ("rf2", "redis_wait1"), ("rf3", "redis_wait2"), ("durable", "redis_fsync")):
+        for kind in ("latency", "throughput"):  # each row against its Redis peer, crucial / Redis
+            assert result[f"ratio_{kind}_{ours}_vs_{peer}"] > 0
+    assert result["ratio_throughput_rf2_vs_redis_wait1"] == result["ratio_vs_redis_wait"]
     assert result["mode"] == "smoke" and result["runs"] == 2
     for text in ("goal: rf=2 latency <= 2.2 x rf=1", "goal: rf=2 throughput >= Redis + 1 replica, WAIT 1", "crucial-durable"):
         assert text in out.stderr
