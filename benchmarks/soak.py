@@ -38,6 +38,7 @@ a run.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import faulthandler
 import math
@@ -396,7 +397,9 @@ class Restarter:
         self.note(f"crucial cluster add: {out}")
 
     def stop_added(self) -> None:
-        for pid in self.added.values():
+        """Kill the nodes ``crucial cluster add`` started (once: a pid is not ours after it)."""
+        added, self.added = self.added, {}
+        for pid in added.values():
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -476,7 +479,8 @@ def main() -> None:
         pids = cluster.pids()
         rec = Record(time.monotonic())
         restarter = Restarter(cluster, pids[witness], env, log_dir, rec)
-        hung.append(restarter.stop_added)  # a node started by crucial cluster add is no child of ours
+        hung.append(restarter.stop_added)  # a node started by crucial cluster add is no child of ours:
+        atexit.register(restarter.stop_added)  # stopped also when the soak fails with an exception
         stop, stop_restarts = threading.Event(), threading.Event()
         results: dict[int, Objects] = {}
 
