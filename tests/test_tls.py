@@ -191,7 +191,9 @@ def test_cloud_threads_reach_a_tls_cluster(
         monkeypatch.setenv(name, value)
     client = _default.connect(mtls_cluster.dso)
     try:
-        with ServerlessExecutor(new_backend()) as ex:
+        # spawned workers: a forkserver started by an earlier test would hand its workers the environment
+        # of that moment, without the CRUCIAL_TLS_* set above (a program sets them before its first cloud thread)
+        with ServerlessExecutor(new_backend(start_method="spawn")) as ex:
             totals = sorted(ex.map(_add_to_counter, [key] * 4, range(1, 5)))  # running totals, in some order
         assert len(set(totals)) == 4 and totals[-1] == 10
         assert crucial.Counter(key=key).tally() == 10
