@@ -80,6 +80,8 @@ EXPECTED: dict[str, set[str]] = {
     },
     "dask_invoke": {"crucial_1_ms", "dask_1_ms", "crucial_64_ms", "dask_64_ms", "ratio_vs_dask_1", "ratio_vs_dask_64"},
     "availability": {"failed_reads", "longest_stall_s", "ratio_stall_vs_failure_timeout", "ratio_after_join_vs_before_crash"},
+    "soak": {"errors", "lost_writes", "kills", "graceful_restarts", "ratio_witness_rss_end_vs_start"},
+    "metrics_overhead": {"node_cpu_us_off", "node_cpu_us_on", "ratio_cpu_on_vs_off", "ratio_wall_on_vs_off", "scrape_s"},
 }
 
 

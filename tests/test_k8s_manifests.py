@@ -182,7 +182,7 @@ def test_the_node_options_are_known_to_crucial_server():
             timeout=60,
         )
     assert done.returncode == 0, done.stderr
-    used = ["--host", "--port", "--advertise", "--etcd", "--rf", "--data-dir", "--join", "--metrics-port"]
+    used = ["--host", "--port", "--advertise", "--etcd", "--rf", "--data-dir", "--join", "--metrics-port", "--insecure-no-tls"]
     missing = [o for o in used if not re.search(rf"{o}\b", done.stdout)]
     assert "--host" not in missing and "--advertise" not in missing
     if missing:
@@ -290,3 +290,6 @@ def test_the_node_image_matches_the_project():
     tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "bin/crucial" in tool["script-files"]
     assert "from crucial.cli import main" in (ROOT / "bin" / "crucial").read_text()
+    # setup.py builds the optional C accelerator: pip install in the image needs it and bin/ next to pyproject.toml
+    copied = {src for op, arg in steps if op == "COPY" for src in arg.split()[:-1]}
+    assert {"pyproject.toml", "setup.py", "README.md", "bin", "src"} <= copied

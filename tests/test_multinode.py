@@ -271,7 +271,7 @@ def test_a_node_bound_to_every_interface_advertises_this_machines_primary_addres
             probe.connect(("198.51.100.1", 9))  # a route off this machine (UDP: nothing is sent)
     except OSError:
         pytest.skip("this machine has no route off loopback")
-    proc, address = _server_line("--host", "0.0.0.0")
+    proc, address = _server_line("--host", "0.0.0.0", "--insecure-no-tls")
     try:
         host, _ = address.rsplit(":", 1)
         assert not is_loopback(host) and host not in ("0.0.0.0", socket.gethostname(), socket.getfqdn()), address
@@ -285,7 +285,7 @@ def test_a_node_bound_to_every_interface_advertises_this_machines_primary_addres
 
 
 def test_advertise_names_the_address_to_give_out() -> None:
-    proc, address = _server_line("--host", "0.0.0.0", "--advertise", "dso.example.internal")
+    proc, address = _server_line("--host", "0.0.0.0", "--insecure-no-tls", "--advertise", "dso.example.internal")
     try:
         assert re.fullmatch(r"dso\.example\.internal:\d+", address), address
     finally:

@@ -694,4 +694,4 @@ def test_benchmark_smoke(tmp_path: Path) -> None:
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for mode in FSYNC_MODES:
-        assert result[mode]["records_per_s"] > 0 and result[mode]["commits_per_s"] > 0
+        assert result[f"{mode}_records_per_s"] > 0 and result[f"{mode}_commits_per_s"] > 0

@@ -20,8 +20,49 @@ def cli() -> None:
     """crucial: stateful serverless computing with distributed shared objects."""
 
 
+def node_options(command: Any) -> Any:
+    """The TLS and metrics options of a node (`crucial server`, and the node `crucial cluster add` starts)."""
+    for option in reversed(_NODE_OPTIONS):
+        command = option(command)
+    return command
+
+
+_NODE_OPTIONS = [
+    click.option(
+        "--token-file",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Tokens accepted, one a line (the first is the node's own); re-read when it changes, to rotate tokens.",
+    ),
+    click.option("--tls-cert", default=None, type=click.Path(dir_okay=False), help="The node's TLS certificate (PEM): TLS on."),
+    click.option(
+        "--tls-key", default=None, type=click.Path(dir_okay=False), help="Its private key (PEM) [default: in --tls-cert]."
+    ),
+    click.option(
+        "--tls-ca",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="Require client certificates signed by this CA (mutual TLS); peers are verified against it too.",
+    ),
+    click.option(
+        "--insecure-no-tls",
+        is_flag=True,
+        help="Listen off loopback without TLS: token and calls in clear text (only on a network you trust).",
+    ),
+    click.option(
+        "--metrics-port",
+        default=None,
+        type=click.IntRange(0, 65535),
+        help="Serve Prometheus /metrics and /healthz over HTTP on this port (0: a free one, see `crucial info`) [default: off].",
+    ),
+    click.option("--metrics-host", default=None, help="Address the metrics server binds [default: --host]."),
+]
+
+
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind. Off loopback a token is required.")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind. Off loopback a token and TLS are required."
+)
 @click.option("--port", default=0, show_default=True, type=click.IntRange(0, 65535), help="Port to bind (0: any free port).")
 @click.option(
     "--nodes", default=1, show_default=True, type=click.IntRange(1, 256), help="Node processes to start (one per core)."
@@ -92,6 +133,7 @@ def cli() -> None:
     type=click.Choice(["hash", "anchored"]),
     help="Where a new cluster puts new ephemeral objects: consistent hashing, or the newest node (a scale-up moves none).",
 )
+@node_options
 @click.option("--watch-stdin", is_flag=True, help="Exit when standard input closes (for embedded nodes).")
 @click.option("--child", is_flag=True, hidden=True)
 def server(
@@ -110,6 +152,13 @@ def server(
     failure_timeout: float,
     join: str | None,
     placement: str,
+    token_file: str | None,
+    tls_cert: str | None,
+    tls_key: str | None,
+    tls_ca: str | None,
+    insecure_no_tls: bool,
+    metrics_port: int | None,
+    metrics_host: str | None,
     watch_stdin: bool,
     child: bool,
 ) -> None:
@@ -141,6 +190,13 @@ def server(
         failure_timeout=failure_timeout,
         join=join,
         placement=placement,
+        token_file=token_file,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_ca=tls_ca,
+        insecure_no_tls=insecure_no_tls,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     try:
         code = run_nodes(opts)
@@ -189,6 +245,8 @@ def info(dso: str | None, objects: int, as_json: bool, token: str | None) -> Non
             f"calls {stats['calls']:,}, errors {stats['errors']:,}, protocol errors {stats['protocol_errors']:,}"
         )
         click.echo(f"  objects {report['objects']:,}: {types}")
+        if report.get("metrics"):
+            click.echo(f"  metrics http://{report['metrics']['address']}/metrics and /healthz")
         for obj in report["listed"]:
             click.echo(f"    {obj['type']}  {obj['key']}  (queued {obj['queued']}, waiting {obj['waiting']})")
 
@@ -208,11 +266,8 @@ def cluster() -> None:
     """Inspect and change a running cluster: status, add a node, remove one."""
 
 
-@cluster.command("status")
-@click.option("--dso", default=None, metavar="ADDR", help="A node host:port[,...] [default: CRUCIAL_DSO, else the config file].")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
-def cluster_status(dso: str | None, as_json: bool) -> None:
-    """The view (epoch, members, rf) and, per node, its objects, primaries, backups and replication lag."""
+def _status(dso: str | None, as_json: bool, hot: int) -> None:
+    """Print the view, each node's objects and lag, and (``hot`` > 0) the hottest keys of the cluster."""
     import json
 
     try:
@@ -227,8 +282,12 @@ def cluster_status(dso: str | None, as_json: bool) -> None:
     except CrucialError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     assert view is not None
+    hottest = hot_keys(reports, hot)
     if as_json:
-        click.echo(json.dumps({"view": view.as_json(), "nodes": reports}, sort_keys=True, default=str))
+        out = {"view": view.as_json(), "nodes": reports}
+        if hot:
+            out["hot_keys"] = hottest
+        click.echo(json.dumps(out, sort_keys=True, default=str))
         return
     cluster_info = next((r.get("cluster") for r in reports.values() if r.get("cluster")), None) or {}
     where = f", etcd {','.join(cluster_info['etcd'])}" if cluster_info.get("etcd") else " (a lone node)"
@@ -243,10 +302,63 @@ def cluster_status(dso: str | None, as_json: bool) -> None:
             continue
         rep = r.get("replication", {})
         flags = " leaving" if node_id in view.leaving else ""
+        metrics = r.get("metrics") or {}
+        served = f"; metrics http://{metrics['address']}/metrics" if metrics.get("address") else ""
         click.echo(
             f"  {node_id}  {address}  objects {r.get('objects', 0):,}: primary {rep.get('primaries', 0):,}, "
-            f"backup {rep.get('backups', 0):,}; replication lag {rep.get('pending', 0)} calls{flags}"
+            f"backup {rep.get('backups', 0):,}; replication lag {rep.get('pending', 0)} calls{flags}{served}"
         )
+    if not hot:
+        return
+    counted = [r["metrics"] for r in reports.values() if r.get("metrics")]
+    if not counted:
+        click.echo("hottest keys: not counted (nodes count them when started with --metrics-port)")
+        return
+    sample, seconds = max(m["hot_sample"] for m in counted), max(m["hot_seconds"] for m in counted)
+    missing = f"; {len(reports) - len(counted)} nodes without --metrics-port not counted" if len(counted) < len(reports) else ""
+    click.echo(f"hottest keys (calls in the last {seconds / 60:g} min at most, about 1 call in {sample} sampled{missing}):")
+    if not hottest:
+        click.echo("  none yet")
+    for h in hottest:
+        click.echo(f"  {h['type']} {h['key']!r}  ~{h['calls']:,} calls (± {h['error']:,})  on {h['node']}")
+
+
+def hot_keys(reports: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """The ``n`` hottest keys over every node's INFO report (a key is counted where its calls ran: its primary)."""
+    found = [
+        {**h, "node": address}
+        for address, report in reports.items()
+        for h in ((report.get("metrics") or {}).get("hot_keys") or [])
+    ]
+    found.sort(key=lambda h: (-h["calls"], h["error"], h["type"], h["key"]))
+    return found[:n]
+
+
+_DSO_HELP = "A node host:port[,...] [default: CRUCIAL_DSO, else the config file]."
+
+
+@cli.command("status")
+@click.option("--dso", default=None, metavar="ADDR", help=_DSO_HELP)
+@click.option(
+    "--hot", default=10, show_default=True, type=click.IntRange(0), metavar="N", help="Show the N hottest keys (0: none)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def status(dso: str | None, hot: int, as_json: bool) -> None:
+    """The cluster: its view, each node's objects, primaries, backups and lag, and the hottest keys.
+
+    Keys are counted by nodes started with --metrics-port (a sample of their
+    calls, in a bounded top-K summary); `crucial cluster status` is the same
+    without them.
+    """
+    _status(dso, as_json, hot)
+
+
+@cluster.command("status")
+@click.option("--dso", default=None, metavar="ADDR", help=_DSO_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+def cluster_status(dso: str | None, as_json: bool) -> None:
+    """The view (epoch, members, rf) and, per node, its objects, primaries, backups and replication lag."""
+    _status(dso, as_json, 0)
 
 
 @cluster.command("add")
@@ -256,8 +368,15 @@ def cluster_status(dso: str | None, as_json: bool) -> None:
 @click.option("--data-dir", default=None, type=click.Path(file_okay=False), help="The new node's data dir.")
 @click.option("--log", "log_path", default=None, type=click.Path(dir_okay=False), help="Where the new node writes its messages.")
 @click.option("--timeout", default=60.0, show_default=True, type=click.FloatRange(min=1), help="Seconds to wait for it to join.")
+@node_options
 def cluster_add(
-    dso: str | None, host: str, advertise: str | None, data_dir: str | None, log_path: str | None, timeout: float
+    dso: str | None,
+    host: str,
+    advertise: str | None,
+    data_dir: str | None,
+    log_path: str | None,
+    timeout: float,
+    **node: Any,
 ) -> None:
     """Start one more node on this machine, joined to the cluster; prints its address once it is in the view."""
     import os
@@ -273,6 +392,11 @@ def cluster_add(
                 cmd += ["--advertise", advertise]
             if data_dir:
                 cmd += ["--data-dir", data_dir]
+            for name, value in node.items():
+                if value is True:
+                    cmd.append("--" + name.replace("_", "-"))
+                elif value not in (None, False):
+                    cmd += ["--" + name.replace("_", "-"), str(value)]
             env = dict(os.environ)
             if client.core.config.token:
                 env["CRUCIAL_TOKEN"] = client.core.config.token

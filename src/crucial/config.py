@@ -52,12 +52,22 @@ class Config:
     ray_address: str | None = None
     #: calls remembered per node to answer a retried call once.
     dedup_window: int = 100_000
+    #: connect to nodes over TLS (implied by tls_ca or tls_cert); without tls_ca the
+    #: system's trust store verifies the nodes' certificates.
+    tls: bool = False
+    #: PEM file of the CA that signed the nodes' certificates (only it is trusted).
+    tls_ca: str | None = None
+    #: PEM file of this client's certificate, for nodes that demand one (mutual TLS).
+    tls_cert: str | None = None
+    #: PEM file of that certificate's private key (unless tls_cert holds it too).
+    tls_key: str | None = None
 
     def replace(self, **changes: Any) -> Config:
         return _build(dataclasses.asdict(self) | changes, "argument")
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False, "": False}
 
 
 def _coerce(name: str, value: Any, origin: str) -> Any:
@@ -66,8 +76,15 @@ def _coerce(name: str, value: Any, origin: str) -> Any:
             if isinstance(value, str):
                 return tuple(a.strip() for a in value.split(",") if a.strip())
             return tuple(str(a) for a in value)
-        if name in ("token", "dask_scheduler", "ray_address"):
+        if name in ("token", "dask_scheduler", "ray_address", "tls_ca", "tls_cert", "tls_key"):
             return None if value in (None, "") else str(value)
+        if name == "tls":
+            if isinstance(value, bool):
+                return value
+            flag = str(value).strip().lower()
+            if flag not in _BOOLS:
+                raise ValueError("must be true or false (1/0, yes/no, on/off)")
+            return _BOOLS[flag]
         if name in ("call_timeout", "connect_timeout", "failover_timeout"):
             if name == "call_timeout" and value in (None, "", "none", "None"):
                 return None

@@ -7,6 +7,7 @@
      ├── ProtocolError                  a frame that breaks the wire protocol
      │    └── FrameTooLargeError
      ├── AuthenticationError            wrong or missing token
+     │    └── TLSError                  a certificate not trusted, or TLS on one side only
      ├── ConnectError (ConnectionError) a node that cannot be reached
      │    └── CallInterruptedError      the connection dropped mid-call: it may have been applied
      ├── CallTimeoutError (TimeoutError)
@@ -66,6 +67,7 @@ __all__ = [
     "RemoteTraceback",
     "SerializationError",
     "StorageError",
+    "TLSError",
     "UnavailableError",
     "UnknownMethodError",
     "UnknownTypeError",
@@ -96,6 +98,17 @@ class FrameTooLargeError(ProtocolError):
 
 class AuthenticationError(CrucialError):
     """The node refused the client's token (or the client sent none)."""
+
+
+class TLSError(AuthenticationError):
+    """The TLS handshake failed: the node's certificate is not trusted (``tls_ca``),
+    or one side speaks TLS and the other does not.  Never retried: it is configuration.
+    (A node that demands a client certificate and got none just closes the
+    connection; the client's :class:`ConnectError` then says so.)"""
+
+    def __init__(self, message: str, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
 
 
 class ConnectError(CrucialError, ConnectionError):

@@ -8,13 +8,23 @@ single event loop; it shares :class:`ClientCore` with the thread client.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
+from .._tls import client_context, describe_tls_failure, handshake_hint
 from ..config import Config
-from ..exceptions import CallInterruptedError, CallTimeoutError, ConnectError, CrucialError, ProtocolError, UnknownTypeError
+from ..exceptions import (
+    CallInterruptedError,
+    CallTimeoutError,
+    ConnectError,
+    CrucialError,
+    ProtocolError,
+    TLSError,
+    UnknownTypeError,
+)
 from ._core import Attempts, ClientCore, Redirect, Unavailable, dumps_class, parse_address
 from ._output import show
 
@@ -131,10 +141,22 @@ class AsyncClient:
         host, port = parse_address(address)
         loop = asyncio.get_running_loop()
         timeout = self.core.config.connect_timeout
+        tls = client_context(self.core.config)
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(lambda: _AsyncConn(self.core, address), host, port), timeout)
+            transport, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _AsyncConn(self.core, address), host, port), timeout
+            )
         except (TimeoutError, OSError) as exc:
             raise ConnectError(f"cannot connect to DSO node {address}: {exc or 'timed out'}", address) from exc
+        if tls is not None:  # start_tls rather than create_connection(ssl=): a failed handshake's socket is closed here
+            try:
+                conn.transport = await loop.start_tls(transport, conn, tls, server_hostname=host, ssl_handshake_timeout=timeout)
+            except ssl.SSLError as exc:
+                transport.close()
+                raise TLSError(describe_tls_failure(exc, address), address) from exc
+            except (TimeoutError, OSError) as exc:
+                transport.close()
+                raise ConnectError(f"TLS handshake with DSO node {address} failed: {exc or 'timed out'}", address) from exc
         try:
             assert conn.transport is not None
             fut: asyncio.Future[P.Frame] = loop.create_future()
@@ -147,6 +169,8 @@ class AsyncClient:
             conn.transport.close()
             if isinstance(exc, asyncio.TimeoutError):
                 raise ConnectError(f"DSO node {address} did not answer the handshake within {timeout} s", address) from exc
+            if type(exc) is ConnectError:  # closed without a word: TLS on one side only, or a client cert missing
+                raise ConnectError(f"{exc} {handshake_hint(tls)}", address) from exc
             raise
         return conn
 
@@ -244,7 +268,10 @@ class AsyncClient:
         conns, self._conns = self._conns, {}
         for conn in conns.values():
             if conn.transport is not None:
-                conn.transport.close()
+                if conn.transport.get_extra_info("sslcontext") is not None:
+                    conn.transport.abort()  # no TLS close_notify exchange: the socket is closed now, not after the loop ends
+                else:
+                    conn.transport.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import protocol as P
+from .._tls import client_context, handshake_hint, wrap_tls
 from ..config import Config
 from ..exceptions import CallInterruptedError, CallTimeoutError, ConnectError, CrucialError, FrameTooLargeError, UnknownTypeError
 from ._core import Attempts, ClientCore, Redirect, Unavailable, parse_address
@@ -78,6 +79,9 @@ class _Conn:
             self.sock = socket.create_connection((host, port), timeout=timeout)
         except OSError as exc:
             raise ConnectError(f"cannot connect to DSO node {address}: {exc}", address) from exc
+        tls = client_context(core.config)
+        if tls is not None:
+            self.sock = wrap_tls(tls, self.sock, host, address)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.decoder = P.FrameDecoder(core.config.max_frame_size, P.Kind.FROM_NODE)
         self.frames: list[P.Frame] = []
@@ -88,6 +92,12 @@ class _Conn:
         except TimeoutError as exc:  # it accepted but never answered: a hung node
             self.close()
             raise ConnectError(f"DSO node {address} did not answer the handshake within {timeout} s", address) from exc
+        except ConnectError as exc:  # closed without a word: TLS on one side only, or a client cert missing
+            self.close()
+            raise ConnectError(f"{exc} {handshake_hint(tls)}", address) from exc
+        except OSError as exc:  # reset while sending the hello: a node dying as we connect, failover's case
+            self.close()
+            raise ConnectError(f"connection to DSO node {address} lost during the handshake: {exc}", address) from exc
         except BaseException:
             self.close()
             raise

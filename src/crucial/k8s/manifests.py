@@ -145,12 +145,14 @@ def service(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-#: the container's command: pod 0 of a new cluster starts the view, the others join through it
+#: the container's command: pod 0 of a new cluster starts the view, the others join through it.
+#: --insecure-no-tls: the token and calls cross the pod network in clear text (docs/security.md); admit
+#: only the clients with a NetworkPolicy, or mount a TLS Secret and pass --tls-cert/--tls-key instead
 _START = """\
 ordinal="${POD_NAME##*-}"
 set -- crucial server --host "$POD_IP" --port "$DSO_PORT" \\
   --advertise "$POD_NAME.$SERVICE.$NAMESPACE.svc.cluster.local:$DSO_PORT" \\
-  --etcd "$ETCD_URL" --rf "$RF" --data-dir /data --metrics-port "$METRICS_PORT"
+  --etcd "$ETCD_URL" --rf "$RF" --data-dir /data --metrics-port "$METRICS_PORT" --insecure-no-tls
 if [ "$ordinal" != 0 ]; then
   set -- "$@" --join "$SERVICE-0.$SERVICE.$NAMESPACE.svc.cluster.local:$DSO_PORT"
 fi

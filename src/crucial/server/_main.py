@@ -42,6 +42,7 @@ from ..exceptions import ConfigError, CrucialError
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ._node import BLOCKED_WARNING, Node, loop_factory
 from ._output import detach_stdout, install
+from ._security import NodeTLS, check_tls
 
 __all__ = ["ServerOptions", "run_nodes"]
 
@@ -69,6 +70,17 @@ class ServerOptions:
     failure_timeout: float = DEFAULT_FAILURE_TIMEOUT  # seconds before a silent node is removed
     join: str | None = None  # HOST:PORT of a running member: join its cluster
     placement: str = "hash"  # hash | anchored: where a new cluster places new ephemeral objects
+    token_file: str | None = None  # tokens accepted, one a line (the first is the node's own); re-read when it changes
+    tls_cert: str | None = None  # the node's certificate (PEM): clients and peers connect over TLS
+    tls_key: str | None = None  # its private key (unless tls_cert holds it)
+    tls_ca: str | None = None  # demand client certificates signed by this CA (mutual TLS; peers present theirs)
+    insecure_no_tls: bool = False  # allow clear text off loopback (a network you trust)
+    metrics_port: int | None = None  # serve /metrics and /healthz over HTTP here (0: a free port); None: off
+    metrics_host: str | None = None  # the address the metrics server binds (default: --host)
+
+    @property
+    def tls(self) -> NodeTLS | None:
+        return NodeTLS(self.tls_cert, self.tls_key, self.tls_ca) if self.tls_cert else None
 
     @property
     def clustered(self) -> bool:
@@ -96,6 +108,10 @@ class ServerOptions:
             raise ConfigError(f"--placement must be one of {', '.join(PLACEMENTS)}, not {self.placement!r}")
         if self.join is not None and self.nodes > 1:
             raise ConfigError("--join adds one node to a running cluster: leave --nodes at 1")
+        if (self.tls_key or self.tls_ca) and not self.tls_cert:
+            raise ConfigError("--tls-key and --tls-ca need --tls-cert: the node's own certificate")
+        if self.metrics_port and self.nodes > 1:
+            raise ConfigError("with --nodes > 1 each node serves metrics on a free port: leave --metrics-port at 0")
 
 
 def _open_store(opts: ServerOptions) -> object | None:
@@ -106,12 +122,12 @@ def _open_store(opts: ServerOptions) -> object | None:
     return Store.open(opts.data_dir, opts.fsync)
 
 
-async def _ask_cluster(address: str, token: str | None) -> tuple[list[str], str, float]:
+async def _ask_cluster(address: str, token: str | None, tls: NodeTLS | None) -> tuple[list[str], str, float]:
     """The etcd endpoints, cluster name and failure timeout of the member at ``address`` (for --join)."""
     from ..client import AsyncClient
     from ..config import Config
 
-    client = AsyncClient((address,), Config(dso=(address,), token=token))
+    client = AsyncClient((address,), Config(dso=(address,), token=token, **(tls.client_settings if tls else {})))
     try:
         info = await client.info(address)
     except CrucialError as exc:
@@ -168,7 +184,14 @@ async def _run_one(opts: ServerOptions) -> None:
         blocked_warning=opts.blocked_warning or None,
         store=store,
         rf=opts.rf or 1,
+        token_file=opts.token_file,
+        tls=opts.tls,
+        insecure_no_tls=opts.insecure_no_tls,
     )
+    if opts.metrics_port is not None:
+        from ._metrics import NodeMetrics
+
+        node.metrics = NodeMetrics(node)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     leave = asyncio.Event()  # SIGTERM: hand objects over, then go (Kubernetes stops a pod so)
@@ -193,9 +216,14 @@ async def _run_one(opts: ServerOptions) -> None:
             if opts.etcd:
                 endpoints, cluster = opts.etcd.split(","), opts.cluster
             else:  # the cluster's own settings: its failure timeout is every member's lease
-                endpoints, cluster, timeout = await _ask_cluster(opts.join or "", opts.token)
+                endpoints, cluster, timeout = await _ask_cluster(opts.join or "", node.tokens.current, node.tls)
             membership = node.membership = Membership(node, endpoints, cluster, timeout, opts.rf or 2, placement=opts.placement)
         address = await node.start()
+        if node.tls is not None:
+            await check_tls(node)
+        if node.metrics is not None:
+            where = node.metrics.serve(opts.metrics_host or opts.host, opts.metrics_port or 0)
+            print(f"crucial: node {address} serves metrics on http://{where}/metrics and /healthz", file=sys.stderr, flush=True)
         if membership is not None:
             await membership.start()
         # what start-up made lives as long as the node: no collection needs to walk it again; and
@@ -221,6 +249,8 @@ async def _run_one(opts: ServerOptions) -> None:
             w.cancel()
         serve.cancel()
     finally:
+        if node.metrics is not None:
+            node.metrics.close()
         await node.close()
         if membership is not None:
             # a node that stops without leaving (stdin closed, Ctrl-C, the supervisor stopping the cluster)
@@ -258,6 +288,18 @@ class _Supervisor:
         cmd += ["--rf", str(o.rf or 2), "--placement", o.placement]
         if o.advertise:
             cmd += ["--advertise", o.advertise]
+        for option, value in (
+            ("--token-file", o.token_file),
+            ("--tls-cert", o.tls_cert),
+            ("--tls-key", o.tls_key),
+            ("--tls-ca", o.tls_ca),
+            ("--metrics-port", o.metrics_port),
+            ("--metrics-host", o.metrics_host),
+        ):
+            if value is not None:
+                cmd += [option, str(value)]
+        if o.insecure_no_tls:
+            cmd += ["--insecure-no-tls"]
         if o.data_dir:
             cmd += ["--data-dir", str(Path(o.data_dir) / f"node-{i}"), "--fsync", o.fsync]
         return cmd

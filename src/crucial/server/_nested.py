@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from greenlet import getcurrent
 
 from ..client._async import AsyncClient
-from ..config import Config
 from ..exceptions import CallCancelledError, ObjectError
 from ..objects._monitor import CallGreenlet, current_caller, suspend
 from ._runtime import Invocation
+from ._security import node_client_config
 
 if TYPE_CHECKING:
     from ._node import Node
@@ -39,7 +39,7 @@ class NodeTransport:
 
     def _client(self) -> AsyncClient:
         if self._peers is None:
-            self._peers = AsyncClient(self.seeds, Config(dso=self.seeds, token=self.node.token))
+            self._peers = AsyncClient(self.seeds, node_client_config(self.node, self.seeds))
         return self._peers
 
     def call(

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import heapq
-import hmac
 import ipaddress
 import logging
 import math
@@ -38,6 +37,7 @@ from typing import Any
 
 from .. import protocol as P
 from .._placement import ANCHOR, View
+from .._tls import HANDSHAKE_TIMEOUT
 from ..exceptions import (
     AuthenticationError,
     CallCancelledError,
@@ -61,6 +61,7 @@ from ._nested import NodeTransport
 from ._output import CallOutput
 from ._replica import Replicator
 from ._runtime import Cell, Invocation, ObjectTable, blocked_report
+from ._security import NodeTLS, Tokens
 from ._state import Options
 
 __all__ = ["Node", "is_loopback"]
@@ -141,16 +142,28 @@ class Node:
         node_id: str | None = None,
         store: Any = None,
         rf: int = 1,
+        token_file: str | None = None,
+        tls: NodeTLS | None = None,
+        insecure_no_tls: bool = False,
     ) -> None:
-        if not is_loopback(host) and not token:
+        self.tokens = Tokens(token, token_file)
+        if not is_loopback(host) and not self.tokens.required:
             raise ConfigError(
                 f"refusing to listen on {host!r} without a token: nodes run pickled code, "
                 "so off-loopback they must authenticate clients (pass --token or CRUCIAL_TOKEN)"
+            )
+        if not is_loopback(host) and tls is None and not insecure_no_tls:
+            raise ConfigError(
+                f"refusing to listen on {host!r} without TLS: the token and every call would cross the network "
+                "in clear text (pass --tls-cert and --tls-key, or --insecure-no-tls on a network you trust; "
+                "see docs/security.md)"
             )
         self.host = host
         self.advertise = advertise
         self.port = port
         self.token = token
+        self.tls = tls
+        self.metrics: Any = None  # a server._metrics.NodeMetrics (--metrics-port); None: no per-call work
         self.max_frame_size = max_frame_size
         self.store = store
         self.node_id = node_id or (store.node_id if store is not None else uuid.uuid4().hex[:12])
@@ -195,7 +208,11 @@ class Node:
         self.builtin_names = frozenset(types)
         self._unreplicable = unreplicable_types(types)
         self.table = ObjectTable(dict(types), loop.call_later, loop.call_soon, inline=frozenset(types))
-        self._server = await loop.create_server(lambda: _Connection(self), self.host, self.port)
+        conn_class = _Connection if self.metrics is None else self.metrics.connection_class(_Connection)
+        secure: dict[str, Any] = {}
+        if self.tls is not None:
+            secure = {"ssl": self.tls.server_context(), "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
+        self._server = await loop.create_server(lambda: conn_class(self), self.host, self.port, **secure)
         sock = self._server.sockets[0]
         host, port = sock.getsockname()[:2]
         self.port = port
@@ -381,6 +398,8 @@ class Node:
     def handle_call(self, conn: _Connection, req_id: int, body: bytes) -> None:
         self.stats["calls"] += 1
         call = P.decode_call(body)  # ProtocolError / SerializationError handled by caller
+        if self.metrics is not None:
+            self.metrics.call(conn, req_id, call)
         ref = (call.type_name, call.key)
         table = self.table
         assert table is not None
@@ -688,6 +707,8 @@ class Node:
             "objects": len(cells),
             "types": dict(collections.Counter(type_name for type_name, _ in cells)),
             "cluster": self.membership.describe() if self.membership is not None else None,
+            "metrics": self.metrics.info() if self.metrics is not None else None,
+            "tls": self.tls is not None,
             "replication": {
                 "primaries": primaries,
                 "backups": backups,
@@ -718,8 +739,9 @@ class Node:
         )
 
     def peer_hello(self) -> bytes:
+        token = self.tokens.current
         return P.encode_json(
-            {"version": P.PROTOCOL_VERSION, "token": self.token, "client_id": f"peer-{self.node_id}", "peer": self.node_id}
+            {"version": P.PROTOCOL_VERSION, "token": token, "client_id": f"peer-{self.node_id}", "peer": self.node_id}
         )
 
     def client_opened(self, client_id: str) -> None:
@@ -886,11 +908,8 @@ class _Connection(asyncio.Protocol):
         hello = P.decode_json(frame.body, "HELLO")
         if hello.get("version") != P.PROTOCOL_VERSION:
             raise ProtocolError(f"protocol version {hello.get('version')!r} not supported (node speaks {P.PROTOCOL_VERSION})")
-        token = self.node.token
-        if token is not None:
-            given = hello.get("token")
-            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), token.encode()):
-                raise AuthenticationError("wrong or missing token")
+        if not self.node.tokens.accepts(hello.get("token")):
+            raise AuthenticationError("wrong or missing token")
         client_id = hello.get("client_id")
         if not isinstance(client_id, str) or not client_id:
             raise ProtocolError("HELLO lacks a client_id")

@@ -127,7 +127,9 @@ class PeerLink:
             while not self._closed:
                 try:
                     host, port = parse_address(self.address)
-                    _, proto = await asyncio.wait_for(loop.create_connection(lambda: _Proto(self), host, port), 5.0)
+                    tls = self.node.tls
+                    secure: dict[str, Any] = {} if tls is None else {"ssl": tls.peer_context(), "server_hostname": host}
+                    _, proto = await asyncio.wait_for(loop.create_connection(lambda: _Proto(self), host, port, **secure), 5.0)
                     assert proto.transport is not None
                     proto.transport.write(P.encode_frame(P.Kind.HELLO, 0, self.node.peer_hello()))
                     welcome = await asyncio.wait_for(proto.welcomed, 5.0)

@@ -127,7 +127,8 @@ def job_env(job: Job) -> dict[str, str]:
     """The variables the command gets besides the worker's own: ``-e``, ``SSHELL_*``, the DSO's address."""
     env = dict(job.env)
     env.setdefault("SSHELL_ID", job.id)
-    for name in ("CRUCIAL_DSO", "CRUCIAL_TOKEN"):  # a command's own crucial programs reach the same DSO
+    # a command's own crucial programs reach the same DSO, the same way
+    for name in ("CRUCIAL_DSO", "CRUCIAL_TOKEN", "CRUCIAL_TLS", "CRUCIAL_TLS_CA", "CRUCIAL_TLS_CERT", "CRUCIAL_TLS_KEY"):
         if name in os.environ:
             env.setdefault(name, os.environ[name])
     if job.shared_dir:

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..client import Client
 from ..config import Config
+from ._certs import TLSFiles
 
 __all__ = ["LocalCluster", "unconfigured_env"]
 
@@ -48,6 +49,8 @@ class LocalCluster:
         fsync: str | None = None,
         failure_timeout: float | None = None,
         args: tuple[str, ...] = (),
+        tls: TLSFiles | None = None,
+        metrics: bool = False,
     ) -> None:
         self.nodes = nodes
         self.token = token
@@ -59,6 +62,8 @@ class LocalCluster:
         self.fsync = fsync
         self.failure_timeout = failure_timeout
         self.args = args
+        self.tls = tls  # nodes serve TLS with these files; clients and env_vars() trust them
+        self.metrics = metrics  # each node serves /metrics and /healthz on a free port (metrics_addresses())
         self.proc: subprocess.Popen[str] | None = None
         self.addresses: tuple[str, ...] = ()
         self._clients: list[Client] = []
@@ -75,10 +80,16 @@ class LocalCluster:
         ):
             if value is not None:
                 cmd += [option, str(value)]
+        if self.tls is not None:
+            cmd += self.tls.node_args()
+        if self.metrics:
+            cmd += ["--metrics-port", "0"]
         cmd += list(self.args)
         env = unconfigured_env(self.env)
         if self.token:
             env["CRUCIAL_TOKEN"] = self.token
+        if self.tls is not None:
+            env["CRUCIAL_TLS_CA"] = self.tls.ca  # a node is a client of its peers: it trusts our CA
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         assert self.proc.stdout is not None
         timer = threading.Timer(self.start_timeout, self.proc.kill)
@@ -99,7 +110,8 @@ class LocalCluster:
         return ",".join(self.addresses)
 
     def config(self, **overrides: Any) -> Config:
-        return Config(dso=self.addresses, token=self.token, **overrides)
+        tls = self.tls.client_settings() if self.tls is not None else {}
+        return Config(dso=self.addresses, token=self.token, **(tls | overrides))
 
     def client(self, **overrides: Any) -> Client:
         """A new client of this cluster (closed by :meth:`stop`)."""
@@ -112,6 +124,8 @@ class LocalCluster:
         env = {"CRUCIAL_DSO": self.dso}
         if self.token:
             env["CRUCIAL_TOKEN"] = self.token
+        if self.tls is not None:
+            env.update(self.tls.env())
         return env
 
     def pids(self) -> dict[str, int]:
@@ -119,6 +133,17 @@ class LocalCluster:
         client = self.client()
         try:
             return {address: int(client.info(address)["pid"]) for address in client.nodes}
+        finally:
+            client.close()
+            self._clients.remove(client)
+
+    def metrics_addresses(self) -> dict[str, str]:
+        """Each node's metrics server (HOST:PORT serving /metrics and /healthz), by node address."""
+        if not self.metrics:
+            raise RuntimeError("this LocalCluster was started without metrics=True")
+        client = self.client()
+        try:
+            return {address: str(client.info(address)["metrics"]["address"]) for address in client.nodes}
         finally:
             client.close()
             self._clients.remove(client)
