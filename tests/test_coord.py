@@ -608,3 +608,13 @@ def test_hung_or_absent_endpoints_time_out_and_failover_reaches_a_live_one(etcd:
             c.join("n", {})
             assert "n" in c.members()
             c.leave()
+
+
+def test_the_supervisors_etcd_leaves_no_data_dir_behind(tmp_path: Path) -> None:
+    """`crucial server --nodes N` starts etcd in a temporary dir (125 MB of preallocated log): gone at exit."""
+    from crucial.testing import LocalCluster
+
+    with LocalCluster(nodes=2, env={"TMPDIR": str(tmp_path)}) as cluster:
+        assert len(cluster.addresses) == 2
+        assert [p.name for p in tmp_path.iterdir() if p.name.startswith("crucial-etcd-")], "etcd's dir is elsewhere"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("crucial-etcd-")]
