@@ -345,7 +345,9 @@ def _start(net: Net) -> tuple[dict[str, str], dict[str, str]]:
     for i, name in enumerate(("n1", "n2", "n3"), start=1):
         ip = f"{SUBNET}.{10 + i}"
         spaces[name] = net.host(name, ip)
-        bind = ["--host", ip] if name == "n1" else ["--host", "0.0.0.0", "--advertise", ip]  # both ways of saying it
+        bind = (
+            ["--host", ip, "--insecure-no-tls"] if name == "n1" else ["--host", "0.0.0.0", "--advertise", ip, "--insecure-no-tls"]
+        )  # both ways of saying it
         _, line = net.spawn(spaces[name], base + bind, f"{name}.log", env=env)
         assert line.startswith(f"CRUCIAL_DSO={ip}:"), line
         addresses[name] = line.split("=", 1)[1]
@@ -417,10 +419,33 @@ def _supervised_cluster_and_a_joiner(net: Net) -> tuple[str, str]:
     ns_a = net.host("a", f"{SUBNET}.21")
     ns_b = net.host("b", f"{SUBNET}.22")
     env = unconfigured_env({"CRUCIAL_TOKEN": TOKEN})
-    cmd = [sys.executable, "-m", "crucial.server", "--nodes", "2", "--host", "0.0.0.0", "--advertise", f"{SUBNET}.21"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "crucial.server",
+        "--nodes",
+        "2",
+        "--host",
+        "0.0.0.0",
+        "--advertise",
+        f"{SUBNET}.21",
+        "--insecure-no-tls",
+    ]
     _, line = net.spawn(ns_a, [*cmd, "--port", "0", "--watch-stdin", "--failure-timeout", "1"], "a.log", env=env)
     member = line.split("=", 1)[1].split(",")[0]
-    joiner = [sys.executable, "-m", "crucial.server", "--join", member, "--host", f"{SUBNET}.22", "--port", "0", "--watch-stdin"]
+    joiner = [
+        sys.executable,
+        "-m",
+        "crucial.server",
+        "--join",
+        member,
+        "--host",
+        f"{SUBNET}.22",
+        "--port",
+        "0",
+        "--insecure-no-tls",
+        "--watch-stdin",
+    ]
     try:
         _, joined = net.spawn(ns_b, joiner, "b.log", env=env)
     except RuntimeError as exc:
