@@ -219,13 +219,7 @@ class LocalBackend(Backend):
             self._died(
                 w, InvocationTimeoutError(f"the invocation ran past its timeout and its worker (pid {w.process.pid}) was stopped")
             )
-        for w in stale:  # idle: nothing of it to lose
-            w.conn.close()
-            # A forkserver worker would exit when its pipe closes, but a forked one (sshell's) may
-            # never see the end: workers forked later hold copies of this end of its pipe.  Waiting
-            # for it blocked this thread -- every reply of the pool -- for 5 s per reaped worker.
-            w.process.terminate()
-            w.process.join(1)
+        _stop(stale)  # idle: nothing of them to lose
 
     def close(self) -> None:
         with self._lock:
@@ -239,16 +233,27 @@ class LocalBackend(Backend):
             self._busy.clear()
         self._wake_w.send_bytes(b"")
         self._monitor.join(5)
-        for w in workers:
-            w.conn.close()
-        for w in workers:
-            w.process.join(2)
-            if w.process.is_alive():
-                w.process.kill()
-                w.process.join()
+        _stop(workers)
         for w in busy:
             if w.future is not None and not w.future.done():
                 w.future.set_exception(WorkerDiedError("the local backend was closed while the invocation ran"))
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+def _stop(workers: list[_Worker]) -> None:
+    """End worker processes: close their pipes, then signal them, rather than wait for them to see the end.
+
+    A forkserver worker would exit when its pipe closes, but a forked one (sshell's) may never see
+    the end: workers forked later hold copies of this end of its pipe.  Waiting for it held the
+    monitor thread -- every reply of the pool -- 5 s per reaped worker, and close() 2 s per worker.
+    """
+    for w in workers:
+        w.conn.close()
+        w.process.terminate()
+    for w in workers:
+        w.process.join(1)
+        if w.process.is_alive():
+            w.process.kill()
+            w.process.join()

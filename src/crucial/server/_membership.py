@@ -16,7 +16,6 @@ etcd's.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import math
@@ -91,16 +90,16 @@ class Membership:
         node = self.node
         if node.node_id not in view and node.store is not None:
             node.discard_data("this node is not a member of the current view: its data is stale")
-        node.view = view  # the first view: nothing was served before
-        node.set_view(view, member=node.node_id in view)
+        node.set_view(view, member=node.node_id in view)  # the first view: nothing was served before
         assert node.table is not None
-        if node.node_id in view and len(view.ids) > 1 and not node.table.cells:
+        before = view.without(node.node_id)
+        if node.node_id in view and before is not None and not node.table.cells:
             # The view that adds this node was agreed before we read it (the others saw our member
             # key first): they are handing objects over to us.  Taking it as a first view would serve
             # the keys we now lead before their state arrives -- and a call with create arguments
             # would make them anew, losing every acknowledged write (found under load by
             # test_kill_any_node_under_load: a restarted node).  Hand over from the view without us.
-            node.handoff.start(_without(view, node.node_id), view)
+            node.handoff.start(before, view)
             self.settle_when_done(view.epoch)
         elif node.node_id in view:
             self.settled(view.epoch)
@@ -331,14 +330,3 @@ class Membership:
         except CoordinatorError as exc:
             log.warning("leaving etcd: %s", exc)
         self.coord.close()
-
-
-def _without(view: View, node_id: str) -> View:
-    """``view`` as it was before ``node_id`` joined it (the previous view a joiner never read)."""
-    return dataclasses.replace(
-        view,
-        epoch=view.epoch - 1,
-        members=tuple(m for m in view.members if m[0] != node_id),
-        leaving=tuple(i for i in view.leaving if i != node_id),
-        order=tuple(i for i in view.order if i != node_id),
-    )
