@@ -168,7 +168,7 @@ def test_ephemeral_objects_of_a_crashed_node_have_no_source() -> None:
         mine = [r for r in keys() if before.primary(*r) == me]
         assert plan(me, before, after, held(mine, persistent=False)).push == {}
     lost = next(r for r in keys() if before.primary(*r) == "c")
-    assert may_gain(after.primary(*lost), before, lost)  # its new primary waits for the hand-over, then says lost
+    assert may_gain(after.primary(*lost), [before], lost)  # its new primary waits for the hand-over, then says lost
 
 
 def test_a_leaving_node_is_the_source_of_what_it_held() -> None:

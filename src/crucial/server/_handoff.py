@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import protocol as P
@@ -95,9 +95,11 @@ def plan(me: str, prev: View, new: View, held: Iterable[Held]) -> Plan:
     return Plan(push, retire, lead, follow)
 
 
-def may_gain(me: str, prev: View | None, ref: Ref) -> bool:
-    """Whether an object absent here might still be on its way (it was another node's)."""
-    return prev is not None and prev.primary(*ref) != me
+def may_gain(me: str, since: Sequence[View], ref: Ref) -> bool:
+    """Whether an object absent here might still be on its way: another node led it in one of ``since``,
+    the views installed since this node's last complete hand-over (a view whose hand-over never completed
+    -- its sync source crashed -- did not bring what it moved here: a retired copy may still come)."""
+    return any(v.primary(*ref) != me for v in since)
 
 
 class _Candidate(NamedTuple):
@@ -113,6 +115,7 @@ class Handoff:
         self.node = node
         self.epoch = 0  # the view epoch being handed over to
         self.prev: View | None = None
+        self.since: list[View] = []  # the views installed since the last complete hand-over, oldest first
         self.complete = True
         self._done_from: set[str] = set()
         self._expect: set[str] = set()
@@ -123,6 +126,7 @@ class Handoff:
         self._drain_timer: Any = None
         self._early: dict[int, set[str]] = {}  # DONE notices for epochs not installed yet
         self._early_ready: dict[int, set[str]] = {}  # READY notices likewise
+        self._early_pins: dict[int, dict[Ref, str]] = {}  # pins sent to a joiner before it read its first view
         self.stats = {"pushed": 0, "received": 0, "moved_in": 0}
 
     # -- installing a view ---------------------------------------------------------
@@ -132,8 +136,13 @@ class Handoff:
         table = node.table
         assert table is not None
         me = node.node_id
+        self.since = [*(self.since if not self.complete else []), prev]
         self.epoch, self.prev, self.complete = new.epoch, prev, False
         self.pinned_at = {r: a for r, a in self.pinned_at.items() if a in new.addresses}
+        for ref, sender in self._early_pins.pop(new.epoch, {}).items():
+            if sender in new:
+                self.pinned_at[ref] = new.address(sender)
+        self._early_pins = {e: p for e, p in self._early_pins.items() if e > new.epoch}
         self._done_from = self._early.pop(new.epoch, set())
         self._expect = {n for n in prev.ids if n in new and n != me}
         here = node.anchors.here
@@ -214,14 +223,18 @@ class Handoff:
         self.stats["received"] += len(images)
         table = self.node.table
         assert table is not None
-        view = self.node.view  # None: a joiner that has not read its first view yet (kept for its start)
-        if view is not None and sender in view:
-            for ref in pins:  # parked calls keep them there for a while: send their callers there
+        view = self.node.view  # a joiner's placeholder view until it has read its first one
+        for ref in pins:  # parked calls keep them there for a while: send their callers there
+            if view is not None and sender in view and epoch <= view.epoch:
                 self.pinned_at[tuple(ref)] = view.address(sender)
+            else:  # sent for a view not installed here yet (a joiner's first): resolved by its start()
+                self._early_pins.setdefault(epoch, {})[tuple(ref)] = sender
         for data in images:
             ref, version, state = pickle.loads(data)
             ref = tuple(ref)
             self.pinned_at.pop(ref, None)  # arrived (late, when its parked calls were done)
+            for early in self._early_pins.values():
+                early.pop(ref, None)
             cand = _Candidate(rank, tuple(version), state)  # type: ignore[arg-type]
             best = self._candidates.get(ref)
             if best is None or (cand.rank, _neg(cand.version)) < (best.rank, _neg(best.version)):

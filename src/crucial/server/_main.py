@@ -341,18 +341,34 @@ class _Supervisor:
         self.endpoints = self.etcd.endpoint
 
     def wait_for_view(self, timeout: float = 60.0) -> None:
-        """Until the cluster's view holds every node this supervisor started."""
+        """Until the cluster's view holds every node this supervisor started, and each has installed it.
+
+        The view in etcd comes first; each node installs it when its watch
+        delivers it and says so in its member key (``settled``).  Announcing
+        the addresses at the first moment let a client ask a node that still
+        had the view before (found by test_nodes_know_the_cluster_when_it_is_announced).
+        """
         from ._coord import Coordinator
 
         assert self.endpoints is not None
         ready = threading.Event()
         wanted = set(self.addresses.values())
+        full: dict[str, Any] = {}  # the view that holds them all: its epoch and member ids
+        settled: dict[str, int] = {}
 
         def seen(name: str, value: bytes | None, revision: int) -> None:
             if name == "view" and value is not None:
-                members = {address for _, address in json.loads(value).get("members", [])}
-                if wanted <= members:
-                    ready.set()
+                view = json.loads(value)
+                members = dict(view.get("members", []))
+                if wanted <= set(members.values()):
+                    full.update(epoch=view.get("epoch", 0), ids=set(members))
+            elif name.startswith("members/") and value is not None:
+                try:
+                    settled[name[len("members/") :]] = int(json.loads(value).get("settled", 0))
+                except (ValueError, TypeError, AttributeError):
+                    return
+            if full and all(settled.get(i, 0) >= full["epoch"] for i in full["ids"]):
+                ready.set()
 
         with Coordinator(self.endpoints, self.opts.cluster, ttl=max(1.0, self.opts.failure_timeout)) as coord:
             coord.watch(seen)

@@ -59,7 +59,11 @@ class Membership:
         self._settled = 0
         self._leaving = False
         self._left: set[str] = set()  # members that left gracefully (not crashed)
-        self.suspended = False  # the lease was lost: nothing is served until the view is re-read
+        # nothing is served until the view is read: the lease was lost, or -- from the start -- this node
+        # has not read its first view yet (it listens meanwhile, alone in the placeholder view of
+        # Node.start(), where it owns every key: a client that learned its address from the new view
+        # was served there -- ObjectNotFoundError, or a new object made from create arguments)
+        self.suspended = True
         self._closing = False
         self.left = asyncio.Event()
 
@@ -103,6 +107,7 @@ class Membership:
             self.settle_when_done(view.epoch)
         elif node.node_id in view:
             self.settled(view.epoch)
+        self.suspended = False
         self.coord.watch(lambda name, value, rev: loop.call_soon_threadsafe(self._event, name, value, rev))
         self._consider()
 

@@ -298,6 +298,7 @@ class Node:
         for node_id, address in prev.members:
             if node_id not in view and not self.membership_left(node_id):
                 self.crashed[node_id] = address
+        self.repl.flush()  # records of this view's calls go out stamped with its epoch
         self.view = view
         self.newest_epoch = max(self.newest_epoch, view.epoch)
         self._redirect = P.encode_json({"view": view.as_json()})
@@ -387,7 +388,7 @@ class Node:
                 return P.Kind.REDIRECT, P.encode_json({"to": to})
         if not self.handoff.complete:
             assert self.table is not None
-            if cell is None and may_gain(self.node_id, self.handoff.prev, ref):
+            if cell is None and may_gain(self.node_id, self.handoff.since, ref):
                 return P.Kind.UNAVAILABLE, _unavailable("objects are being handed over", view.epoch)
         if cell is not None and self.handoff.complete:
             cell.placed = view.epoch
@@ -571,12 +572,13 @@ class Node:
             raise
 
     def _lost_on(self, type_name: str, key: str) -> str | None:
-        prev = self.handoff.prev
-        if prev is None or not self.crashed:
-            return None
-        owner = prev.primary(type_name, key)
-        if owner in self.crashed:
-            return f"{owner} ({self.crashed[owner]})"
+        """The crashed node an absent object lived on, if one did: its primary in a view since the last
+        complete hand-over (a crashed node's successor may have joined before it was removed: the view
+        just before this one names the successor, the one before it the crashed node)."""
+        for view in reversed(self.handoff.since):
+            owner = view.primary(type_name, key)
+            if owner in self.crashed:
+                return f"{owner} ({self.crashed[owner]})"
         return None
 
     def reply_now(self, targets: list[tuple[Any, int]], kind: int, payload: bytes, did: Did | None) -> None:

@@ -225,6 +225,17 @@ class Replicator:
             assert loop is not None
             loop.call_soon(self._flush)
 
+    def flush(self) -> None:
+        """Send the records queued so far now: a new view is about to be installed.
+
+        A frame carries the epoch current when it is sent; records of calls
+        committed in one view, sent after the next was installed, would carry
+        the new epoch -- and a node that stopped being a backup in it accepted
+        them (found as a third copy of a persistent object after a join).
+        """
+        if self._out or self._disk:
+            self._flush()
+
     def _flush(self) -> None:
         """Send this event-loop turn's records: one frame per backup, one transaction on disk."""
         self._flushing = False
@@ -336,8 +347,8 @@ class Replicator:
         if cell is None or cell.repl is None:
             return
         st: ReplState = cell.repl
-        if st.state_sent.get(backup) == st.version:
-            return  # already on its way
+        if st.state_sent.get(backup) == st.version or backup not in self.backups(cell):
+            return  # already on its way; or no longer a backup (it answered a record of an earlier view)
         st.state_sent[backup] = st.version
         self.stats["states_sent"] += 1
         self._send(backup, Record(ref[0], ref[1], RecordKind.STATE, st.version, None, self.dump(cell)))
