@@ -36,10 +36,11 @@ def consumer():
         full.acquire()
         with mutex:
             item = buffer.get()
+            if item is not None:
+                consumed.put(item)  # under the lock: `consumed` keeps the order items left the buffer
         empty.release()
         if item is None:
             return
-        consumed.put(item)
 
 
 consumers = [threading.Thread(target=consumer) for _ in range(CONSUMERS)]
