@@ -187,14 +187,25 @@ class Handoff:
             cell = table.cells[ref]
             if cell.repl is not None:
                 node.repl.become_primary(cell, changed)
-        body = pickle.dumps((new.epoch, me))
-        for other in new.ids:
-            if other != me:
-                node.repl.link(other).request(P.Kind.DONE, body, _ignore)
+        self._send_done(new)
         for sender in self._early_ready.pop(new.epoch, ()):
             self._drop_retired(sender)
         self._early_ready = {e: s for e, s in self._early_ready.items() if e > new.epoch}
         self._maybe_complete()
+
+    def first_view(self, view: View) -> None:
+        """This node starts in ``view`` (a restart with its data, or a cluster's first node): it has nothing
+        to hand over, and says so -- members that installed ``view`` through a change wait for every
+        member's DONE, and one that never came kept their hand-over open for ever (no READY, no join:
+        found after a whole-cluster restart, where nodes come back one by one)."""
+        self.epoch = view.epoch
+        self._send_done(view)
+
+    def _send_done(self, view: View) -> None:
+        body = pickle.dumps((view.epoch, self.node.node_id))
+        for other in view.ids:
+            if other != self.node.node_id:
+                self.node.repl.link(other).request(P.Kind.DONE, body, _ignore)
 
     def _image(self, cell: Cell) -> bytes:
         st = cell.repl

@@ -106,6 +106,7 @@ class Membership:
             node.handoff.start(before, view)
             self.settle_when_done(view.epoch)
         elif node.node_id in view:
+            node.handoff.first_view(view)
             self.settled(view.epoch)
         self.suspended = False
         self.coord.watch(lambda name, value, rev: loop.call_soon_threadsafe(self._event, name, value, rev))
