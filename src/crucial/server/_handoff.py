@@ -114,7 +114,6 @@ class Handoff:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.epoch = 0  # the view epoch being handed over to
-        self.prev: View | None = None
         self.since: list[View] = []  # the views installed since the last complete hand-over, oldest first
         self.complete = True
         self._done_from: set[str] = set()
@@ -137,7 +136,7 @@ class Handoff:
         assert table is not None
         me = node.node_id
         self.since = [*(self.since if not self.complete else []), prev]
-        self.epoch, self.prev, self.complete = new.epoch, prev, False
+        self.epoch, self.complete = new.epoch, False
         self.pinned_at = {r: a for r, a in self.pinned_at.items() if a in new.addresses}
         for ref, sender in self._early_pins.pop(new.epoch, {}).items():
             if sender in new:

@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .._placement import DEFAULT_FAILURE_TIMEOUT, PLACEMENTS
-from ..exceptions import ConfigError, CrucialError
+from .._placement import DEFAULT_FAILURE_TIMEOUT, PLACEMENTS, View
+from ..exceptions import ConfigError, CrucialError, ProtocolError
 from ..protocol import DEFAULT_MAX_FRAME_SIZE
 from ._node import BLOCKED_WARNING, Node, loop_factory
 from ._output import detach_stdout, install
@@ -349,25 +349,25 @@ class _Supervisor:
         had the view before (found by test_nodes_know_the_cluster_when_it_is_announced).
         """
         from ._coord import Coordinator
+        from ._proposer import settled
 
         assert self.endpoints is not None
         ready = threading.Event()
         wanted = set(self.addresses.values())
-        full: dict[str, Any] = {}  # the view that holds them all: its epoch and member ids
-        settled: dict[str, int] = {}
+        full: list[View] = []  # the view that holds them all
+        live: dict[str, Any] = {}  # member id -> its info
 
         def seen(name: str, value: bytes | None, revision: int) -> None:
-            if name == "view" and value is not None:
-                view = json.loads(value)
-                members = dict(view.get("members", []))
-                if wanted <= set(members.values()):
-                    full.update(epoch=view.get("epoch", 0), ids=set(members))
-            elif name.startswith("members/") and value is not None:
-                try:
-                    settled[name[len("members/") :]] = int(json.loads(value).get("settled", 0))
-                except (ValueError, TypeError, AttributeError):
-                    return
-            if full and all(settled.get(i, 0) >= full["epoch"] for i in full["ids"]):
+            try:
+                if name == "view" and value is not None:
+                    view = View.from_json(json.loads(value))
+                    if wanted <= set(view.addresses):
+                        full[:] = [view]
+                elif name.startswith("members/") and value is not None:
+                    live[name[len("members/") :]] = json.loads(value)
+            except (ValueError, ProtocolError):
+                return
+            if full and all(i in live and settled(live[i], full[0]) for i in full[0].ids):
                 ready.set()
 
         with Coordinator(self.endpoints, self.opts.cluster, ttl=max(1.0, self.opts.failure_timeout)) as coord:

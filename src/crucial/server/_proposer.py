@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 from .._placement import View
 
-__all__ = ["Proposal", "next_view"]
+__all__ = ["Proposal", "next_view", "settled"]
 
 
 class Proposal(NamedTuple):
@@ -58,18 +58,19 @@ def next_view(view: View, live: Mapping[str, Mapping[str, Any]], absent_for: Map
     asking = sorted(i for i, info in live.items() if i in members and info.get("leaving") and i not in view.leaving)
     if asking and len(set(view.leaving) | set(asking)) < len(members):
         return Proposal(view.with_changes(leaving=(*view.leaving, *asking)), f"{', '.join(asking)} leaving")
-    done = sorted(i for i in view.leaving if i in live and _settled(live[i], view))
-    if done and all(_settled(live[i], view) for i in members if i in live):
+    done = sorted(i for i in view.leaving if i in live and settled(live[i], view))
+    if done and all(settled(live[i], view) for i in members if i in live):
         kept = [(i, a) for i, a in members.items() if i not in done]
         return Proposal(view.with_changes(members=kept), f"{', '.join(done)} left")
     # 4. joins
     joining = sorted(i for i, info in live.items() if i not in members and not info.get("leaving") and info.get("address"))
-    if joining and all(_settled(live[i], view) for i in members if i in live):
+    if joining and all(settled(live[i], view) for i in members if i in live):
         members.update({i: str(live[i]["address"]) for i in joining})
         return Proposal(view.with_changes(members=members.items()), f"{', '.join(joining)} joined")
     return None
 
 
-def _settled(info: Mapping[str, Any], view: View) -> bool:
+def settled(info: Mapping[str, Any], view: View) -> bool:
+    """Whether a member's info says it finished the hand-over of ``view``."""
     settled = info.get("settled", 0)
     return isinstance(settled, int) and settled >= view.epoch
