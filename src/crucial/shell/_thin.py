@@ -181,18 +181,23 @@ class _Unusual(Exception):
     """Not the common case: the verb goes the usual way (nothing was applied)."""
 
 
-def _settings() -> tuple[str, str | None] | None:
-    """(node address, token) when the environment alone configures one node, else None."""
+def _environment_only() -> bool:
+    """Whether the environment alone configures crucial: no config file, no ``CRUCIAL_*`` setting but ours."""
     env = os.environ
-    dso = env.get("CRUCIAL_DSO", "")
-    if not dso or "," in dso.strip(","):
-        return None
     if env.get("CRUCIAL_CONFIG") or os.path.isfile(os.path.join(os.path.expanduser("~"), ".config", "crucial", "config.toml")):
-        return None
+        return False
     for name in env:
         if name.startswith("CRUCIAL_") and name not in _OWN_SETTINGS and not name.startswith("CRUCIAL_IPC_"):
-            return None
-    return dso.strip(","), env.get("CRUCIAL_TOKEN") or None
+            return False
+    return True
+
+
+def _settings() -> tuple[str, str | None] | None:
+    """(node address, token) when the environment alone configures one node, else None."""
+    dso = os.environ.get("CRUCIAL_DSO", "")
+    if not dso or "," in dso.strip(",") or not _environment_only():
+        return None
+    return dso.strip(","), os.environ.get("CRUCIAL_TOKEN") or None
 
 
 def _one_member(welcome: bytes) -> bool:

@@ -80,6 +80,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from ._grammar import wants_stdin
+from ._procs import exit_status
+from ._verbenv import IPC_PORT_ENV, IPC_SECRET_ENV, MAGIC, UNREACHABLE, VERB_NAMES, bash_functions, bash_prelude
+from ._verbenv import function_env as _function_env
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -99,11 +102,6 @@ __all__ = [
     "wants_stdin",
 ]
 
-MAGIC = "CRUCIAL-IPC/1"
-IPC_PORT_ENV = "CRUCIAL_IPC_PORT"
-IPC_SECRET_ENV = "CRUCIAL_IPC_SECRET"
-UNREACHABLE = 70  # EX_SOFTWARE: the verb server could not be reached or did not answer
-VERB_NAMES = ("counter", "barrier", "latch", "rdv", "map", "treemap", "list")
 _MAX_HEADER = 4096
 _MAX_ARGS = 1 << 16
 _MAX_ARG = 1 << 26
@@ -153,17 +151,24 @@ class VerbServer:
 
     # -- life cycle
 
-    def start(self) -> int:
-        """Bind 127.0.0.1 on a free port, start serving, and return the port."""
+    def start(self, listening: socket.socket | None = None) -> int:
+        """Bind 127.0.0.1 on a free port (or serve on ``listening``, bound and listening), start serving; the port.
+
+        ``listening`` is how the quick ``sshell`` path (:mod:`._quick`) hands
+        over the socket whose port the command already has, on its first verb.
+        """
         if self._sock is not None:
             return self.port
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            sock.bind(("127.0.0.1", 0))
-            sock.listen(128)
-        except BaseException:
-            sock.close()
-            raise
+        if listening is not None:
+            sock = listening
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("127.0.0.1", 0))
+                sock.listen(128)
+            except BaseException:
+                sock.close()
+                raise
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._stopping = False
@@ -312,89 +317,6 @@ class _Reader:
         return bytes(self.buf)
 
 
-# -- the bash side ---------------------------------------------------------------
-
-# ``__crucial_ipc VERB ARGS...``: one call to the server (see the module docstring).
-# ``local -`` restores the caller's set options on return, so the body runs
-# without -e/-u/-x whatever the script set; ``local LC_ALL=C`` makes lengths bytes.
-_CALL_BODY = r"""{
-    local - LC_ALL=C __cr_fd __cr_tok=- __cr_a __cr_in=0 __cr_one=0 __cr_code __cr_olen __cr_elen __cr_buf
-    set +e +u +x
-    case "$1" in
-    map|treemap)
-        for __cr_a in "$@"; do
-            case "$__cr_a" in
-            put-all|putAll|put_all|merge-all|mergeAll|merge_all) __cr_in=1 ;;
-            -1) __cr_one=1 ;;
-            esac
-        done ;;
-    esac
-    if [ "$__cr_in" = 1 ] && [ "$__cr_one" = 0 ] && [ ! -t 0 ]; then
-        __cr_tok="$BASHPID.$RANDOM.$RANDOM"
-        if ! { exec {__cr_fd}<>/dev/tcp/127.0.0.1/@PORT@; } 2>/dev/null; then
-            printf '%s: cannot reach the crucial verb server at 127.0.0.1:%s\n' "$1" @PORT@ >&2
-            return @UNREACHABLE@
-        fi
-        printf 'CRUCIAL-IPC/1 @SECRET@ stdin %s\n' "$__cr_tok" >&"$__cr_fd"
-        cat >&"$__cr_fd"
-        exec {__cr_fd}>&-
-    fi
-    if ! { exec {__cr_fd}<>/dev/tcp/127.0.0.1/@PORT@; } 2>/dev/null; then
-        printf '%s: cannot reach the crucial verb server at 127.0.0.1:%s\n' "$1" @PORT@ >&2
-        return @UNREACHABLE@
-    fi
-    printf 'CRUCIAL-IPC/1 @SECRET@ call %d %s\n' "$#" "$__cr_tok" >&"$__cr_fd"
-    printf '%s\0' "$@" >&"$__cr_fd"
-    if ! IFS=' ' read -r __cr_code __cr_olen __cr_elen <&"$__cr_fd" || [ -z "$__cr_elen" ]; then
-        exec {__cr_fd}<&-
-        printf '%s: no answer from the crucial verb server at 127.0.0.1:%s\n' "$1" @PORT@ >&2
-        return @UNREACHABLE@
-    fi
-    if [ "$__cr_elen" -gt 0 ]; then
-        IFS= read -r -N "$__cr_elen" __cr_buf <&"$__cr_fd"
-        printf '%s' "$__cr_buf" >&2
-    fi
-    if [ "$__cr_olen" -gt 65536 ]; then
-        cat <&"$__cr_fd"
-    elif [ "$__cr_olen" -gt 0 ]; then
-        IFS= read -r -N "$__cr_olen" __cr_buf <&"$__cr_fd"
-        printf '%s' "$__cr_buf"
-    fi
-    exec {__cr_fd}<&-
-    return "$__cr_code"
-}"""
-
-
-def bash_functions(port: int, secret: str) -> dict[str, str]:
-    """The bash functions (name -> body, ``{ ... }``) that call the server at ``port``."""
-    if not (isinstance(port, int) and 0 < port < 65536) or not secret.isalnum():
-        raise ValueError("a verb server's port and alphanumeric secret are needed")
-    body = _CALL_BODY.replace("@PORT@", str(port)).replace("@SECRET@", secret).replace("@UNREACHABLE@", str(UNREACHABLE))
-    funcs = {"__crucial_ipc": body}
-    for verb in VERB_NAMES:
-        funcs[verb] = "{\n    __crucial_ipc " + verb + ' "$@"\n}'
-    return funcs
-
-
-def bash_prelude(port: int, secret: str = "") -> str:
-    """Bash code defining (and exporting) one function per verb, served by the server at ``port``.
-
-    ``secret`` is the server's (:attr:`VerbServer.secret`); the verb functions
-    are exported with ``export -f`` so subshells and ``xargs bash -c`` see them.
-    """
-    if not secret:
-        raise ValueError("bash_prelude needs the server's secret (VerbServer.secret)")
-    funcs = bash_functions(port, secret)
-    lines = [f"{name} () {body}" for name, body in funcs.items()]
-    lines.append("export -f " + " ".join(funcs))
-    return "\n".join(lines) + "\n"
-
-
-def _function_env(port: int, secret: str) -> dict[str, str]:
-    """The environment variables through which bash imports the functions (as ``export -f`` makes them)."""
-    return {f"BASH_FUNC_{name}%%": f"() {body}" for name, body in bash_functions(port, secret).items()}
-
-
 # -- a Python caller -------------------------------------------------------------
 
 
@@ -426,11 +348,6 @@ def call(
 
 
 # -- running a command -----------------------------------------------------------
-
-
-def exit_status(returncode: int) -> int:
-    """A process's exit status as bash reports it: a death by signal N is 128+N."""
-    return 128 - returncode if returncode < 0 else returncode
 
 
 def _sink(writer: Writer | None, default: IO[Any]) -> Callable[[bytes], Any]:

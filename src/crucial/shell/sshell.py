@@ -53,11 +53,10 @@ from typing import Any, NoReturn
 
 import click
 
+from ._procs import EXIT_FAILURE, EXIT_TIMEOUT, die_with_parent, kill_descendants
+
 __all__ = ["Job", "main", "user_node", "stop_user_node"]
 
-#: sshell's own failures (as timeout(1) and env(1) use them)
-EXIT_TIMEOUT = 124
-EXIT_FAILURE = 125
 
 #: chunks the output queue holds before the command waits for the client
 QUEUE_CHUNKS = 256
@@ -165,56 +164,6 @@ def run_stats(start: float, timed_out: threading.Event) -> dict[str, Any]:
         "command_rss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
         "timed_out": timed_out.is_set(),
     }
-
-
-def die_with_parent() -> None:
-    """Tie this forked worker, and the command under it, to the sshell that forked it.
-
-    When sshell dies (Ctrl-C, kill, a closed terminal) Linux sends this
-    worker SIGTERM (``PR_SET_PDEATHSIG``), and SIGTERM or SIGINT here kill the
-    command's process tree before the worker exits: nothing lingers.  The
-    handlers also make bash start with SIGINT at its default (the pool's
-    workers ignore it, and an ignored signal stays ignored across exec).
-    """
-
-    def end(signum: int, frame: Any) -> None:
-        kill_descendants()
-        os._exit(128 + signum)
-
-    parent = os.getppid()
-    signal.signal(signal.SIGTERM, end)
-    signal.signal(signal.SIGINT, end)
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent or parent == 1:  # it died before the request took effect
-        end(signal.SIGTERM, None)
-
-
-def kill_descendants() -> None:
-    """SIGKILL every process below this one (the command's whole tree), walking /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])  # the name may hold spaces and parentheses
-        children.setdefault(ppid, []).append(int(entry))
-    todo, found = [os.getpid()], []
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    for pid in found:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- finding the DSO
