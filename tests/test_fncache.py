@@ -103,3 +103,55 @@ def test_a_function_that_writes_its_globals_starts_fresh_each_time(dso1: Any) ->
     # as a thread started twice in a fresh process each time: the worker does not keep it
     with pytest.warns(RuntimeWarning, match="assigns the global 'WRITES'"):  # said once per function
         assert [run(writer) for _ in range(3)] == [1, 1, 1]
+
+
+def test_a_cloud_threads_target_is_pickled_once_and_the_thread_with_pickle(dso1: Any, monkeypatch: Any) -> None:
+    """A plain thread ships its by-value target as the cached bytes, and itself with the stdlib pickler."""
+    from crucial.compute import _task
+    from crucial.compute import thread as thread_module
+
+    def triple(x: int) -> int:  # a fresh function: nothing cached for it yet
+        return 3 * x
+
+    made, plain = [], []
+    real_dumps, real_encode = thread_module._dumps_by_value, _task.encode_task
+
+    def counting_dumps(fn: Any) -> bytes:
+        made.append(fn)
+        return real_dumps(fn)
+
+    def watching_encode(*args: Any, **kwargs: Any) -> bytes:
+        plain.append(kwargs.get("plain", False))
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(thread_module, "_dumps_by_value", counting_dumps)
+    monkeypatch.setattr("crucial.compute._invoke.encode_task", watching_encode)
+    assert [run(triple, i) for i in range(3)] == [0, 3, 6]
+    assert made == [triple] and plain == [True, True, True]
+
+
+class Labelled(CloudThread):
+    """A subclass (its own attributes, the inherited run): pickled by cloudpickle, as before."""
+
+    def __init__(self, *args: Any, label: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.label = label
+
+
+def read_extra(key: str) -> Any:
+    from crucial.compute.thread import current_cloud_thread
+
+    here = current_cloud_thread()
+    assert here is not None
+    value = getattr(here, "extra", None) or {}
+    return (getattr(here, "label", None), value[key](2) if key in value else None)
+
+
+def test_threads_that_are_not_plain_still_travel_whole(dso1: Any) -> None:
+    t = CloudThread(target=read_extra, args=("f",))
+    t.extra = {"f": lambda x: x * 10}  # type: ignore[attr-defined]  # a lambda: not plain data
+    t.start()
+    assert t.result(WAIT) == (None, 20)
+    s = Labelled(target=read_extra, args=("f",), label="mine")
+    s.start()
+    assert s.result(WAIT) == ("mine", None)

@@ -237,6 +237,11 @@ def use_speedups(enabled: bool) -> bool:
 SPEEDUPS = use_speedups(not os.environ.get("CRUCIAL_PURE_PYTHON"))
 
 
+def is_plain(obj: Any) -> bool:
+    """Whether ``obj`` is plain data (builtin scalars and containers, NumPy arrays of numbers): :mod:`pickle` writes it."""
+    return bool(_plain(obj))
+
+
 def pickle_bytes(obj: Any, code: Iterable[Any] = ()) -> bytes:
     """The one pickling policy of crucial; raises whatever pickling raises.
 

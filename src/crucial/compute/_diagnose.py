@@ -11,6 +11,7 @@ use instead (:func:`hint`).  Pure apart from trying to pickle things.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import io
 import queue
@@ -142,13 +143,19 @@ def culprit(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any
 
 def assigned_globals(fn: Any) -> list[str]:
     """The globals ``fn``'s own code assigns or deletes (``global total; total += 1``), in order."""
-    import dis
-
     code = getattr(getattr(fn, "__func__", fn), "__code__", None)
     if code is None:
         return []
+    return list(_assigned(code))
+
+
+@functools.lru_cache(maxsize=1024)
+def _assigned(code: types.CodeType) -> tuple[str, ...]:
+    """What :func:`assigned_globals` finds in ``code``: fixed per code object, and read at every thread start."""
+    import dis
+
     names: list[str] = []
     for ins in dis.get_instructions(code):
         if ins.opname in ("STORE_GLOBAL", "DELETE_GLOBAL") and ins.argval not in names:
             names.append(str(ins.argval))
-    return names
+    return tuple(names)

@@ -61,16 +61,22 @@ def dso_of_caller() -> tuple[tuple[str, ...], str | None]:
 
 
 def prepare(
-    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *, code: Iterable[Any] = (), what: str | None = None
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    code: Iterable[Any] = (),
+    what: str | None = None,
+    plain: bool = False,
 ) -> bytes:
     """The task's bytes, with the caller's DSO address: pickling errors raise here, in the caller.
 
     ``code``: more functions and classes whose modules must travel by value
     (those reached through an argument, such as a thread's target); ``what``
-    names the function in errors.
+    names the function in errors; ``plain``: see :func:`._task.encode_task`.
     """
     dso, token = dso_of_caller()
-    return encode_task(fn, args, kwargs, dso, token, code=code, what=what)
+    return encode_task(fn, args, kwargs, dso, token, code=code, what=what, plain=plain)
 
 
 def start_invocation(

@@ -55,8 +55,14 @@ def encode_task(
     *,
     code: Iterable[Any] = (),
     what: str | None = None,
+    plain: bool = False,
 ) -> bytes:
     """Pickle a call for a function: code by value where nodes/workers cannot import it.
+
+    ``plain``: the caller has checked that everything in the call is plain
+    data or importable by name (a cloud thread whose target travels as
+    cached bytes), so the stdlib pickler writes it, without cloudpickle's
+    per-object checks.
 
     A function that travels by value is pickled once and its bytes reused
     while what it captures stays the same (:mod:`._fncache`); the task
@@ -67,6 +73,8 @@ def encode_task(
     extra = list(code)
     codes = [fn, type(fn), *args, *kwargs.values(), *extra]
     try:
+        if plain:
+            return pickle.dumps((fn, args, kwargs, dso, token), protocol=pickle.HIGHEST_PROTOCOL)
         shipped = None
         if not extra and P.ships_by_value(fn) and not any(isinstance(v, (types.FunctionType, type)) for v in codes[2:]):
             shipped = pickled(fn, _by_reference, _dumps_by_value)

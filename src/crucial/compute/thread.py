@@ -24,6 +24,7 @@ reports a thread's, if the program never asked for them).
 from __future__ import annotations
 
 import itertools
+import pickle
 import sys
 import threading
 import types
@@ -38,8 +39,10 @@ from ._backend import Backend, get_backend
 from ._exit import ended as exit_ended
 from ._exit import exiting, wait_at_exit
 from ._exit import register as register_exit
+from ._fncache import Shipped, pickled, unpickled
 from ._invoke import Retry, prepare, start_invocation
 from ._lines import line_buffer_caller
+from ._task import _by_reference, _dumps_by_value
 from .timeline import Call, recorded
 
 __all__ = ["CloudThread", "alive", "current_cloud_thread"]
@@ -81,6 +84,8 @@ def current_cloud_thread() -> CloudThread | None:
 
 def _bootstrap(run: Any, thread: CloudThread) -> _Ended:
     """The cloud function of a thread: ``run(thread)``, then what it changed on ``thread``."""
+    if isinstance(thread._target, Shipped):  # its bytes were cached by the caller (see CloudThread.start)
+        thread._target = unpickled(thread._target, pickle.loads)
     before = dict(thread.__dict__)
     _here.thread = thread
     try:
@@ -178,11 +183,18 @@ class CloudThread:
         _warn_about_globals(run if run is not CloudThread.run else target)
         code = [run, type(self), target, type(target), *self._args, *self._kwargs.values()]
         what = f"{type(self).__qualname__}.run" if run is not CloudThread.run else getattr(target, "__qualname__", None)
+        shipped = _shipped_target(run, target, code[4:])
+        if shipped is not None:  # the target travels as bytes pickled once (compute._fncache), not pickled anew
+            self.__dict__["_shipped"] = shipped
+            code = [type(self), *code[4:]]
         try:
-            data = prepare(_bootstrap, (run, self), {}, code=code, what=what or "CloudThread.run")
+            plain = shipped is not None and _plain_state(self)
+            data = prepare(_bootstrap, (run, self), {}, code=code, what=what or "CloudThread.run", plain=plain)
         except BaseException:
             self._ident = None
             raise
+        finally:
+            self.__dict__.pop("_shipped", None)
         future: Future[Any] = Future()
         future.set_running_or_notify_cancel()
         self._call = recorded().add(self.name)
@@ -312,6 +324,9 @@ class CloudThread:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        shipped = state.pop("_shipped", None)
+        if shipped is not None:  # start() is pickling it: the target as its cached bytes
+            state["_target"] = shipped
         state["_future"] = None  # the invocation's bookkeeping stays with the caller
         state["_retrieved"] = True
         state.pop("_call", None)
@@ -327,6 +342,29 @@ class CloudThread:
         if self._daemonic:
             status += " daemon"
         return f"<{type(self).__name__}({self.name}, {status})>"
+
+
+def _shipped_target(run: Any, target: Any, arguments: list[Any]) -> Shipped | None:
+    """The target's cached bytes when it travels by value and the thread is a plain one, else None.
+
+    The same rule as :func:`._task.encode_task`'s for executor functions: no
+    function or class among the arguments (they would be pickled apart from
+    the target, and a module's globals must be one copy).
+    """
+    if run is not CloudThread.run or type(target) is not types.FunctionType or not P.ships_by_value(target):
+        return None
+    if any(isinstance(v, (types.FunctionType, type)) for v in arguments):
+        return None
+    return pickled(target, _by_reference, _dumps_by_value)
+
+
+def _plain_state(thread: CloudThread) -> bool:
+    """Whether the stdlib pickler can write ``thread`` (its target shipped): our class, plain attributes."""
+    if type(thread) is not CloudThread or type(thread._retry) is not Retry:
+        return False
+    state = thread.__getstate__()
+    del state["_target"], state["_retry"]
+    return P.is_plain(state)
 
 
 _warned: weakref.WeakSet[Any] = weakref.WeakSet()
