@@ -119,6 +119,32 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
+# --------------------------------------------------------------------------- CPU time of other processes
+
+
+def cpu_seconds(*pids: int) -> float:
+    """User + system CPU time so far of these processes (all their threads, those that ended too), summed.
+
+    Read from Linux's per-process CPU clock (``clock_gettime`` on the clock id
+    ``(~pid << 3) | 2``, CPUCLOCK_SCHED), in nanoseconds: ``/proc/PID/stat``
+    counts in ticks of 10 ms, which made a few thousand calls' CPU a matter of
+    one tick more or less.  Falls back to /proc where the clock cannot be read;
+    a process that is gone counts 0.
+    """
+    total = 0.0
+    for pid in pids:
+        try:
+            total += time.clock_gettime(((~pid) << 3) | 2)
+        except OSError:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            except (OSError, IndexError):
+                pass
+    return total
+
+
 # --------------------------------------------------------------------------- redis-server
 
 

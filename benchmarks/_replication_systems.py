@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import LOOPBACK, RedisServer, ensure_redis_server, free_port, redis_client
+from _common import LOOPBACK, RedisServer, cpu_seconds, ensure_redis_server, free_port, redis_client
 
 __all__ = [
     "CLK_TCK",
@@ -54,13 +54,6 @@ REDIS = {
 }
 
 # --------------------------------------------------------------------------- CPU time of processes
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads, also those that ended)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15 of proc(5)
 
 
 def wakeups(pid: int) -> int:

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import ProcessGroup, by_mode, emit, log, meta, parser
+from _common import ProcessGroup, by_mode, cpu_seconds, emit, log, meta, parser
 from _common import terminate_as_interrupt as _sigterm
 
 import crucial
@@ -285,15 +285,6 @@ def reader_process(link: Any, dso: str, threads: int, duration: float) -> None:
     for d in done:
         stamps.extend(d)
     link.report({"stamps": stamps.tobytes(), "failed": [e for f in failed for e in f], "slowest": max(slowest)})
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc; 0 where it cannot be read)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Monitor:

@@ -5,7 +5,7 @@
 Two lone nodes run at once, one started with ``--metrics-port 0``.  Each
 run makes ``calls`` sequential ``AtomicInt.add_and_get`` calls on each node
 (the order alternates run by run, so machine noise hits both alike) and
-reads the node's CPU time from ``/proc/PID/stat`` (utime + stime) before and
+reads the node's CPU time (its per-process CPU clock, in ns) before and
 after: CPU per call is the node's work, less sensitive to a shared machine
 than wall time.  Then the metered node gets ``objects`` objects and one
 scrape of ``/metrics`` is timed (a scrape walks the object table).
@@ -18,25 +18,15 @@ machine load).
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 import urllib.request
 from typing import Any
 
-from _common import alternate, by_mode, emit, log, meta, parser
+from _common import alternate, by_mode, cpu_seconds, emit, log, meta, parser
 
 from crucial.client import Client
 from crucial.testing import LocalCluster
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` (Linux /proc; fields 14 and 15, after the parenthesised name)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def run(client: Client, pid: int, calls: int) -> tuple[float, float]:
@@ -81,7 +71,7 @@ def main() -> None:
     med = {name: (statistics.median(w for w, _ in rs), statistics.median(c for _, c in rs)) for name, rs in results.items()}
     # each run's on/off ratio: the two halves of a run saw the same machine load
     pairs = list(zip(results["on"], results["off"], strict=True))
-    cpu_pairs = [on[1] / off[1] for on, off in pairs if off[1]]  # CPU time counts in clock ticks (10 ms)
+    cpu_pairs = [on[1] / off[1] for on, off in pairs if off[1]]
     cpu_pair_ratio = statistics.median(cpu_pairs) if cpu_pairs else float("nan")
     wall_pair_ratio = statistics.median(on[0] / off[0] for on, off in pairs)
     out = {

@@ -21,7 +21,7 @@ its one thread.  For each ``N`` in ``--nodes``:
 
 ``procs`` client processes x ``threads`` threads call on ``objects`` objects
 for ``duration`` seconds (as ``dso_throughput.py``).  The node processes'
-CPU time (``/proc``, via psutil) over the phase, divided by the calls,
+CPU time (their per-process CPU clocks) over the phase, divided by the calls,
 gives **node CPU per call**.  One more phase per run calls the same method
 with no multiplications on one node: its node CPU per call is the **node's
 overhead per call** -- decoding, dispatch, the user method's frame, reply,
@@ -47,7 +47,20 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from _common import ProcessGroup, RedisServer, alternate, by_mode, crucial_cluster, emit, log, median, meta, parser, ratio
+from _common import (
+    ProcessGroup,
+    RedisServer,
+    alternate,
+    by_mode,
+    cpu_seconds,
+    crucial_cluster,
+    emit,
+    log,
+    median,
+    meta,
+    parser,
+    ratio,
+)
 from _common import terminate_as_interrupt as _sigterm
 from dso_throughput import FACTOR, MULTIPLICATIONS, worker
 
@@ -80,16 +93,6 @@ def node_pids(cluster: Any) -> list[int]:
     proc = psutil.Process(cluster.proc.pid)
     children = proc.children()
     return [c.pid for c in children] if children else [proc.pid]
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        t = psutil.Process(pid).cpu_times()
-        total += t.user + t.system
-    return total
 
 
 @contextlib.contextmanager
@@ -126,9 +129,9 @@ def phase(
         for p in group.procs:
             os.sched_setaffinity(p.pid, client_cores(cores, nodes, mode) if system == "crucial" else set(cores))
         group.start_phase()
-        cpu0 = cpu_seconds(pids) if pids else 0.0
+        cpu0 = cpu_seconds(*pids)
         reports = group.collect()
-        cpu1 = cpu_seconds(pids) if pids else 0.0
+        cpu1 = cpu_seconds(*pids)
     ops = sum(r["ops"] for r in reports)
     return {"ops_s": ops / args.duration, "calls": ops, "node_cpu_s": cpu1 - cpu0}
 
