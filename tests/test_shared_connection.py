@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -104,3 +105,55 @@ def test_a_call_with_a_timeout_goes_over_a_connection_of_its_own(dso1: LocalClus
     assert client.call("Counter", key, "increment", (1,), create=((0,), {}), timeout=WAIT) == 1
     assert any(c.address == dso1.dso for c in client._all)
     assert client.call("Counter", key, "increment", (1,)) == 2
+
+
+def _open_connections(probe: Client, address: str, at_most: int | None = None) -> int:
+    """The node's open connections; with ``at_most``: once they are that few (a closed socket's end reaches
+    the node a moment later), or how many are still open after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        n = int(probe.info(address)["connections"])
+        if at_most is None or n <= at_most or time.monotonic() > deadline:
+            return n
+        time.sleep(0.01)
+
+
+def test_a_client_dropped_unclosed_closes_its_connections(key: str) -> None:
+    # its finalizer closes them; a shared connection held the client strongly, through the finalizer's
+    # own arguments, so it was never finalized: its sockets stayed open on every node it had called
+    with LocalCluster(nodes=1, token="t") as cluster:
+        address = cluster.addresses[0]
+        probe = cluster.client()
+        before = _open_connections(probe, address)
+        for i in range(5):
+            dropped = Client(cluster.addresses, cluster.config())
+            dropped.call("AtomicInt", key, "add_and_get", (1,), create=((0,), {}))
+            assert _open_connections(probe, address) == before + 1
+            del dropped  # no close(): nothing else refers to it
+            assert _open_connections(probe, address, at_most=before) == before, f"round {i}: the dropped client's is open"
+
+
+def bump(key: str) -> int:
+    return int(crucial.AtomicInt(0, key=key).add_and_get(1))
+
+
+def test_a_worker_pointed_at_new_addresses_leaves_no_connection_open(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # found by the soak: a compute worker drops its clients whenever a task names other node addresses (every
+    # view change of a cluster whose restarted nodes come back on new ports); each dropped client's connection
+    # stayed open on every node -- one more per worker per restart, for ever
+    from crucial.client import _default
+    from crucial.compute._task import decode_outcome, encode_task, run_task
+
+    with LocalCluster(nodes=1, token="t") as cluster:
+        address = cluster.addresses[0]
+        probe = cluster.client()
+        monkeypatch.setenv("CRUCIAL_DSO", "")  # run_task points this process at the task's cluster: undone after
+        monkeypatch.setenv("CRUCIAL_TOKEN", "")
+        before = _open_connections(probe, address)
+        try:
+            for i in range(1, 7):
+                dso = (address,) * (1 + i % 2)  # another address list each time, as after a view change
+                assert decode_outcome(run_task(encode_task(bump, (key,), {}, dso, "t")), "worker") == i
+                assert _open_connections(probe, address, at_most=before + 1) == before + 1, f"task {i}: connections left open"
+        finally:
+            _default.reset_clients()

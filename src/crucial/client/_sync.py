@@ -352,6 +352,23 @@ def _close_shared(shared: dict[str, _Shared]) -> None:
         conn.close()
 
 
+def _asker(client: Client, address: str) -> Callable[[], bool]:
+    """``client._still_member(address)`` for a shared connection, holding the client weakly.
+
+    The client's finalizer keeps its shared connections alive (it closes
+    them): a connection that held the client strongly kept every client
+    dropped unclosed -- and its sockets -- alive for ever (a compute worker
+    drops its clients whenever the cluster's addresses change).
+    """
+    ref = weakref.ref(client)
+
+    def still_member() -> bool:
+        alive = ref()
+        return alive is None or alive._still_member(address)
+
+    return still_member
+
+
 _live: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
@@ -474,7 +491,7 @@ class Client:
                     raise ConnectError("client is closed", address)
                 shared = self._shared.get(address)
             if shared is None:
-                made = _Shared(self.core, address, lambda: self._still_member(address))  # connects: not under the lock
+                made = _Shared(self.core, address, _asker(self, address))  # connects: not under the lock
                 with self._lock:
                     shared = self._shared.setdefault(address, made)
                 if shared is not made:
