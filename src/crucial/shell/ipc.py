@@ -81,8 +81,7 @@ from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from ._grammar import wants_stdin
 from ._procs import exit_status
-from ._verbenv import IPC_PORT_ENV, IPC_SECRET_ENV, MAGIC, UNREACHABLE, VERB_NAMES, bash_functions, bash_prelude
-from ._verbenv import function_env as _function_env
+from ._verbenv import IPC_PORT_ENV, IPC_SECRET_ENV, MAGIC, UNREACHABLE, VERB_NAMES, bash_functions, bash_prelude, function_env
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -414,7 +413,7 @@ def run_shell(
     try:
         full_env = dict(os.environ)
         full_env.update(env or {})
-        full_env.update(_function_env(srv.port, srv.secret))
+        full_env.update(function_env(srv.port, srv.secret))
         full_env.update(srv.env())
         if script is not None:
             argv = ["bash", "-c", script, command or "sshell"]

@@ -301,7 +301,8 @@ def execute_stage(stage: Stage) -> int:
     """The cloud function of one stage: link to the neighbours, run the command, report its status."""
     from ..objects.containers import Queue
     from ..objects.synchronization import SharedFuture
-    from .sshell import QUEUE_CHUNKS, STALLED_CLIENT, deadline, die_with_parent, job_env, run_stats
+    from ._procs import die_with_parent
+    from .sshell import QUEUE_CHUNKS, STALLED_CLIENT, deadline, job_env, run_stats
 
     job = stage.job
     if job.forked:
@@ -437,12 +438,14 @@ def _run(
     err: Callable[[bytes], None],
 ) -> int:
     """``bash -c command`` with the verbs served, stdin given, stdout to ``send`` then ``finish``, stderr to ``err``."""
-    from .ipc import VerbServer, _function_env, exit_status
+    from ._procs import exit_status
+    from ._verbenv import function_env
+    from .ipc import VerbServer
 
     with VerbServer() as srv:
         full_env = dict(os.environ)
         full_env.update(env)
-        full_env.update(_function_env(srv.port, srv.secret))
+        full_env.update(function_env(srv.port, srv.secret))
         full_env.update(srv.env())
         proc = subprocess.Popen(
             ["bash", "-c", command], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env
@@ -601,9 +604,8 @@ def run_pipe(
 
     from ..objects.containers import Queue
     from ..objects.synchronization import Event, SharedFuture
+    from ._procs import EXIT_FAILURE, EXIT_TIMEOUT
     from .sshell import (
-        EXIT_FAILURE,
-        EXIT_TIMEOUT,
         LIVENESS,
         QUEUE_CHUNKS,
         _backend,
