@@ -108,13 +108,12 @@ def test_a_function_that_writes_its_globals_starts_fresh_each_time(dso1: Any) ->
 def test_a_cloud_threads_target_is_pickled_once_and_the_thread_with_pickle(dso1: Any, monkeypatch: Any) -> None:
     """A plain thread ships its by-value target as the cached bytes, and itself with the stdlib pickler."""
     from crucial.compute import _task
-    from crucial.compute import thread as thread_module
 
     def triple(x: int) -> int:  # a fresh function: nothing cached for it yet
         return 3 * x
 
     made, plain = [], []
-    real_dumps, real_encode = thread_module._dumps_by_value, _task.encode_task
+    real_dumps, real_encode = _task._dumps_by_value, _task.encode_task
 
     def counting_dumps(fn: Any) -> bytes:
         made.append(fn)
@@ -124,7 +123,7 @@ def test_a_cloud_threads_target_is_pickled_once_and_the_thread_with_pickle(dso1:
         plain.append(kwargs.get("plain", False))
         return real_encode(*args, **kwargs)
 
-    monkeypatch.setattr(thread_module, "_dumps_by_value", counting_dumps)
+    monkeypatch.setattr(_task, "_dumps_by_value", counting_dumps)
     monkeypatch.setattr("crucial.compute._invoke.encode_task", watching_encode)
     assert [run(triple, i) for i in range(3)] == [0, 3, 6]
     assert made == [triple] and plain == [True, True, True]

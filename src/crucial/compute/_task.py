@@ -70,14 +70,15 @@ def encode_task(
     microsecond or two.
     """
     what = what or getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    if plain:
+        try:
+            return pickle.dumps((fn, args, kwargs, dso, token), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise SerializationError(_unpicklable(what, fn, args, kwargs, exc)) from exc
     extra = list(code)
     codes = [fn, type(fn), *args, *kwargs.values(), *extra]
     try:
-        if plain:
-            return pickle.dumps((fn, args, kwargs, dso, token), protocol=pickle.HIGHEST_PROTOCOL)
-        shipped = None
-        if not extra and P.ships_by_value(fn) and not any(isinstance(v, (types.FunctionType, type)) for v in codes[2:]):
-            shipped = pickled(fn, _by_reference, _dumps_by_value)
+        shipped = None if extra else shipped_function(fn, codes[2:])
         # a plain tuple, not the Task: plain data pickles with pickle, not cloudpickle
         return P.pickle_bytes((tuple(shipped) if shipped else fn, args, kwargs, dso, token), code=codes)
     except Exception as exc:
@@ -100,6 +101,20 @@ def _unpicklable(what: str, fn: Callable[..., Any], args: tuple[Any, ...], kwarg
         f"cloud function {what!r} cannot be pickled: {where} is a {kind.__module__}.{kind.__qualname__}, "
         f"which cannot travel to a cloud function ({exc}); {hint(value)}"
     )
+
+
+def shipped_function(fn: Any, others: Iterable[Any]) -> Shipped | None:
+    """``fn``'s bytes pickled once (:mod:`._fncache`) when it travels by value, else None.
+
+    Not when a function or class is among ``others`` (the call's arguments):
+    they would be pickled apart from ``fn``, and a module's globals must
+    travel as one copy.
+    """
+    if type(fn) is not types.FunctionType or not P.ships_by_value(fn):
+        return None
+    if any(isinstance(v, (types.FunctionType, type)) for v in others):
+        return None
+    return pickled(fn, _by_reference, _dumps_by_value)
 
 
 def _dumps_by_value(fn: Callable[..., Any]) -> bytes:

@@ -39,10 +39,10 @@ from ._backend import Backend, get_backend
 from ._exit import ended as exit_ended
 from ._exit import exiting, wait_at_exit
 from ._exit import register as register_exit
-from ._fncache import Shipped, pickled, unpickled
+from ._fncache import Shipped, unpickled
 from ._invoke import Retry, prepare, start_invocation
 from ._lines import line_buffer_caller
-from ._task import _by_reference, _dumps_by_value
+from ._task import shipped_function
 from .timeline import Call, recorded
 
 __all__ = ["CloudThread", "alive", "current_cloud_thread"]
@@ -183,7 +183,7 @@ class CloudThread:
         _warn_about_globals(run if run is not CloudThread.run else target)
         code = [run, type(self), target, type(target), *self._args, *self._kwargs.values()]
         what = f"{type(self).__qualname__}.run" if run is not CloudThread.run else getattr(target, "__qualname__", None)
-        shipped = _shipped_target(run, target, code[4:])
+        shipped = shipped_function(target, code[4:]) if run is CloudThread.run else None
         if shipped is not None:  # the target travels as bytes pickled once (compute._fncache), not pickled anew
             self.__dict__["_shipped"] = shipped
             code = [type(self), *code[4:]]
@@ -342,20 +342,6 @@ class CloudThread:
         if self._daemonic:
             status += " daemon"
         return f"<{type(self).__name__}({self.name}, {status})>"
-
-
-def _shipped_target(run: Any, target: Any, arguments: list[Any]) -> Shipped | None:
-    """The target's cached bytes when it travels by value and the thread is a plain one, else None.
-
-    The same rule as :func:`._task.encode_task`'s for executor functions: no
-    function or class among the arguments (they would be pickled apart from
-    the target, and a module's globals must be one copy).
-    """
-    if run is not CloudThread.run or type(target) is not types.FunctionType or not P.ships_by_value(target):
-        return None
-    if any(isinstance(v, (types.FunctionType, type)) for v in arguments):
-        return None
-    return pickled(target, _by_reference, _dumps_by_value)
 
 
 def _plain_state(thread: CloudThread) -> bool:
