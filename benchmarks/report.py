@@ -222,8 +222,9 @@ def provenance(results: dict[str, dict[str, Any]]) -> str:
 def replace_region(path: Path, body: str) -> bool:
     """Put ``body`` between the markers of ``path``; False (and nothing written) when they are missing."""
     text = path.read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
+    start = text.find(BEGIN)
+    end = text.find(END, start) if start >= 0 else -1  # the first END after BEGIN: other regions use it too
+    if end < 0:
         log(f"{path}: no {BEGIN} ... {END} region; left alone")
         return False
     path.write_text(text[: start + len(BEGIN)] + "\n" + body.strip() + "\n" + text[end:])

@@ -171,7 +171,7 @@ def test_report_writes_the_pages_and_the_chart_from_kept_results(tmp_path: Path)
     kept.write_text("".join(json.dumps(line) + "\n" for line in lines))
     doc, readme, chart = tmp_path / "benchmarks.md", tmp_path / "README.md", tmp_path / "chart.png"
     doc.write_text(PAGE)
-    readme.write_text(PAGE)
+    readme.write_text("counts <!-- generated:porting -->3<!-- /generated --> lines\n" + PAGE)  # another region first
     earlier = tmp_path / "before.jsonl"
     earlier.write_text(json.dumps({"benchmark": "dso_latency", "ratio_vs_redis": 0.95, **meta, "commit": "0ld0000"}) + "\n")
     r = report("--from", str(kept), "--compare", str(earlier), "--doc", str(doc), "--readme", str(readme), "--chart", str(chart))
@@ -184,6 +184,7 @@ def test_report_writes_the_pages_and_the_chart_from_kept_results(tmp_path: Path)
     )
     assert "old table" not in text
     short = readme.read_text()  # README's tables have no before column
+    assert short.startswith("counts <!-- generated:porting -->3<!-- /generated --> lines\n# Page") and "old table" not in short
     assert "| `dso_latency` | latency vs redis-py | 0.8 | ≤ 0.85 | yes |" in short
     assert "| `invoke` | 64 threads vs pool | 1.2 | ≤ 1.0 | no |" in short
     assert "| `kmeans` | did not run |" in text and "exit 1 after 3 s" in text
@@ -196,7 +197,7 @@ def test_report_writes_the_pages_and_the_chart_from_kept_results(tmp_path: Path)
 def test_report_runs_the_scripts_and_keeps_their_lines(tmp_path: Path) -> None:
     doc, readme = tmp_path / "benchmarks.md", tmp_path / "README.md"
     doc.write_text(PAGE)
-    readme.write_text(PAGE)
+    readme.write_text("counts <!-- generated:porting -->3<!-- /generated --> lines\n" + PAGE)  # another region first
     out = tmp_path / "results"
     chart = tmp_path / "chart.png"
     r = report(
