@@ -228,7 +228,8 @@ GOOD = (1, "T", "k", "m", (), None, None, False, 0)
     "payload",
     [
         pytest.param(GOOD[:8], id="too-short"),
-        pytest.param((*GOOD, 0), id="too-long"),
+        pytest.param((*GOOD, 0, 0), id="too-long"),
+        pytest.param((*GOOD, "3"), id="below-not-int"),
         pytest.param(42, id="not-a-tuple"),
         pytest.param(None, id="none"),
         pytest.param((1, "T", 5, "m", (), None, None, False, 0), id="key-not-str"),
@@ -245,6 +246,11 @@ GOOD = (1, "T", "k", "m", (), None, None, False, 0)
 def test_malformed_call_is_a_protocol_error(payload: object) -> None:
     with pytest.raises(ProtocolError, match="malformed call"):
         decode_call(_raw(payload))
+
+
+def test_a_call_says_which_calls_are_over_and_nine_fields_mean_none() -> None:
+    assert decode_call(_raw((*GOOD, 7))).below == 7
+    assert decode_call(_raw(GOOD)).below == 0  # the shell's one-call client sends nine
 
 
 @pytest.mark.parametrize("owner", ["abc", None, [1]])

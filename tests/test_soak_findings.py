@@ -149,7 +149,7 @@ def test_remembering_a_reply_again_does_not_count_its_bytes_twice() -> None:
     its size a second time; past DEDUP_BYTES of drift every reply was evicted
     as soon as it was remembered, and retried calls would have run twice.
     """
-    from crucial.server import _node
+    from crucial.server import _replies
 
     async def main() -> tuple[int, bool]:
         node = Node(blocked_warning=None)
@@ -158,10 +158,10 @@ def test_remembering_a_reply_again_does_not_count_its_bytes_twice() -> None:
             assert node.table is not None
             cell = node.table.create("AtomicInt", "k", (0,), {}, False)
             big = b"x" * (1 << 20)
-            for _ in range(_node.DEDUP_BYTES // len(big) + 2):  # one call's reply, remembered again and again
+            for _ in range(_replies.DEDUP_BYTES // len(big) + 2):  # one call's reply, remembered again and again
                 node.remember(cell, ("client", 1), P.Kind.OK, big)
             node.remember(cell, ("client", 2), P.Kind.OK, b"small")
-            return node._dedup_bytes, ("client", 2) in (cell.dedup or {})
+            return node.replies.nbytes, ("client", 2) in (cell.dedup or {})
         finally:
             await node.close()
 

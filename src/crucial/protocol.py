@@ -362,6 +362,7 @@ class CallRequest(NamedTuple):
     create: tuple[Any, ...] | None = None
     force: bool = False
     owner: int = 0  # the caller's thread id, for owner-aware objects (RLock)
+    below: int = 0  # every call of this client below this seq is over (0: unknown); docs/design.md
 
 
 def encode_call(call: CallRequest) -> bytes:
@@ -403,14 +404,17 @@ def _options_ok(options: Any) -> bool:
 
 def decode_call(body: bytes) -> CallRequest:
     payload = loads(body, what="call")
-    try:
-        seq, type_name, key, method, args, kwargs, create, force, owner = payload
-    except (TypeError, ValueError) as exc:
+    try:  # nine fields from a client that does not say which calls are over (the shell's one-call client)
+        seq, type_name, key, method, args, kwargs, create, force, owner, *rest = payload
+        below = rest[0] if rest else 0
+    except (TypeError, ValueError, IndexError) as exc:
         raise ProtocolError(f"malformed call: {exc}") from exc
+    if len(rest) > 1:
+        raise ProtocolError(f"malformed call: {len(payload)} fields, expected 9 or 10")
     if not (isinstance(type_name, str) and isinstance(key, str) and isinstance(method, str)):
         raise ProtocolError("malformed call: type, key and method must be strings")
-    if not (isinstance(seq, int) and isinstance(owner, int)):
-        raise ProtocolError("malformed call: seq and owner must be ints")
+    if not (isinstance(seq, int) and isinstance(owner, int) and isinstance(below, int)):
+        raise ProtocolError("malformed call: seq, owner and below must be ints")
     if not isinstance(args, tuple) or not (kwargs is None or isinstance(kwargs, dict)):
         raise ProtocolError("malformed call: args must be a tuple and kwargs a dict")
     if create is not None and not (
@@ -421,7 +425,7 @@ def decode_call(body: bytes) -> CallRequest:
         and (len(create) == 2 or _options_ok(create[2]))
     ):
         raise ProtocolError("malformed call: create must be (args, kwargs) or (args, kwargs, (persistent, rf))")
-    return CallRequest(seq, type_name, key, method, args, kwargs, create, bool(force), owner)
+    return CallRequest(seq, type_name, key, method, args, kwargs, create, bool(force), owner, below)
 
 
 #: method names of a CALL that read, write and delete a data attribute of a

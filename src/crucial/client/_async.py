@@ -226,8 +226,16 @@ class AsyncClient:
         if owner is None:
             task = asyncio.current_task()
             owner = id(task) if task is not None else threading.get_ident()
-        call = P.CallRequest(core.next_seq(), type_name, key, method, args, kwargs, create, force, owner)
-        body = P.encode_call(call)
+        seq, below = core.open_call()
+        try:
+            body = P.encode_call(P.CallRequest(seq, type_name, key, method, args, kwargs, create, force, owner, below))
+            return await self._call(body, type_name, key, cls, timeout, on_output)
+        finally:
+            core.close_call(seq)
+
+    async def _call(self, body: bytes, type_name: str, key: str, cls: type | None, timeout: float | None, on_output: Any) -> Any:
+        """:meth:`call` with its body made: send it (again, to another node) until a node answers it."""
+        core = self.core
         timeout = timeout if timeout is not None else core.config.call_timeout
         attempts = Attempts(core, type_name, key, cls)
         while True:

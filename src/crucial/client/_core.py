@@ -174,15 +174,32 @@ class ClientCore:
         against each other)."""
         self.client_id = uuid.uuid4().hex
         self._seq = itertools.count(1)
+        self._open: dict[int, None] = {}  # calls that may still be sent, in sequence order
+        self._seq_lock = threading.Lock()
 
-    def next_seq(self) -> int:
-        return next(self._seq)
+    def open_call(self) -> tuple[int, int]:
+        """A new call's sequence number, and the lowest one still open (``below``).
+
+        Every call below ``below`` has returned or raised and is never sent
+        again, so nodes may forget its reply (docs/design.md, "How long a
+        node keeps a reply").  Taking the number and entering it under one
+        lock keeps ``_open`` in sequence order, so its first key is the lowest;
+        :meth:`close_call` when the call is over, whatever its outcome.
+        """
+        with self._seq_lock:
+            seq = next(self._seq)
+            self._open[seq] = None
+        return seq, next(iter(self._open))
+
+    def close_call(self, seq: int) -> None:
+        self._open.pop(seq, None)
 
     def next_req(self) -> int:
         return next(self._req)
 
     def hello(self) -> bytes:
-        body = P.encode_json({"version": P.PROTOCOL_VERSION, "token": self.config.token, "client_id": self.client_id})
+        hello = {"version": P.PROTOCOL_VERSION, "token": self.config.token, "client_id": self.client_id}
+        body = P.encode_json(hello | {"failover_timeout": self.config.failover_timeout})  # how long our retries may come
         return P.encode_frame(P.Kind.HELLO, 0, body)
 
     def call_frame(self, req_id: int, call: P.CallRequest) -> bytes:

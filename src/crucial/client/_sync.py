@@ -627,7 +627,16 @@ class Client:
         (sequential reads); a replica that cannot sends the call on to the primary.
         """
         core = self.core
-        body = P.encode_call_fields(core.next_seq(), type_name, key, method, args, kwargs, create, force, _get_ident())
+        seq, below = core.open_call()
+        try:
+            body = P.encode_call_fields(seq, type_name, key, method, args, kwargs, create, force, _get_ident(), below)
+            return self._call(body, type_name, key, cls, timeout, read_any)
+        finally:
+            core.close_call(seq)
+
+    def _call(self, body: bytes, type_name: str, key: str, cls: type | None, timeout: float | None, read_any: bool) -> Any:
+        """:meth:`call` with its body made: send it (again, to another node) until a node answers it."""
+        core = self.core
         timeout = timeout if timeout is not None else core.config.call_timeout
         if read_any and core.view is not None and len(core.view.placed) > 1:
             address = core.read_target(type_name, key)

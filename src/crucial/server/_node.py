@@ -31,7 +31,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +59,7 @@ from ._handoff import Handoff, may_gain
 from ._nested import NodeTransport
 from ._output import CallOutput
 from ._replica import Replicator
+from ._replies import DEDUP_AGE, Replies
 from ._runtime import Cell, Invocation, ObjectTable, blocked_report
 from ._security import NodeTLS, Tokens
 from ._state import Options
@@ -68,9 +68,6 @@ __all__ = ["Node", "is_loopback"]
 
 log = logging.getLogger("crucial.node")
 
-#: replies kept for replayed calls, at most this many bytes in all (and
-#: ``dedup_window`` entries): a retry comes within seconds, not hours.
-DEDUP_BYTES = 32 * 1024 * 1024
 #: seconds one call may hold the node's thread before the node logs which call it is
 BLOCKED_WARNING = 5.0
 
@@ -137,6 +134,7 @@ class Node:
         token: str | None = None,
         max_frame_size: int = P.DEFAULT_MAX_FRAME_SIZE,
         dedup_window: int = 100_000,
+        dedup_age: float = DEDUP_AGE,
         advertise: str | None = None,
         blocked_warning: float | None = BLOCKED_WARNING,
         node_id: str | None = None,
@@ -176,10 +174,8 @@ class Node:
         self.builtin_names: frozenset[str] = frozenset()
         self._unreplicable: frozenset[str] = frozenset()
         self.class_bytes: dict[str, bytes] = {}  # user classes as registered (sent on to peers)
-        # dedup: per-object replies (cell.dedup) plus one order over all of them, for eviction
-        self._dedup_order: OrderedDict[Did, tuple[Ref, int]] = OrderedDict()
-        self._dedup_window = dedup_window
-        self._dedup_bytes = 0
+        # replies kept for retried calls: on their objects (cell.dedup); this decides when they go
+        self.replies = Replies(self._cells, dedup_window, age=dedup_age)
         self._inflight: dict[Did, list[tuple[_Connection, int]]] = {}
         self._clients: dict[str, int] = {}  # client id -> open connections
         self.connections: set[_Connection] = set()
@@ -413,6 +409,7 @@ class Node:
                 return
         did = (conn.client_id, call.seq)
         if call.seq:
+            self.replies.heard(conn.client_id, call.below)
             waiting = self._inflight.get(did)
             if waiting is not None:  # a retry of a call still running (or replicating): answer both
                 waiting.append((conn, req_id))
@@ -614,24 +611,11 @@ class Node:
         return True
 
     def remember(self, cell: Cell, did: Did, kind: int, payload: bytes) -> None:
-        """Keep a reply for replays, on its object, within both the count and the byte budget."""
-        if cell.dedup is None:
-            cell.dedup = {}
-        cell.dedup[did] = (kind, payload)
-        order = self._dedup_order
-        again = order.pop(did, None)  # remembered again (a resent record, a state installed): count it once
-        if again is not None:
-            self._dedup_bytes -= again[1]
-        order[did] = (cell.ref, len(payload))
-        self._dedup_bytes += len(payload)
-        if len(order) > self._dedup_window or self._dedup_bytes > DEDUP_BYTES:
-            cells = self.table.cells if self.table is not None else {}
-            while order and (len(order) > self._dedup_window or self._dedup_bytes > DEDUP_BYTES):
-                old, (ref, size) = order.popitem(last=False)
-                self._dedup_bytes -= size
-                holder = cells.get(ref)
-                if holder is not None and holder.dedup is not None:
-                    holder.dedup.pop(old, None)
+        """Keep a reply for replays, on its object (the window decides how long: _replies)."""
+        self.replies.remember(cell, did, kind, payload)
+
+    def _cells(self) -> dict[Ref, Cell]:
+        return self.table.cells if self.table is not None else {}
 
     def user_classes(self) -> dict[type, str]:
         assert self.table is not None
@@ -705,6 +689,7 @@ class Node:
             "view": view.as_json(),
             "connections": len(self.connections),
             "clients": len(self._clients),
+            "replies": self.replies.describe(),
             "stats": dict(self.stats),
             "objects": len(cells),
             "types": dict(collections.Counter(type_name for type_name, _ in cells)),
@@ -920,6 +905,9 @@ class _Connection(asyncio.Protocol):
             raise ProtocolError("HELLO: peer must be a node id")
         self.peer = peer
         self.client_id = client_id
+        retries = hello.get("failover_timeout")  # how long this client may retry a call: keep its replies longer
+        if isinstance(retries, (int, float)) and not isinstance(retries, bool) and 0 < retries < math.inf:
+            self.node.replies.retries_within(retries)
         self.authenticated = True
         self.node.client_opened(client_id)
         self.send(P.Kind.WELCOME, frame.req_id, self.node.welcome())

@@ -26,11 +26,14 @@ from typing import Any, NamedTuple
 
 from ..exceptions import ProtocolError
 
-__all__ = ["Dedup", "Record", "RecordKind", "Version", "decode_records", "encode_records"]
+__all__ = ["Dedup", "Record", "RecordDedup", "RecordKind", "Version", "decode_records", "encode_records"]
 
 Version = tuple[int, int]
 #: a call's reply kept for replays: (client id, call seq, reply kind, reply body)
 Dedup = tuple[str, int, int, bytes]
+#: a record's reply, with the client's ``below`` as the primary knew it (every copy forgets the same
+#: replies: docs/design.md, "How long a node keeps a reply"); records kept before it have no ``below``
+RecordDedup = tuple[str, int, int, bytes, int] | Dedup
 
 
 class RecordKind:
@@ -48,7 +51,7 @@ class Record(NamedTuple):
     version: Version
     prev: Version | None  # None for STATE and DELETE: they apply on any version
     body: bytes
-    dedup: Dedup | None = None
+    dedup: RecordDedup | None = None
 
 
 def encode_records(records: list[Record] | tuple[Record, ...]) -> bytes:

@@ -28,7 +28,7 @@ from .. import protocol as P
 from ..exceptions import CrucialError, ObjectCreationError, ProtocolError, StorageError
 from ..objects._monitor import Caller, inline
 from ._peers import PeerLink
-from ._records import Dedup, Record, RecordKind, Version, decode_records, encode_records
+from ._records import Record, RecordDedup, RecordKind, Version, decode_records, encode_records
 from ._runtime import Cell
 from ._state import Image, Options, dump_image, load_image
 
@@ -167,10 +167,10 @@ class Replicator:
         if body is None:
             record = Record(cell.ref[0], cell.ref[1], RecordKind.DELETE, version, None, b"")
         elif st.active:
-            dedup: Dedup | None = (did[0], did[1], kind, payload) if did is not None else None
+            dedup = self._dedup(did, kind, payload)
             record = Record(cell.ref[0], cell.ref[1], RecordKind.CALL, version, prev, body, dedup)
         else:
-            dedup = (did[0], did[1], kind, payload) if did is not None else None
+            dedup = self._dedup(did, kind, payload)
             try:
                 state = self.dump(cell, with_dedup=False)
             except CrucialError as exc:  # the state cannot travel: the call must not be acknowledged
@@ -498,7 +498,7 @@ class Replicator:
             return "need", current
         cell.repl.version = r.version
         if r.dedup is not None:
-            self.node.remember(cell, (r.dedup[0], r.dedup[1]), r.dedup[2], r.dedup[3])
+            self._remember(cell, r.dedup)
         return "ok", r.version
 
     def _apply_call(self, r: Record, cell: Cell | None) -> Cell | None:
@@ -530,7 +530,7 @@ class Replicator:
                     inline.caller = None
         return cell
 
-    def install(self, body: bytes, version: Version, dedup: Dedup | None = None) -> Cell:
+    def install(self, body: bytes, version: Version, dedup: RecordDedup | None = None) -> Cell:
         """Host an object from its state (a backup's STATE, a hand-over, the data dir)."""
         table = self.node.table
         assert table is not None
@@ -546,8 +546,18 @@ class Replicator:
         for cid, seq, kind, reply in image.dedup:
             self.node.remember(cell, (cid, seq), kind, reply)
         if dedup is not None:
-            self.node.remember(cell, (dedup[0], dedup[1]), dedup[2], dedup[3])
+            self._remember(cell, dedup)
         return cell
+
+    def _dedup(self, did: tuple[str, int] | None, kind: int, payload: bytes) -> RecordDedup | None:
+        """A record's reply, with what the client said of its calls that are over (``below``)."""
+        return None if did is None else (did[0], did[1], kind, payload, self.node.replies.below(did[0]))
+
+    def _remember(self, cell: Cell, dedup: RecordDedup) -> None:
+        """Keep a record's reply as its primary did, and forget what its client said is over."""
+        if len(dedup) > 4:
+            self.node.replies.heard(dedup[0], dedup[4])  # type: ignore[misc]
+        self.node.remember(cell, (dedup[0], dedup[1]), dedup[2], dedup[3])
 
     def close(self) -> None:
         for link in self.links.values():
