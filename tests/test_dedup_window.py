@@ -191,3 +191,20 @@ def test_a_client_announces_how_long_it_retries() -> None:
         with cluster.client(failover_timeout=300.0) as patient:
             patient.ping()
             assert patient.info()["replies"]["age_s"] == 600.0
+
+
+def test_a_read_keeps_no_reply_and_a_retry_of_it_reads_again() -> None:
+    """A read's retry may run again (it answers what holds then, within the call's time): nothing to keep."""
+    with LocalCluster(nodes=1) as cluster:
+        address, client_id = cluster.addresses[0], uuid.uuid4().hex
+        write = P.CallRequest(1, "AtomicInt", "r", "increment_and_get", (), None, ((0,), {}), False, 0, 1)
+        read = P.CallRequest(2, "AtomicInt", "r", "get", (), None, None, False, 0, 1)  # 1 still open
+        with raw_connection(address, client_id=client_id) as conn:
+            assert pickle.loads(conn.call(write).body) == 1
+            assert kept(cluster, address) == 1
+            assert pickle.loads(conn.call(read).body) == 1
+            assert kept(cluster, address) == 1  # the write's only
+            again = P.CallRequest(3, "AtomicInt", "r", "increment_and_get", (), None, None, False, 0, 1)
+            assert pickle.loads(conn.call(again).body) == 2
+            assert pickle.loads(conn.call(read).body) == 2  # the retried read runs again: the value now
+            assert pickle.loads(conn.call(write).body) == 1  # the retried write does not

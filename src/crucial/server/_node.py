@@ -446,8 +446,12 @@ class Node:
         persistent = cell.repl is not None
         # a read of a persistent object changes nothing: no record, no disk; it is answered after the
         # writes before it are acknowledged, so it never shows a write that one failure could lose
-        reading = persistent and existed and not call.force and is_readonly(type(cell.obj), call.method)
+        reads = existed and not call.force and is_readonly(type(cell.obj), call.method)
+        reading = persistent and reads
+        # a read's retry may simply run again (it answers what holds then, still within the call's time):
+        # only a call that changes something keeps its reply for retries
         seq = call.seq
+        keep = seq and not reads
 
         def on_done(ok: bool, value: Any, tb: str) -> None:
             kind, payload = _encode_result(ok, value, tb, call)
@@ -459,7 +463,7 @@ class Node:
             if reading:
                 self.repl.read_done(cell, kind, payload, targets, did if seq else None)
                 return
-            if seq:
+            if keep:
                 self.remember(cell, did, kind, payload)
             if persistent:
                 self.repl.commit(cell, body, did if seq else None, kind, payload, targets)
