@@ -282,3 +282,13 @@ def test_unpicklable_create_args_are_a_serialization_error() -> None:
 
 def iter_gen():  # a generator object cannot be pickled, even by cloudpickle
     yield 1
+
+
+def test_a_reply_that_cannot_be_unpickled_names_its_node() -> None:
+    from crucial.client import Client
+    from crucial.config import Config
+
+    core = Client(("127.0.0.1:1",), Config()).core
+    assert core.result(Frame(Kind.OK, 1, pickle.dumps([1, 2])), "127.0.0.1:9") == [1, 2]
+    with pytest.raises(SerializationError, match=r"reply from 127\.0\.0\.1:9 cannot be unpickled"):
+        core.result(Frame(Kind.OK, 1, b"\x80\x05garbage"), "127.0.0.1:9")
