@@ -70,6 +70,31 @@ def test_both_ways_print_the_same_and_exit_alike(env: dict[str, str], command: s
     assert (quick.returncode, quick.stdout, quick.stderr) == (usual.returncode, usual.stdout, usual.stderr)
 
 
+OPTIONS = {
+    "-e in every spelling": ["-e", "A=1", "-eB=two words", "--env", "C=", "--env=D=x=y", "echo [$A] [$B] [$C] [$D]"],
+    "-e over what sshell sets": ["-e", "SSHELL_ID=mine", "-e", "CRUCIAL_DSO=elsewhere", 'echo "$SSHELL_ID $CRUCIAL_DSO"'],
+    "-e does not hide the verbs": ["-e", "CRUCIAL_IPC_PORT=1", "counter -n K increment"],
+    "-- before a command that starts with a dash": ["--", "-x", "echo not run"],  # bash's usage error, both ways
+    "-e then --": ["-e", "A=1", "--", "echo $A"],
+}
+
+
+@pytest.mark.parametrize("argv", OPTIONS.values(), ids=OPTIONS.keys())
+def test_the_options_the_quick_way_takes_act_as_the_usual_way(env: dict[str, str], argv: list[str]) -> None:
+    keys = iter(f"q-{uuid.uuid4().hex[:10]}" for _ in range(2))
+    quick, usual = (
+        subprocess.run([*way, *(a.replace("-n K", f"-n {k}") for a in argv)], env=env, capture_output=True, timeout=60)
+        for way, k in ((QUICK, next(keys)), (USUAL, next(keys)))
+    )
+    assert (quick.returncode, quick.stdout, quick.stderr) == (usual.returncode, usual.stdout, usual.stderr)
+    assert quick.stdout or quick.stderr  # something to compare
+
+
+@pytest.mark.parametrize("argv", [["-e", "A=1"], ["-eA=1", "--env=B=2"], ["--"], ["-e", "A=1", "--"]])
+def test_env_options_and_a_double_dash_go_the_quick_way(env: dict[str, str], tmp_path: Path, argv: list[str]) -> None:
+    assert _declined(env, argv, tmp_path) == ("0", True)
+
+
 def test_the_command_is_given_an_id_and_a_shared_dir(env: dict[str, str]) -> None:
     r = subprocess.run([*QUICK, 'echo "$SSHELL_ID"; test -d "$SSHELL_SHARED" && echo dir'], env=env, capture_output=True)
     sshell_id, there = r.stdout.decode().split()
@@ -104,13 +129,24 @@ def _declined(env: dict[str, str], argv: list[str], tmp_path: Path) -> tuple[str
     "change",
     [
         {"argv": ["--debug"]},
-        {"argv": ["--"]},
+        {"argv": ["-e", "1X=2"]},
+        {"argv": ["-e"]},
+        {"argv": ["-e", "A=1", "--timeout", "5"]},
         {"CRUCIAL_BACKEND": "inline"},
         {"CRUCIAL_CALL_TIMEOUT": "30"},
         {"CRUCIAL_CONFIG": "/dev/null"},
         {"CRUCIAL_DSO": "127.0.0.1:1"},
     ],
-    ids=["an option", "--", "another backend", "another setting", "a config file", "a node that is not there"],
+    ids=[
+        "an option",
+        "a bad -e",
+        "-e without a value",
+        "-e then another option",
+        "another backend",
+        "another setting",
+        "a config file",
+        "a node that is not there",
+    ],
 )
 def test_other_cases_go_the_usual_way_with_nothing_run(env: dict[str, str], tmp_path: Path, change: dict) -> None:
     argv = change.pop("argv", [])

@@ -5,7 +5,7 @@
 client, the object library and the compute layer (~65 ms), then sends the
 command's output through a DSO queue to a worker it forks from itself.  On
 the local backend that worker is this machine's child anyway, so in the
-common case -- ``sshell CMD`` with no option, the local backend, the DSO
+common case -- ``sshell [-e KEY=VALUE]... CMD`` with no other option, the local backend, the DSO
 given by ``CRUCIAL_DSO``/``CRUCIAL_TOKEN`` (or the per-user node already
 running) and no other setting -- this module does the same with what the
 interpreter has built in::
@@ -28,7 +28,7 @@ difference: a reader that stops reading holds the command up (as with any
 local process) instead of being given up on after 60 s.
 
 :func:`run` returns ``None`` -- and :func:`main` hands the arguments to
-:mod:`.sshell` -- for anything else: an option, another backend, a config
+:mod:`.sshell` -- for anything else: an option other than ``-e``, another backend, a config
 file, any other ``CRUCIAL_*`` setting, several DSO addresses, no running
 per-user node, a node that refuses the handshake.  Nothing has run then, so
 every error is reported by the usual way, worded as it always was.
@@ -42,7 +42,7 @@ import sys
 
 from . import _thin
 from ._procs import EXIT_FAILURE, die_with_parent, exit_status, kill_descendants
-from ._verbenv import IPC_PORT_ENV, IPC_SECRET_ENV, function_env
+from ._verbenv import IPC_PORT_ENV, IPC_SECRET_ENV, env_assignment, function_env
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -71,8 +71,10 @@ def main() -> None:
 
 def run(argv: Sequence[str]) -> int | None:
     """Run ``bash -c CMD`` as the local backend's worker would; its exit status, or None to go the usual way."""
-    if not argv or argv[0].startswith("-") or sys.platform != "linux":
+    parsed = _parse(argv)
+    if parsed is None or sys.platform != "linux":
         return None
+    variables, words = parsed
     dso = _dso()
     if dso is None:
         return None
@@ -84,10 +86,10 @@ def run(argv: Sequence[str]) -> int | None:
     os.environ["CRUCIAL_DSO"] = address  # the command's, and the verb server's (as the usual worker points at its DSO)
     if token:
         os.environ["CRUCIAL_TOKEN"] = token
-    command = " ".join(argv)
+    command = " ".join(words)
     pid = os.fork()
     if pid == 0:
-        _worker_main(command)
+        _worker_main(command, variables)
     try:
         _, status = os.waitpid(pid, 0)
     except KeyboardInterrupt:
@@ -97,6 +99,34 @@ def run(argv: Sequence[str]) -> int | None:
         _say(f"sshell: the invocation failed: its worker died by signal {-code}\n")
         return EXIT_FAILURE
     return code
+
+
+def _parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]] | None:
+    """``[-e KEY=VALUE]... [--] CMD...`` as (variables, CMD's words); ``None`` for any other option or a bad
+    ``-e`` (the usual way reports it), parsed as click parses the usual way's (no option after CMD's first word)."""
+    variables: dict[str, str] = {}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] != "-":
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if arg in ("-e", "--env"):
+            if i + 1 == len(argv):
+                return None
+            item, i = argv[i + 1], i + 2
+        elif arg.startswith("--env="):
+            item, i = arg[len("--env=") :], i + 1
+        elif arg.startswith("-e") and not arg.startswith("--"):
+            item, i = arg[2:], i + 1
+        else:
+            return None
+        pair = env_assignment(item)
+        if pair is None:
+            return None
+        variables[pair[0]] = pair[1]
+    words = list(argv[i:])
+    return (variables, words) if words else None
 
 
 def _dso() -> tuple[str, str | None] | None:
@@ -118,11 +148,11 @@ def _dso() -> tuple[str, str | None] | None:
     return address, info.get("CRUCIAL_TOKEN") or None
 
 
-def _worker_main(command: str) -> None:
+def _worker_main(command: str, variables: dict[str, str]) -> None:
     """The forked worker: run the command, exit with its status; never returns."""
     code = EXIT_FAILURE
     try:
-        code = _worker(command)
+        code = _worker(command, variables)
     except BrokenPipeError:  # sshell's stdout or stderr was closed (`sshell 'seq 1 1e9' | head`)
         kill_descendants()
         code = _CLOSED_OUTPUT
@@ -132,8 +162,11 @@ def _worker_main(command: str) -> None:
         os._exit(code)
 
 
-def _worker(command: str) -> int:
-    """Run ``bash -c command`` with the verbs at hand, copy its output to fds 1 and 2; its exit status."""
+def _worker(command: str, variables: dict[str, str]) -> int:
+    """Run ``bash -c command`` with the verbs at hand, copy its output to fds 1 and 2; its exit status.
+
+    Its environment, in the usual way's order: sshell's own < ``SSHELL_ID``, ``SSHELL_SHARED`` <
+    ``-e`` < the verb functions and their server's variables."""
     die_with_parent()
     import _socket
 
@@ -148,6 +181,7 @@ def _worker(command: str) -> int:
     shared = os.environ.get("CRUCIAL_SHARED_DIR") or f"/tmp/crucial-shared-{user}"
     os.makedirs(shared, exist_ok=True)
     env["SSHELL_SHARED"] = shared
+    env.update(variables)
     env.update(function_env(port, secret))
     env[IPC_PORT_ENV], env[IPC_SECRET_ENV] = str(port), secret
     out_r, out_w = os.pipe()

@@ -17,6 +17,7 @@ __all__ = [
     "VERB_NAMES",
     "bash_functions",
     "bash_prelude",
+    "env_assignment",
     "function_env",
 ]
 
@@ -106,3 +107,11 @@ def bash_prelude(port: int, secret: str = "") -> str:
 def function_env(port: int, secret: str) -> dict[str, str]:
     """The environment variables through which bash imports the functions (as ``export -f`` makes them)."""
     return {f"BASH_FUNC_{name}%%": f"() {body}" for name, body in bash_functions(port, secret).items()}
+
+
+def env_assignment(item: str) -> tuple[str, str] | None:
+    """``KEY=VALUE`` (``sshell -e``) as ``(KEY, VALUE)``; ``None`` unless KEY is a shell variable name."""
+    name, sep, value = item.partition("=")
+    if not sep or not name or not name.replace("_", "a").isalnum() or not name.isascii() or name[0].isdigit():
+        return None
+    return name, value

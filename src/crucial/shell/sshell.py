@@ -54,6 +54,7 @@ from typing import Any, NoReturn
 import click
 
 from ._procs import EXIT_FAILURE, EXIT_TIMEOUT, die_with_parent, kill_descendants
+from ._verbenv import env_assignment
 
 __all__ = ["Job", "main", "user_node", "stop_user_node"]
 
@@ -533,10 +534,10 @@ def _start(
 def _parse_env(values: tuple[str, ...]) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in values:
-        name, sep, value = item.partition("=")
-        if not sep or not name or not name.replace("_", "a").isalnum() or name[0].isdigit():
+        pair = env_assignment(item)
+        if pair is None:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE with a shell variable name", param_hint="-e/--env")
-        env[name] = value
+        env[pair[0]] = pair[1]
     return env
 
 
