@@ -203,6 +203,29 @@ def test_thin_and_usual_ways_print_the_same(thin_env: LocalCluster, key: str, sc
     assert taken >= 3, f"{scenario}: the thin path was taken {taken} times"
 
 
+ALL_STEPS = [
+    ("treemap -n {k} merge-all -2 sum", "b 2\na 1\nb 3\n"),
+    ("treemap -n {k} merge-all -2 max", "a 7\nc x\n"),
+    ("treemap -n {k} merge-all -1 a=1 -1 d=4", None),
+    ("map -n {k}m put-all", "a=1\nb two words\n\n"),
+    ("map -n {k}m merge-all -2 concat", "b !\n"),
+    ("map -n {k}m merge-all -2 sub", "a 5\nz 1\n"),
+    ("treemap -n {k} merge-all -2 sum", "a oops\n"),  # int + str: the node's TypeError, worded alike
+]
+
+
+def test_put_all_and_merge_all_take_the_thin_way_and_agree(thin_env: LocalCluster, key: str) -> None:
+    for step, stdin in ALL_STEPS:
+        thin_argv, usual_argv = (step.format(k=f"{key}-{way}").split() for way in ("thin", "usual"))
+        thin = _thin.run(thin_argv, stdin)
+        assert thin is not None, step  # one call each
+        usual = tuple(run_verb(usual_argv, stdin))
+        assert thin == (usual[0], *(x.replace(f"{key}-usual", f"{key}-thin") for x in usual[1:])), step
+    for verb, name in (("treemap", ""), ("map", "m")):
+        shown = [tuple(run_verb(f"{verb} -n {key}-{way}{name} items".split())) for way in ("thin", "usual")]
+        assert shown[0] == shown[1] and shown[0][1], shown
+
+
 def _planned(argv: list[str]) -> bool:
     try:
         command = _grammar.parse(argv)
@@ -215,7 +238,9 @@ def test_it_declines_what_is_not_the_common_case(
     thin_env: LocalCluster, key: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     assert _thin.run(["map", "-n", key, "remove", "-1", "a"]) is None  # not in PLANS (local wording of KeyError)
-    assert _thin.run(["map", "-n", key, "merge-all", "-2", "sum"], "a 1\n") is None  # stdin
+    assert _thin.run(["map", "-n", key, "merge-all", "-2", "sub"], "a 1\na 2\n") is None  # two calls
+    assert _thin.run(["map", "-n", key, "merge-all"], "a 1\nlonely\n") is None  # a bad line: worded the usual way
+    assert _thin.run(["map", "-n", key, "put-all"]) is None  # no pairs at all: the usual way's usage message
     assert _thin.run(["rdv", "-n", key, "put", "-1", "v"]) is None  # prints a failure of its own
     monkeypatch.setenv("CRUCIAL_CALL_TIMEOUT", "5")  # a setting the thin path does not apply
     assert _thin.run(["counter", "-n", key, "tally"]) is None

@@ -27,24 +27,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+from .._merge import MERGE_FUNCTIONS
 from ._monitor import wait_until, waits
 from ._proxy import Proxy
 
 __all__ = ["MERGE_FUNCTIONS", "Dict", "List", "Matrix", "Queue", "Set", "SortedDict"]
-
-#: named merge functions, usable where a function is expected (``"sum"`` …)
-MERGE_FUNCTIONS: dict[str, Callable[[Any, Any], Any]] = {
-    "sum": operator.add,
-    "add": operator.add,
-    "sub": operator.sub,
-    "mul": operator.mul,
-    "min": min,
-    "max": max,
-    "replace": lambda old, new: new,
-    "keep": lambda old, new: old,
-    "concat": operator.add,
-    "union": lambda old, new: old | new,
-}
 
 MergeFn = str | Callable[[Any, Any], Any]
 

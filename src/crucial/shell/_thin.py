@@ -16,7 +16,8 @@ compares what they print and what they leave in the DSO)::
 
 :func:`run` returns ``None`` -- and :mod:`crucial.cli` runs the verb the
 usual way, through :mod:`.verbs` -- whenever this path is not the same:
-an operation not in :data:`PLANS` (stdin, several calls, local logic), a
+an operation not in :data:`PLANS` (several calls, local logic) -- ``put-all`` and
+``merge-all`` are, when they make one call, pairs on stdin included -- a
 configuration beyond ``CRUCIAL_DSO``/``CRUCIAL_TOKEN`` (a config file,
 other ``CRUCIAL_*`` settings), a cluster of several nodes (routing), a node
 that does not answer the handshake or redirects the call (nothing was
@@ -32,7 +33,7 @@ import _thread
 import os
 
 from . import _plainpickle
-from ._grammar import VERBS, UsageError, _line, _lines, _pairs, parse, usage, usage_failure
+from ._grammar import VERBS, UsageError, _line, _lines, _pairs, parse, parse_pairs, usage, usage_failure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -262,15 +263,20 @@ class _Connection:
 
 def run(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str] | None:
     """Run one verb over a connection of its own: (code, out, err), or None to run it the usual way."""
-    if stdin is not None:
-        return None
     try:
         command = parse(argv)
     except UsageError as exc:
         return usage_failure(argv, exc)
     if command.op == "help":
         return 0, usage(command.verb) + "\n", ""
-    plan = PLANS.get((command.verb, command.op))
+    if command.op in ("put-all", "merge-all"):
+        plan = _all_plan(command, stdin)
+        if plan is None:
+            return None
+    elif stdin is not None:
+        return None
+    else:
+        plan = PLANS.get((command.verb, command.op))
     settings = _settings()
     if (plan is None and command.op != "delete") or settings is None or command.verb not in VERBS:
         return None
@@ -294,6 +300,32 @@ def run(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str] |
     if kind != ERROR or plan is None or plan.read_only:
         return None  # a redirect or a protocol failure (not applied), or wording the usual way knows
     return _failure(command, reply)
+
+
+def _all_plan(command: Command, stdin: str | None) -> _Plan | None:
+    """``put-all``/``merge-all`` as the one call the verbs make of them, or None when they make several
+    (``merge-all -2 sub`` with a key twice) or the pairs are bad (the usual way words that)."""
+    items: Sequence[tuple[str, Any]]
+    if command.items is not None:
+        items = command.items
+    elif stdin is None:
+        return None
+    else:
+        try:
+            items = parse_pairs(stdin)
+        except UsageError:
+            return None
+    type_name = TYPES[command.verb]
+    if command.op == "put-all":
+        mapping = dict(items)
+        return _Plan(type_name, "update", lambda c: (mapping,), _container, _nothing)
+    from .._merge import merge_rounds  # operator: only for these two
+
+    fn = command.fn or "sum"
+    rounds = merge_rounds(items, fn)
+    if len(rounds) != 1:
+        return None
+    return _Plan(type_name, "merge_all", lambda c: (rounds[0], fn), _container, _nothing)
 
 
 def _pickled(value: Any) -> bytes:

@@ -22,6 +22,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from .._merge import merge_rounds
 from ..exceptions import (
     BrokenBarrierError,
     ConnectError,
@@ -31,7 +32,7 @@ from ..exceptions import (
 )
 from ..objects._proxy import Proxy
 from ..objects.atomics import Counter
-from ..objects.containers import MERGE_FUNCTIONS, Dict, List, SortedDict
+from ..objects.containers import Dict, List, SortedDict
 from ..objects.synchronization import Barrier, CountDownLatch, SharedFuture
 from ._grammar import (  # noqa: F401  (ALIASES: re-exported)
     ALIASES,
@@ -64,32 +65,6 @@ class VerbResult(NamedTuple):
 
 class _Failed(Exception):
     """A failed operation: exit status 1 with this message."""
-
-
-_ASSOCIATIVE = frozenset(MERGE_FUNCTIONS) - {"sub"}
-
-
-def _merge_rounds(items: Sequence[tuple[str, Any]], fn: str) -> list[dict[str, Any]]:
-    """The mappings to ``merge_all`` in order, so the result is that of merging item by item.
-
-    With an associative function, repeated keys are combined locally first:
-    one call.  With ``sub``, the n-th occurrences of the keys go in round n.
-    """
-    if fn in _ASSOCIATIVE:
-        f = MERGE_FUNCTIONS[fn]
-        local: dict[str, Any] = {}
-        for k, v in items:
-            local[k] = f(local[k], v) if k in local else v
-        return [local]
-    rounds: list[dict[str, Any]] = []
-    seen: dict[str, int] = {}
-    for k, v in items:
-        n = seen.get(k, 0)
-        seen[k] = n + 1
-        if n == len(rounds):
-            rounds.append({})
-        rounds[n][k] = v
-    return rounds or [{}]
 
 
 def _counter(c: Command, _items: Any) -> str:
@@ -159,7 +134,7 @@ def _map(c: Command, items: Sequence[tuple[str, Any]] | None) -> str:
         d.update(dict(items or ()))
         return ""
     if op == "merge-all":
-        for mapping in _merge_rounds(items or (), c.fn or "sum"):
+        for mapping in merge_rounds(items or (), c.fn or "sum"):
             d.merge_all(mapping, c.fn or "sum")
         return ""
     assert isinstance(d, SortedDict)
