@@ -245,6 +245,12 @@ def info(dso: str | None, objects: int, as_json: bool, token: str | None) -> Non
             f"calls {stats['calls']:,}, errors {stats['errors']:,}, protocol errors {stats['protocol_errors']:,}"
         )
         click.echo(f"  objects {report['objects']:,}: {types}")
+        replies = report.get("replies")  # absent from nodes of before the reply window was reported
+        if replies:
+            click.echo(
+                f"  replies kept for retries {replies['kept']:,} ({replies['bytes']:,} bytes), "
+                f"clients remembered {replies['clients']:,}, quiet after {replies['age_s']:g} s"
+            )
         if report.get("metrics"):
             click.echo(f"  metrics http://{report['metrics']['address']}/metrics and /healthz")
         for obj in report["listed"]:
