@@ -14,7 +14,7 @@ interpreter has built in::
        │  fork
        └─► worker: tied to sshell (die_with_parent), a listening socket for the verbs,
            bash -c CMD (stdin /dev/null) ──► stdout/stderr chunks ──► written to sshell's fds 1 and 2
-           first verb call ──► the verb server (.ipc) and the DSO client load, on that socket
+           first verb call ──► the verb server (._verbserver) loads, on that socket; the DSO client at the second
        waitpid ──► exit with the command's status
 
 What the command sees is what the usual way gives it: the verb functions
@@ -233,13 +233,11 @@ def _pump(sinks: dict[int, int], listener: Any, secret: str) -> None:
 
 
 def _verb_server(listener: Any, secret: str) -> Any:
-    """A :class:`.ipc.VerbServer` on the socket the command already knows (it accepts the waiting call)."""
-    import socket
-
-    from .ipc import VerbServer
+    """A :class:`._verbserver.VerbServer` on the socket the command already knows (it accepts the waiting call)."""
+    from ._verbserver import VerbServer
 
     server = VerbServer(_thin_first, secret=secret)
-    server.start(socket.socket(fileno=listener.detach()))
+    server.start(listener)
     return server
 
 

@@ -66,25 +66,23 @@ answers nothing (the function prints why on stderr).
 from __future__ import annotations
 
 import contextlib
-import hmac
 import io
 import os
-import queue
 import secrets
 import selectors
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any
 
 from ._grammar import wants_stdin
 from ._procs import exit_status
 from ._verbenv import IPC_PORT_ENV, IPC_SECRET_ENV, MAGIC, UNREACHABLE, VERB_NAMES, bash_functions, bash_prelude, function_env
+from ._verbserver import MAX_HEADER, Reader, VerbServer, default_handler
 
 if TYPE_CHECKING:
-    from types import TracebackType
+    pass
 
 __all__ = [
     "IPC_PORT_ENV",
@@ -101,219 +99,7 @@ __all__ = [
     "wants_stdin",
 ]
 
-_MAX_HEADER = 4096
-_MAX_ARGS = 1 << 16
-_MAX_ARG = 1 << 26
-_STDIN_WAIT = 600.0  # seconds a call waits for its (already sent) stdin connection
-
-Handler = Callable[[Sequence[str], "str | None"], Any]  # returns a VerbResult-like (code, out, err)
 Writer = Callable[[bytes], Any] | IO[Any]
-
-
-class _Result(NamedTuple):
-    code: int
-    out: str
-    err: str
-
-
-def _default_handler(argv: Sequence[str], stdin: str | None) -> Any:
-    from .verbs import run_verb  # the verbs (and the DSO client) load on the first call
-
-    return run_verb(argv, stdin)
-
-
-# -- the server ------------------------------------------------------------------
-
-
-class VerbServer:
-    """Serve verb calls on ``127.0.0.1:port`` from this process, in threads that keep their DSO connections.
-
-    The DSO client keeps a connection per calling thread, so a request is
-    handled by a long-lived worker thread (one more is started when all are
-    busy, e.g. waiting on a barrier), never by a thread made for it.
-    ``handler(argv, stdin)`` defaults to :func:`crucial.shell.verbs.run_verb`.
-    """
-
-    def __init__(self, handler: Handler | None = None, *, secret: str | None = None) -> None:
-        self._handler: Handler = handler or _default_handler
-        self.secret = secret or secrets.token_hex(16)
-        self.port = 0
-        self._sock: socket.socket | None = None
-        self._accepter: threading.Thread | None = None
-        self._jobs: queue.SimpleQueue[socket.socket | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._idle = 0
-        self._workers: list[threading.Thread] = []
-        self._stopping = False
-        self._inputs: dict[str, bytes] = {}  # stdin connections' data by token
-        self._inputs_cv = threading.Condition(self._lock)
-
-    # -- life cycle
-
-    def start(self, listening: socket.socket | None = None) -> int:
-        """Bind 127.0.0.1 on a free port (or serve on ``listening``, bound and listening), start serving; the port.
-
-        ``listening`` is how the quick ``sshell`` path (:mod:`._quick`) hands
-        over the socket whose port the command already has, on its first verb.
-        """
-        if self._sock is not None:
-            return self.port
-        if listening is not None:
-            sock = listening
-        else:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            try:
-                sock.bind(("127.0.0.1", 0))
-                sock.listen(128)
-            except BaseException:
-                sock.close()
-                raise
-        self._sock = sock
-        self.port = sock.getsockname()[1]
-        self._stopping = False
-        self._accepter = threading.Thread(target=self._accept_loop, name=f"crucial-ipc-{self.port}", daemon=True)
-        self._accepter.start()
-        return self.port
-
-    def stop(self) -> None:
-        """Stop accepting, let the worker threads end once their call returns (idempotent)."""
-        sock, self._sock = self._sock, None
-        if sock is None:
-            return
-        self._stopping = True
-        with contextlib.suppress(OSError):  # wake accept(): closing alone does not, on Linux
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-        if self._accepter is not None:
-            self._accepter.join(5)
-        sock.close()
-        with self._lock:
-            workers, self._workers = self._workers, []
-            self._inputs.clear()
-        for _ in workers:
-            self._jobs.put(None)
-
-    def env(self) -> dict[str, str]:
-        """Variables that tell ``crucial ipc`` (and :func:`call`) where this server is."""
-        return {IPC_PORT_ENV: str(self.port), IPC_SECRET_ENV: self.secret}
-
-    def __enter__(self) -> VerbServer:
-        self.start()
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()
-
-    # -- threads
-
-    def _accept_loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
-        while True:
-            try:
-                conn, _ = sock.accept()
-            except OSError:
-                return
-            if self._stopping:
-                conn.close()
-                return
-            with self._lock:
-                if self._idle:
-                    self._idle -= 1
-                else:
-                    worker = threading.Thread(target=self._work, name=f"crucial-ipc-{self.port}-worker", daemon=True)
-                    self._workers.append(worker)
-                    worker.start()
-            self._jobs.put(conn)
-
-    def _work(self) -> None:
-        while True:
-            conn = self._jobs.get()
-            if conn is None:
-                return
-            try:
-                with conn:
-                    self._serve(conn)
-            except Exception:  # a caller that went away; nothing to answer
-                pass
-            with self._lock:
-                if self._stopping:
-                    return
-                self._idle += 1
-
-    def _serve(self, conn: socket.socket) -> None:
-        reader = _Reader(conn)
-        header = reader.until(b"\n", _MAX_HEADER)
-        fields = (header or b"").decode("ascii", "replace").split()
-        if len(fields) < 3 or fields[0] != MAGIC or not hmac.compare_digest(fields[1], self.secret):
-            return
-        if fields[2] == "stdin" and len(fields) == 4:
-            data = reader.rest()
-            with self._inputs_cv:
-                if self._sock is not None:
-                    self._inputs[fields[3]] = data
-                    self._inputs_cv.notify_all()
-            return
-        if fields[2] != "call" or len(fields) != 5 or not fields[3].isdigit() or int(fields[3]) > _MAX_ARGS:
-            return
-        argv: list[str] = []
-        for _ in range(int(fields[3])):
-            arg = reader.until(b"\0", _MAX_ARG)
-            if arg is None:
-                return  # the caller hung up mid-request
-            argv.append(arg.decode("utf-8", "surrogateescape"))
-        stdin: str | None = None
-        token = fields[4]
-        if token != "-":
-            with self._inputs_cv:
-                self._inputs_cv.wait_for(lambda: token in self._inputs or self._sock is None, _STDIN_WAIT)
-                got = self._inputs.pop(token, None)
-            if got is None:
-                return
-            stdin = got.decode("utf-8", "surrogateescape")
-        result = self._run(argv, stdin)
-        out = result.out.encode("utf-8", "surrogateescape")
-        err = result.err.encode("utf-8", "surrogateescape")
-        conn.sendall(b"%d %d %d\n" % (result.code, len(out), len(err)) + err + out)
-        with contextlib.suppress(OSError):
-            conn.shutdown(socket.SHUT_WR)
-
-    def _run(self, argv: list[str], stdin: str | None) -> _Result:
-        try:
-            code, out, err = self._handler(argv, stdin)
-            return _Result(int(code), out or "", err or "")
-        except Exception as exc:  # the verb layer reports its errors itself; this is a bug or a crash
-            return _Result(UNREACHABLE, "", f"{argv[0] if argv else 'verb'}: internal error: {type(exc).__name__}: {exc}\n")
-
-
-class _Reader:
-    """Buffered reads from a socket: up to a separator, or everything until EOF."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-
-    def until(self, sep: bytes, limit: int) -> bytes | None:
-        """The bytes before the next ``sep`` (consumed), or None at EOF or past ``limit`` bytes."""
-        start = 0
-        while True:
-            i = self.buf.find(sep, start)
-            if i >= 0:
-                out = bytes(self.buf[:i])
-                del self.buf[: i + 1]
-                return out
-            if len(self.buf) > limit:
-                return None
-            start = len(self.buf)
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                return None
-            self.buf += chunk
-
-    def rest(self) -> bytes:
-        """Everything until the peer closes."""
-        while chunk := self.sock.recv(1 << 20):
-            self.buf += chunk
-        return bytes(self.buf)
 
 
 # -- a Python caller -------------------------------------------------------------
@@ -335,8 +121,8 @@ def call(
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         args = b"".join(a.encode("utf-8", "surrogateescape") + b"\0" for a in argv)
         s.sendall(f"{MAGIC} {secret} call {len(argv)} {token}\n".encode() + args)
-        reader = _Reader(s)
-        header = reader.until(b"\n", _MAX_HEADER)
+        reader = Reader(s)
+        header = reader.until(b"\n", MAX_HEADER)
         if header is None:
             raise ConnectionError(f"no answer from the crucial verb server at 127.0.0.1:{port}")
         code, olen, elen = (int(f) for f in header.split())
@@ -465,5 +251,5 @@ def run_here_or_served(argv: Sequence[str], stdin: str | None = None) -> tuple[i
     if port.isdigit() and secret:
         with contextlib.suppress(ConnectionRefusedError):  # only when nothing was sent: never run a verb twice
             return call(argv, stdin, port=int(port), secret=secret)
-    code, out, err = _default_handler(argv, stdin)
+    code, out, err = default_handler(argv, stdin)
     return code, out, err
