@@ -25,6 +25,7 @@ The rules (``docs/replication.md``, "View changes: hand-over"):
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from collections.abc import Iterable, Sequence
@@ -38,7 +39,7 @@ from ._runtime import Cell
 if TYPE_CHECKING:
     from ._node import Node
 
-__all__ = ["Handoff", "Plan", "plan"]
+__all__ = ["Crash", "Handoff", "Plan", "plan"]
 
 log = logging.getLogger("crucial.node")
 
@@ -52,6 +53,15 @@ class Held(NamedTuple):
     rf: int | None
     persistent: bool
     anchored: bool = False  # placed here by anchored placement: it stays unless this node leaves
+
+
+class Crash(NamedTuple):
+    """A node removed from the view without leaving, and the views an object may have lived on it in."""
+
+    node_id: str
+    address: str
+    removed_in: int  # the epoch of the view that removed it
+    views: tuple[View, ...]
 
 
 class Plan(NamedTuple):
@@ -123,7 +133,8 @@ class Handoff:
         self.pinned: dict[Ref, str] = {}  # busy objects kept here until idle -> their new primary
         self.pinned_at: dict[Ref, str] = {}  # objects this node now owns, still served at this address
         self._drain_timer: Any = None
-        self._early: dict[int, set[str]] = {}  # DONE notices for epochs not installed yet
+        # notices for epochs not installed yet; kept only for epochs above the installed view's (forget_early)
+        self._early: dict[int, set[str]] = {}  # DONE notices
         self._early_ready: dict[int, set[str]] = {}  # READY notices likewise
         self._early_pins: dict[int, dict[Ref, str]] = {}  # pins sent to a joiner before it read its first view
         self.stats = {"pushed": 0, "received": 0, "moved_in": 0}
@@ -141,8 +152,9 @@ class Handoff:
         for ref, sender in self._early_pins.pop(new.epoch, {}).items():
             if sender in new:
                 self.pinned_at[ref] = new.address(sender)
-        self._early_pins = {e: p for e, p in self._early_pins.items() if e > new.epoch}
         self._done_from = self._early.pop(new.epoch, set())
+        early_ready = self._early_ready.pop(new.epoch, set())
+        self.forget_early(new.epoch)
         self._expect = {n for n in prev.ids if n in new and n != me}
         here = node.anchors.here
         held = [
@@ -186,11 +198,16 @@ class Handoff:
             cell = table.cells[ref]
             if cell.repl is not None:
                 node.repl.become_primary(cell, changed)
-        self._send_done(new)
-        for sender in self._early_ready.pop(new.epoch, ()):
+        self._send_done(new, joiners=[n for n in new.ids if n not in prev])
+        for sender in early_ready:
             self._drop_retired(sender)
-        self._early_ready = {e: s for e, s in self._early_ready.items() if e > new.epoch}
         self._maybe_complete()
+
+    def forget_early(self, epoch: int) -> None:
+        """View ``epoch`` is installed: notices for it and for the epochs it skipped can never be used."""
+        self._early = {e: s for e, s in self._early.items() if e > epoch}
+        self._early_ready = {e: s for e, s in self._early_ready.items() if e > epoch}
+        self._early_pins = {e: p for e, p in self._early_pins.items() if e > epoch}
 
     def first_view(self, view: View) -> None:
         """This node starts in ``view`` (a restart with its data, or a cluster's first node): it has nothing
@@ -200,11 +217,18 @@ class Handoff:
         self.epoch = view.epoch
         self._send_done(view)
 
-    def _send_done(self, view: View) -> None:
-        body = pickle.dumps((view.epoch, self.node.node_id))
+    def _send_done(self, view: View, joiners: Sequence[str] = ()) -> None:
+        """DONE(epoch) to every other member; a joiner's also names the nodes that crashed before it came
+        (``Node.crashed``): an object lost with one of them and now placed on the joiner is reported lost."""
+        node = self.node
+        body = pickle.dumps((view.epoch, node.node_id))
+        told = body
+        if joiners and node.crashed:
+            crashes = [(c.node_id, c.address, c.removed_in, [v.as_json() for v in c.views]) for c in node.crashed.values()]
+            told = pickle.dumps((view.epoch, node.node_id, crashes))
         for other in view.ids:
-            if other != self.node.node_id:
-                self.node.repl.link(other).request(P.Kind.DONE, body, _ignore)
+            if other != node.node_id:
+                node.repl.link(other).request(P.Kind.DONE, told if other in joiners else body, _ignore)
 
     def _image(self, cell: Cell) -> bytes:
         st = cell.repl
@@ -256,14 +280,33 @@ class Handoff:
 
     def on_done(self, body: bytes) -> None:
         try:
-            epoch, sender = pickle.loads(body)
+            epoch, sender, *told = pickle.loads(body)  # a joiner's carries the crashes its sender knows of
+            crashes = self._new_crashes(told[0]) if told else []
         except Exception as exc:
             raise ProtocolError(f"malformed DONE: {exc}") from None
+        if crashes:
+            self.node.remember_crashed(crashes)
         if epoch == self.epoch:
             self._done_from.add(sender)
             self._maybe_complete()
         elif epoch > self.epoch:
             self._early.setdefault(epoch, set()).add(sender)
+
+    def _new_crashes(self, told: list[Any]) -> list[Crash]:
+        """The crashes in a DONE this node does not know of yet (every member tells a joiner the same ones:
+        only the first DONE builds their views' rings, each view once)."""
+        known = self.node.crashed
+        views: dict[str, View] = {}  # by JSON form (a joiner's own "view without me" shares an epoch)
+        out = []
+        for node_id, address, removed_in, lived_in in told:
+            if node_id in known and known[node_id].removed_in >= removed_in:
+                continue
+            forms = [json.dumps(data, sort_keys=True) for data in lived_in]
+            for form, data in zip(forms, lived_in, strict=True):
+                if form not in views:
+                    views[form] = View.from_json(data)
+            out.append(Crash(str(node_id), str(address), int(removed_in), tuple(views[f] for f in forms)))
+        return out
 
     def on_ready(self, body: bytes) -> None:
         try:

@@ -51,6 +51,8 @@ class Membership:
         self.rf = rf
         self.coord: Any = None
         self.live: dict[str, dict[str, Any]] = {}
+        #: when a member key vanished: kept for the view's members, and restart_grace long for a node never in
+        #: the view (the view adding it may come); a removed member's goes with the view that removes it
         self._gone_since: dict[str, float] = {}
         self._view_rev = 0
         self._started = 0.0
@@ -58,7 +60,8 @@ class Membership:
         self._timer: asyncio.TimerHandle | None = None
         self._settled = 0
         self._leaving = False
-        self._left: set[str] = set()  # members that left gracefully (not crashed)
+        #: members that left gracefully (not crashed): those the view being installed lets go, nothing older
+        self._left: set[str] = set()
         # nothing is served until the view is read: the lease was lost, or -- from the start -- this node
         # has not read its first view yet (it listens meanwhile, alone in the placeholder view of
         # Node.start(), where it owns every key: a client that learned its address from the new view
@@ -176,9 +179,13 @@ class Membership:
         assert node.view is not None
         if view.epoch <= node.view.epoch:
             return
-        for node_id in node.view.leaving:
-            if node_id not in view:
-                self._left.add(node_id)
+        # read only by node.install_view below, for members of node.view that are not in view: a node that
+        # left, came back with the same id (its data dir) and crashed later is not taken for one that left
+        self._left = {node_id for node_id in node.view.leaving if node_id not in view}
+        now = time.monotonic()
+        self._gone_since = {
+            i: t for i, t in self._gone_since.items() if i in view or (i not in node.view and now - t < self.restart_grace)
+        }
         was_member = node.node_id in node.view
         if was_member and node.node_id in view and view.joined(node.node_id) > node.view.epoch:
             # removed by a view this node never installed (its lease ran out: it was cut off or paused) and

@@ -55,7 +55,7 @@ from ..objects._monitor import Caller, has_waiting_methods, is_readonly
 from ..objects._proxy import set_node_transport
 from ..objects._threadlike import monitors
 from ._anchors import Anchors, AnchorState
-from ._handoff import Handoff, may_gain
+from ._handoff import Crash, Handoff, may_gain
 from ._nested import NodeTransport
 from ._output import CallOutput
 from ._replica import Replicator
@@ -70,6 +70,9 @@ log = logging.getLogger("crucial.node")
 
 #: seconds one call may hold the node's thread before the node logs which call it is
 BLOCKED_WARNING = 5.0
+
+#: how many removals by a crash a node remembers, to answer ObjectLostError for the objects lost with them
+LOST_RECORDS = 8
 
 Did = tuple[str, int]
 Ref = tuple[str, str]
@@ -189,7 +192,10 @@ class Node:
         # membership: None for a lone node (its view never changes); else a server._membership.Membership
         self.membership: Any = None
         self.newest_epoch = 0  # the highest epoch heard of (a peer that is ahead deposes us)
-        self.crashed: dict[str, str] = {}  # node id -> address, for nodes removed without leaving
+        #: nodes removed without leaving -> their address and the views an object may have lived on them in
+        #: (the views since the last complete hand-over when they went); only the LOST_RECORDS most recent
+        #: removals are kept (by the epoch that removed them): they name the owner of a lost object (_lost_on)
+        self.crashed: dict[str, Crash] = {}
         self._redirect = b""
         self.on_view: list[Callable[[View], None]] = []
         # set by whoever runs the node: start leaving the cluster, then call back with True when let go
@@ -291,16 +297,26 @@ class Node:
         assert prev is not None
         if view.epoch <= prev.epoch:
             return
-        for node_id, address in prev.members:
-            if node_id not in view and not self.membership_left(node_id):
-                self.crashed[node_id] = address
+        # the views an object of a node crashed now may have lived on it in: those since the last complete
+        # hand-over (Handoff.since as start() is about to make it)
+        handoff = self.handoff
+        lived_in = (*(handoff.since if not handoff.complete else ()), prev)
+        self.remember_crashed(
+            [
+                Crash(node_id, address, view.epoch, lived_in)
+                for node_id, address in prev.members
+                if node_id not in view and not self.membership_left(node_id)
+            ]
+        )
         self.repl.flush()  # records of this view's calls go out stamped with its epoch
         self.view = view
         self.newest_epoch = max(self.newest_epoch, view.epoch)
         self._redirect = P.encode_json({"view": view.as_json()})
         self.repl.drop_links(view.ids)
         if self.node_id in view:
-            self.handoff.start(prev, view)
+            handoff.start(prev, view)
+        else:
+            handoff.forget_early(view.epoch)
         log.info("view %d: %d nodes %s (rf %d)", view.epoch, len(view.ids), ",".join(view.ids), view.rf)
         for fn in list(self.on_view):
             fn(view)
@@ -573,14 +589,25 @@ class Node:
             raise
 
     def _lost_on(self, type_name: str, key: str) -> str | None:
-        """The crashed node an absent object lived on, if one did: its primary in a view since the last
-        complete hand-over (a crashed node's successor may have joined before it was removed: the view
-        just before this one names the successor, the one before it the crashed node)."""
-        for view in reversed(self.handoff.since):
-            owner = view.primary(type_name, key)
-            if owner in self.crashed:
-                return f"{owner} ({self.crashed[owner]})"
+        """The crashed node an absent object lived on, if one did: its primary in one of the views since the
+        hand-over that completed last before that node was removed (a crashed node's successor may have
+        joined before it was removed: the view just before the removal names the successor, the one before
+        it the crashed node).  Kept per crash, not per node: a later view change -- the successor joining
+        after the removal, say -- must not turn the loss into ObjectNotFoundError (found by the soak)."""
+        for crash in sorted(self.crashed.values(), key=lambda c: -c.removed_in):
+            if any(view.primary(type_name, key) == crash.node_id for view in reversed(crash.views)):
+                return f"{crash.node_id} ({crash.address})"
         return None
+
+    def remember_crashed(self, crashes: list[Crash]) -> None:
+        """Record nodes removed without leaving (here, or as a peer's DONE told a joiner); keep the newest."""
+        for crash in crashes:
+            known = self.crashed.get(crash.node_id)
+            if known is None or known.removed_in < crash.removed_in:
+                self.crashed[crash.node_id] = crash
+        if len(self.crashed) > LOST_RECORDS:
+            newest = sorted(self.crashed.values(), key=lambda c: -c.removed_in)[:LOST_RECORDS]
+            self.crashed = {c.node_id: c for c in newest}
 
     def reply_now(self, targets: list[tuple[Any, int]], kind: int, payload: bytes, did: Did | None) -> None:
         if did is not None:
