@@ -211,8 +211,9 @@ def _bump(v: Any, a: Any, n: int) -> None:
     for _ in range(n):
         with v.get_lock():
             v.value += 1
-    for i in range(len(a)):
-        a[i] = a[i] * 2
+    with a.get_lock():  # a[i] = a[i] * 2 reads and writes apart: without the lock two processes can race (stdlib too)
+        for i in range(len(a)):
+            a[i] = a[i] * 2
 
 
 def test_value_and_array(dso1) -> None:

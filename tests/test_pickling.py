@@ -49,10 +49,10 @@ def test_every_numpy_number_type_is_known() -> None:
 
 
 def test_a_call_encoded_from_its_fields_is_the_call() -> None:
-    plain = (7, "Counter", "k", "increment", (1,), None, ((0,), {}), False, 12)
+    plain = (7, "Counter", "k", "increment", (1,), None, ((0,), {}), False, 12, 5)  # ... owner, below
     assert P.encode_call_fields(*plain) == P.encode_call(P.CallRequest(*plain))
     assert P.decode_call(P.encode_call_fields(*plain)) == P.CallRequest(*plain)
-    with_code = (8, "Dict", "k", "merge", ("a", 1, local_function), None, None, False, 12)
+    with_code = (8, "Dict", "k", "merge", ("a", 1, local_function), None, None, False, 12, 5)
     assert P.decode_call(P.encode_call_fields(*with_code)).args[2](1) == 2  # through cloudpickle, by value
     with pytest.raises(P.SerializationError, match=r"arguments of Dict\.merge"):
         P.encode_call_fields(9, "Dict", "k", "merge", (threading.Lock(),), None, None, False, 12)
