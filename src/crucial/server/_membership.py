@@ -56,6 +56,12 @@ class Membership:
         self._gone_since: dict[str, float] = {}
         self._view_rev = 0
         self._started = 0.0
+        #: the members of the first view this node read: only they may be restarting with it (a whole-cluster
+        #: restart) and get restart_grace when their key vanishes; a node added by a later view cannot be one
+        self._members_at_start: frozenset[str] = frozenset()
+        #: view members whose key was written while this node watched (not only listed when it started): that
+        #: incarnation lived after this node started, so its key vanishing is a crash, never a restart's leftover
+        self._seen_alive: set[str] = set()
         self._proposing = False
         self._timer: asyncio.TimerHandle | None = None
         self._settled = 0
@@ -94,6 +100,7 @@ class Membership:
         )
         self._started = time.monotonic()
         view = await loop.run_in_executor(None, self._join)
+        self._members_at_start = frozenset(view.ids)
         node = self.node
         if node.node_id not in view and node.store is not None:
             node.discard_data("this node is not a member of the current view: its data is stale")
@@ -168,9 +175,12 @@ class Membership:
                     self._gone_since.setdefault(node_id, time.monotonic())
             else:
                 try:
-                    self.live[node_id] = json.loads(value)
+                    info = json.loads(value)
                 except ValueError:
                     return
+                if node_id in self.live or node_id in self._gone_since:
+                    self._seen_alive.add(node_id)  # written again (settled, an address) or back: alive now
+                self.live[node_id] = info
                 self._gone_since.pop(node_id, None)
         self._consider()
 
@@ -186,6 +196,7 @@ class Membership:
         self._gone_since = {
             i: t for i, t in self._gone_since.items() if i in view or (i not in node.view and now - t < self.restart_grace)
         }
+        self._seen_alive = {i for i in self._seen_alive if i in view or i in self.live}
         was_member = node.node_id in node.view
         if was_member and node.node_id in view and view.joined(node.node_id) > node.view.epoch:
             # removed by a view this node never installed (its lease ran out: it was cut off or paused) and
@@ -242,9 +253,16 @@ class Membership:
         grace = self.restart_grace - self.failure_timeout
         up = now - self._started - grace
         # a key that vanishes within the grace may be a previous incarnation's lease running out while
-        # that node restarts (a whole-cluster restart): it gets the grace too
+        # that node restarts (a whole-cluster restart): it gets the grace too -- but only a member of the view
+        # this node started in whose key it has not seen written since (a later view added the others, or
+        # they settled a view while we watched: they were running, and crashed when their key vanished).
+        # Giving them the grace too kept a node killed in a young cluster's first seconds in the view for up
+        # to restart_grace, its objects with one live replica -- and a second crash meanwhile lost
+        # acknowledged persistent objects (found by the soak's --smoke: a kill -9 every 6 s)
         absent_for = {
-            i: math.inf if self._gone_since.get(i, 0) - self._started >= grace else up
+            i: math.inf
+            if i in self._gone_since and (self._gone_since[i] - self._started >= grace or not self._restarting(i))
+            else up
             for i in node.view.ids
             if i not in self.live
         }
@@ -276,6 +294,10 @@ class Membership:
                 self._arm(0.05)  # someone else changed it first: the watch brings it; look again
 
         loop.run_in_executor(None, propose).add_done_callback(done)
+
+    def _restarting(self, node_id: str) -> bool:
+        """Whether a vanished member key may be a previous incarnation's, its node restarting with this one."""
+        return node_id in self._members_at_start and node_id not in self._seen_alive
 
     def _arm(self, delay: float) -> None:
         loop = self.node.loop
