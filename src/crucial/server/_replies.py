@@ -106,40 +106,21 @@ class Replies:
             self.age = wanted
 
     def heard(self, client_id: str, below: int) -> None:
-        """A call, or a replicated record of one, from ``client_id``: every call of it below ``below`` is over.
-
-        On every call's path: the common case is one lookup, one comparison
-        and the one reply the mark lets go (``_forget``, inlined)."""
-        client = self._clients.get(client_id)
-        if client is None:
-            client = self._clients[client_id] = _Client()
-        else:
-            client.heard = True
+        """A call, or a replicated record of one, from ``client_id``: every call of it below ``below`` is over."""
+        client = self._hear(client_id)
         if below > client.below:
             client.below = below
             calls = client.calls
-            if calls and calls[0] < below:
-                order, cells = self._order, self._cells()
-                while calls and calls[0] < below:
-                    did = (client_id, calls.popleft())
-                    entry = order.pop(did, None)
-                    if entry is not None:
-                        self.nbytes -= entry[1]
-                        holder = cells.get(entry[0])
-                        if holder is not None and holder.dedup is not None:
-                            holder.dedup.pop(did, None)
+            while calls and calls[0] < below:
+                self._forget((client_id, calls.popleft()))
         self._tick()
 
     def remember(self, cell: Any, did: Did, kind: int, payload: bytes) -> None:
         """Keep the reply to call ``did`` on its object ``cell`` (unless the client has said that call is over)."""
         client_id, seq = did
-        client = self._clients.get(client_id)
-        if client is None:
-            client = self._clients[client_id] = _Client()
-        else:
-            client.heard = True
-            if seq < client.below:
-                return  # its caller has it: nobody will ask again
+        client = self._hear(client_id)
+        if seq < client.below:
+            return  # its caller has it: nobody will ask again
         if cell.dedup is None:
             cell.dedup = {}
         cell.dedup[did] = (kind, payload)
@@ -160,6 +141,15 @@ class Replies:
                 while calls and (old[0], calls[0]) not in order:
                     calls.popleft()
         self._tick()
+
+    def _hear(self, client_id: str) -> _Client:
+        """``client_id``'s record, made on its first call or record, and marked heard of for the next sweep."""
+        client = self._clients.get(client_id)
+        if client is None:
+            client = self._clients[client_id] = _Client()
+        else:
+            client.heard = True
+        return client
 
     def _forget(self, did: Did) -> None:
         entry = self._order.pop(did, None)
