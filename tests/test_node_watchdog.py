@@ -81,6 +81,22 @@ def test_a_blocking_method_is_named_while_it_blocks(node: queue.Queue[str]) -> N
     assert sleeper.delete()
 
 
+def _nap_then_add(v: int) -> int:
+    time.sleep(3.0)  # a user function that blocks the node's thread inside a built-in method
+    return v + 1
+
+
+def test_a_builtin_method_on_the_fast_path_is_named_while_it_blocks(node: queue.Queue[str]) -> None:
+    counter = crucial.AtomicInt(0)
+    call = threading.Thread(target=counter.update_and_get, args=(_nap_then_add,))
+    call.start()
+    line = node.get(timeout=2.5)
+    assert call.is_alive()
+    assert "AtomicInt.update_and_get() on " in line and "has held this node for" in line
+    call.join(10)
+    assert counter.get() == 1
+
+
 def test_blocked_report_is_pure() -> None:
     assert blocked_report(None, 100.0, 5.0) is None
     assert blocked_report((99.0, ("T", "k"), "m"), 100.0, 5.0) is None  # 1 s < 5 s

@@ -75,6 +75,21 @@ def test_print_in_a_shared_method_reaches_the_caller(dso, capsys: pytest.Capture
     t.delete()
 
 
+def _loud_double(v: int) -> int:
+    print("doubling", v)
+    return 2 * v
+
+
+def test_print_in_a_function_a_builtin_method_runs_reaches_the_caller(dso, capsys: pytest.CaptureFixture[str]) -> None:
+    # update_and_get runs on the node's fast path (a built-in method that never waits): no Invocation,
+    # but what the user's function prints still travels back before the reply
+    counter = crucial.AtomicInt(3)
+    assert counter.update_and_get(_loud_double) == 6
+    out, _ = capsys.readouterr()
+    assert out == "doubling 3\n"
+    counter.delete()
+
+
 def _key_on(addresses: tuple[str, ...], type_name: str, same_as: str | None, other_than: str | None) -> str:
     for i in range(1000):
         key = f"out-{i}-{id(addresses)}"

@@ -457,8 +457,6 @@ class Node:
         except CrucialError as exc:
             self.reply_now(targets, *self.error_reply(exc), None)
             return
-        if call.seq:
-            self._inflight[did] = targets
         persistent = cell.repl is not None
         # a read of a persistent object changes nothing: no record, no disk; it is answered after the
         # writes before it are acknowledged, so it never shows a write that one failure could lose
@@ -468,6 +466,24 @@ class Node:
         # only a call that changes something keeps its reply for retries
         seq = call.seq
         keep = seq and not reads
+        if not persistent and call.method:
+            # the fast path: a built-in method that never waits runs now, and is answered now (no retry of
+            # it can come in between, so it needs no in-flight entry)
+            try:
+                done = table.run_now(cell, call.method, call.args, call.kwargs, Caller(conn.client_id, call.owner), out)
+            except CrucialError as exc:
+                self.reply_now(targets, *self.error_reply(exc), None)
+                return
+            if done is not None:
+                kind, payload = _encode_result(*done, call)
+                out.flush()
+                if keep and (done[0] or not isinstance(done[1], CallCancelledError)):
+                    self.replies.remember(cell, did, kind, payload)
+                conn.send(kind, req_id, payload)
+                table.ran(cell)
+                return
+        if seq:
+            self._inflight[did] = targets
 
         def on_done(ok: bool, value: Any, tb: str) -> None:
             kind, payload = _encode_result(ok, value, tb, call)
@@ -480,7 +496,7 @@ class Node:
                 self.repl.read_done(cell, kind, payload, targets, did if seq else None)
                 return
             if keep:
-                self.remember(cell, did, kind, payload)
+                self.replies.remember(cell, did, kind, payload)
             if persistent:
                 self.repl.commit(cell, body, did if seq else None, kind, payload, targets)
             else:

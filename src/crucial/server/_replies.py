@@ -106,32 +106,55 @@ class Replies:
             self.age = wanted
 
     def heard(self, client_id: str, below: int) -> None:
-        """A call, or a replicated record of one, from ``client_id``: every call of it below ``below`` is over."""
-        client = self._hear(client_id)
+        """A call, or a replicated record of one, from ``client_id``: every call of it below ``below`` is over.
+
+        Runs once per call, so it is written out flat; every 16th call checks whether a sweep is due.
+        """
+        client = self._clients.get(client_id)
+        if client is None:
+            client = self._clients[client_id] = _Client()
+        else:
+            client.heard = True
         if below > client.below:
             client.below = below
             calls = client.calls
             while calls and calls[0] < below:
                 self._forget((client_id, calls.popleft()))
-        self._tick()
+        self._ticks += 1
+        if self._ticks & 15 == 0 and self._clock() - self._swept >= self.age:
+            self.sweep()
 
     def remember(self, cell: Any, did: Did, kind: int, payload: bytes) -> None:
-        """Keep the reply to call ``did`` on its object ``cell`` (unless the client has said that call is over)."""
+        """Keep the reply to call ``did`` on its object ``cell`` (unless the client has said that call is over).
+
+        Comes after :meth:`heard` for the same call, which counted the tick.
+        """
         client_id, seq = did
-        client = self._hear(client_id)
+        client = self._clients.get(client_id)
+        if client is None:
+            client = self._clients[client_id] = _Client()
+        else:
+            client.heard = True
         if seq < client.below:
             return  # its caller has it: nobody will ask again
         if cell.dedup is None:
             cell.dedup = {}
         cell.dedup[did] = (kind, payload)
         order = self._order
+        size = len(payload)
         again = order.pop(did, None)  # remembered again (a resent record, a state installed): count it once
         if again is not None:
             self.nbytes -= again[1]
         else:
             client.calls.append(seq)
-        order[did] = (cell.ref, len(payload))
-        self.nbytes += len(payload)
+        order[did] = (cell.ref, size)
+        self.nbytes += size
+        if len(order) > self.window or self.nbytes > self.max_bytes:
+            self._trim()
+
+    def _trim(self) -> None:
+        """The bounds: forget the oldest replies until the window is within both."""
+        order = self._order
         while order and (len(order) > self.window or self.nbytes > self.max_bytes):
             old = next(iter(order))
             self._forget(old)
@@ -140,16 +163,6 @@ class Replies:
                 calls = owner.calls
                 while calls and (old[0], calls[0]) not in order:
                     calls.popleft()
-        self._tick()
-
-    def _hear(self, client_id: str) -> _Client:
-        """``client_id``'s record, made on its first call or record, and marked heard of for the next sweep."""
-        client = self._clients.get(client_id)
-        if client is None:
-            client = self._clients[client_id] = _Client()
-        else:
-            client.heard = True
-        return client
 
     def _forget(self, did: Did) -> None:
         entry = self._order.pop(did, None)
@@ -159,11 +172,6 @@ class Replies:
         holder = self._cells().get(entry[0])
         if holder is not None and holder.dedup is not None:
             holder.dedup.pop(did, None)
-
-    def _tick(self) -> None:
-        self._ticks += 1
-        if self._ticks & 15 == 0 and self._clock() - self._swept >= self.age:
-            self.sweep()
 
     def sweep(self) -> None:
         """Forget every client not heard of since the last sweep, with its replies."""

@@ -129,7 +129,7 @@ class ObjectTable:
         self._builtin = inline
         self._inline_ok: dict[tuple[type, str], bool] = {}
         # the call running now, and how many steps ran: a watchdog thread reads both (no clock on the hot path)
-        self.current: Invocation | None = None
+        self.current: Invocation | _Now | None = None  # what runs now: the watchdog and print() look
         self.steps = 0
 
     # -- lifecycle of objects -------------------------------------------------
@@ -205,6 +205,30 @@ class ObjectTable:
             self._watch.setdefault(inv.caller.client_id, set()).add(cell)
         self._enqueue(cell, inv)
 
+    def run_now(
+        self, cell: Cell, method: str, args: tuple[Any, ...], kwargs: dict[str, Any] | None, caller: Caller, output: Any
+    ) -> tuple[bool, Any, str] | None:
+        """The fast path of :meth:`submit`: a built-in method that never waits, on a free object, runs at once.
+
+        Returns ``(ok, value, traceback)``, or None when the call must take
+        the queue (the object is busy, the method may wait or the object
+        watches its clients): then nothing ran.  Most calls of built-in
+        objects take this path, so it makes no :class:`Invocation`.  The
+        caller answers the call, then calls :meth:`ran` (as :meth:`submit`
+        answers a call before it wakes the waiters).
+        """
+        if cell.running or cell.held is not None or cell.queue:
+            return None
+        fn = _resolve(cell, method)
+        if not self._inline(cell, method, fn) or getattr(cell.obj, "_crucial_client_gone", None) is not None:
+            return None
+        return self._call_inline(cell, _Now(cell, method, output), fn, args, kwargs or {}, caller)
+
+    def ran(self, cell: Cell) -> None:
+        """After :meth:`run_now`'s call was answered: wake the waiters what it changed lets go."""
+        if cell.waiters:
+            self._drain(cell)
+
     def _enqueue(self, cell: Cell, inv: Invocation) -> None:
         """Run ``inv`` now if the object is free and nobody is ahead of it, else queue it."""
         inv.cell = cell
@@ -253,21 +277,7 @@ class ObjectTable:
         fn = inv.fn
         assert fn is not None
         if self._inline(cell, inv.method, fn):
-            cell.running = True
-            inline.caller = inv.caller
-            self.current = inv
-            self.steps += 1
-            try:
-                value = fn(*inv.args, **inv.kwargs)
-            except BaseException as exc:  # whatever a method raises is its result
-                ok, value, tb = False, exc, _format_tb(exc)
-            else:
-                ok, tb = True, ""
-            finally:
-                self.current = None
-                inline.caller = None
-                cell.running = False
-            self._finish(inv, ok, value, tb)
+            self._finish(inv, *self._call_inline(cell, inv, fn, inv.args, inv.kwargs, inv.caller))
             return
         # reuse a parked worker greenlet: creating one costs ~10x a switch
         g = self._idle.pop() if self._idle else CallGreenlet(_worker)
@@ -276,6 +286,29 @@ class ObjectTable:
         inv.g = g
         g.job = (fn, inv.args, inv.kwargs)
         self._step(cell, inv, g.switch, ())
+
+    def _call_inline(
+        self,
+        cell: Cell,
+        current: Invocation | _Now,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        caller: Caller,
+    ) -> tuple[bool, Any, str]:
+        """Run ``fn`` on the node's thread, without a greenlet: ``(ok, value or exception, traceback)``."""
+        cell.running = True
+        inline.caller = caller
+        self.current = current
+        self.steps += 1
+        try:
+            return True, fn(*args, **kwargs), ""
+        except BaseException as exc:  # whatever a method raises is its result
+            return False, exc, _format_tb(exc)
+        finally:
+            self.current = None
+            inline.caller = None
+            cell.running = False
 
     def _step(
         self, cell: Cell, inv: Invocation, switch: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
@@ -385,6 +418,14 @@ class ObjectTable:
             return
         inv.finished = True
         inv.on_done(ok, value, tb)
+
+
+class _Now(NamedTuple):
+    """What :meth:`ObjectTable.run_now` is running, for the watchdog and print()."""
+
+    cell: Cell
+    method: str
+    output: Any
 
 
 class _Returned(NamedTuple):
