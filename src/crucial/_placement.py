@@ -27,6 +27,8 @@ from .exceptions import ProtocolError
 __all__ = ["ANCHOR", "PLACEMENTS", "HashRing", "View", "anchor_key", "ref_hash"]
 
 DEFAULT_VNODES = 128
+#: primary addresses a view remembers (a client's hot path hashes each object once per view)
+_REMEMBERED = 65536
 
 
 def _h(data: bytes) -> int:
@@ -119,6 +121,8 @@ class View:
     since: tuple[tuple[str, int], ...] = field(default=(), compare=False)
     ring: HashRing = field(init=False, repr=False, compare=False)
     _address: dict[str, str] = field(init=False, repr=False, compare=False)
+    #: primary_address's answers so far: a client asks it on every call, and the view never changes
+    _primaries: dict[tuple[str, str], str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         members = tuple(sorted((str(i), str(a)) for i, a in self.members))
@@ -143,6 +147,7 @@ class View:
         object.__setattr__(self, "since", tuple(sorted((str(i), int(e)) for i, e in dict(self.since).items() if i in ids and e)))
         object.__setattr__(self, "ring", HashRing(placed))
         object.__setattr__(self, "_address", dict(members))
+        object.__setattr__(self, "_primaries", {})
 
     @classmethod
     def single(cls, node_id: str, address: str, epoch: int = 1, rf: int = 1) -> View:
@@ -198,7 +203,13 @@ class View:
         return self.ring.owner(*_home(type_name, key))
 
     def primary_address(self, type_name: str, key: str) -> str:
-        return self._address[self.ring.owner(*_home(type_name, key))]
+        ref = (type_name, key)
+        where = self._primaries.get(ref)
+        if where is None:
+            if len(self._primaries) >= _REMEMBERED:
+                self._primaries.clear()
+            where = self._primaries[ref] = self._address[self.ring.owner(*_home(type_name, key))]
+        return where
 
     def with_changes(
         self,
