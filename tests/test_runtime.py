@@ -755,6 +755,22 @@ def test_barrier_party_cancelled_breaks_it() -> None:
     assert isinstance(b.raised(), BrokenBarrierError)
     assert h.call("broken", ref, "is_broken").returned() is True
     assert isinstance(h.call("c", ref, "wait").raised(), BrokenBarrierError)
+    assert h.table.cells[ref].flagged == 0  # the cancelled waiter was counted, then taken off
+
+
+def test_a_timed_out_waiter_is_woken_among_quietly_parked_ones() -> None:
+    # arrivals at a barrier park quietly (nobody is re-checked); a timed-out one must still be woken
+    h = Harness(TYPES)
+    h.create("Barrier", "bar", 5)
+    ref = ("Barrier", "bar")
+    a = h.call("a", ref, "wait")
+    b = h.call("b", ref, "wait", 1.0)
+    c = h.call("c", ref, "wait")
+    assert h.table.cells[ref].flagged == 0
+    h.loop.advance(1.0)
+    assert isinstance(b.raised(), BrokenBarrierError)
+    assert isinstance(a.raised(), BrokenBarrierError) and isinstance(c.raised(), BrokenBarrierError)
+    assert h.table.cells[ref].flagged == 0 and not h.table.cells[ref].waiters
 
 
 def test_barrier_timeout_breaks_it() -> None:

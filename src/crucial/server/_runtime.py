@@ -87,7 +87,7 @@ class Invocation:
 class Cell:
     """One hosted object and the calls waiting for it."""
 
-    __slots__ = ("alive", "dedup", "held", "obj", "placed", "queue", "quiet", "ref", "repl", "running", "waiters")
+    __slots__ = ("alive", "dedup", "flagged", "held", "obj", "placed", "queue", "quiet", "ref", "repl", "running", "waiters")
 
     def __init__(self, ref: Ref, obj: Any) -> None:
         self.ref = ref
@@ -101,6 +101,7 @@ class Cell:
         self.held: Invocation | None = None  # suspended on a nested call
         self.running = False  # the scheduler is inside this cell right now
         self.quiet = False  # the last step parked quietly: skip re-checking the waiters once
+        self.flagged = 0  # waiters cancelled or timed out, to be woken even after a quiet step
         self.alive = True
 
 
@@ -217,7 +218,7 @@ class ObjectTable:
         caller answers the call, then calls :meth:`ran` (as :meth:`submit`
         answers a call before it wakes the waiters).
         """
-        if cell.running or cell.held is not None or cell.queue:
+        if cell.running or cell.held is not None or cell.queue or self._inline_ok.get((type(cell.obj), method)) is False:
             return None
         fn = _resolve(cell, method)
         if not self._inline(cell, method, fn) or getattr(cell.obj, "_crucial_client_gone", None) is not None:
@@ -251,6 +252,8 @@ class ObjectTable:
             return
         if any(w is inv for w, _ in cell.waiters):
             # never run the waiter's cleanup inside a call that holds the object
+            if inv.pending_exc is None and not inv.expired:
+                cell.flagged += 1
             inv.pending_exc = CallCancelledError("the caller disconnected")
             self._drain(cell)
 
@@ -356,11 +359,13 @@ class ObjectTable:
         while cell.held is None and not cell.running:
             woke = False
             quiet, cell.quiet = cell.quiet, False
-            for i, (inv, pred) in enumerate(cell.waiters):
+            # a quiet step promised to satisfy nobody: only cancelled and timed-out waiters are looked at
+            # (none, most often: a barrier's arrivals then cost no scan of the parties already waiting)
+            for i, (inv, pred) in enumerate(cell.waiters if cell.flagged or not quiet else ()):
                 if quiet and inv.pending_exc is None and not inv.expired:
-                    continue  # the last step promised not to satisfy anyone
+                    continue
                 if inv.pending_exc is not None:
-                    del cell.waiters[i]
+                    self._unpark(cell, i)
                     exc, inv.pending_exc = inv.pending_exc, None
                     self._throw(cell, inv, exc)
                     woke = True
@@ -368,12 +373,12 @@ class ObjectTable:
                 try:
                     ready = pred()
                 except BaseException as exc:
-                    del cell.waiters[i]
+                    self._unpark(cell, i)
                     self._throw(cell, inv, exc)
                     woke = True
                     break
                 if ready or inv.expired:
-                    del cell.waiters[i]
+                    self._unpark(cell, i)
                     inv.expired = False
                     self._wake(cell, inv, bool(ready))
                     woke = True
@@ -386,6 +391,13 @@ class ObjectTable:
             if inv.finished:
                 continue
             self._start(cell, inv)
+
+    @staticmethod
+    def _unpark(cell: Cell, i: int) -> None:
+        """Take waiter ``i`` off ``cell`` (before its flags are cleared: they are counted)."""
+        inv = cell.waiters.pop(i)[0]
+        if inv.pending_exc is not None or inv.expired:
+            cell.flagged -= 1
 
     def _wake(self, cell: Cell, inv: Invocation, value: bool) -> None:
         if inv.timer is not None:
@@ -404,6 +416,8 @@ class ObjectTable:
     def _expire(self, cell: Cell, inv: Invocation) -> None:
         inv.timer = None
         if any(w is inv for w, _ in cell.waiters):
+            if inv.pending_exc is None and not inv.expired:
+                cell.flagged += 1
             inv.expired = True
             self._drain(cell)  # a no-op while a call holds the object: _resume_held drains
 
