@@ -44,11 +44,15 @@ from ..config import Config
 from ..exceptions import CallInterruptedError, CallTimeoutError, ConnectError, CrucialError, FrameTooLargeError, UnknownTypeError
 from ._core import Attempts, ClientCore, Redirect, Unavailable, parse_address
 from ._output import show_frame
+from ._spin import Spin, slow, window
 
 __all__ = ["Client"]
 
 
 _HSIZE = P.HEADER.size
+_MAX_SPINS = 4096  # methods whose polling records a client keeps
+_monotonic = time.monotonic
+_DONTWAIT = socket.MSG_DONTWAIT
 _unpack_header = P.HEADER.unpack_from
 _get_ident = threading.get_ident
 _Frame, _REPLIES, _FAIL, _WELCOME, _CALL = P.Frame, P.Kind.REPLIES, P.Kind.FAIL, P.Kind.WELCOME, P.Kind.CALL
@@ -156,9 +160,10 @@ def _printed(frames: list[P.Frame]) -> list[P.Frame]:
 class _Slot:
     """One call waiting on a shared connection: its reply (or the error), and the lock it sleeps on if it must."""
 
-    __slots__ = ("error", "frame", "signalled", "wake")
+    __slots__ = ("error", "frame", "signalled", "spin", "wake")
 
-    def __init__(self) -> None:
+    def __init__(self, spin: Spin | None) -> None:
+        self.spin = spin  # the called method's polling record (None: never poll)
         self.frame: P.Frame | None = None
         self.error: BaseException | None = None
         self.signalled = False
@@ -182,6 +187,8 @@ class _Shared:
         self.address = address
         self.sock = self.conn.sock
         self.decoder = self.conn.decoder
+        # how long a lone caller polls for its reply (_spin); not over TLS, whose records a raw read would split
+        self._window = window(core.config.spin_us) if type(self.sock) is socket.socket else 0.0
         self._lock = _thread.allocate_lock()
         self._waiting: dict[int, _Slot] = {}
         self._outbox: list[bytes] = []
@@ -189,9 +196,12 @@ class _Shared:
         self._reading = False
         self._broken: BaseException | None = None
 
-    def roundtrip(self, req_id: int, data: bytes) -> P.Frame:
-        """Send a frame and return the reply with its request id (or a FAIL); ConnectError if the connection breaks."""
-        slot = _Slot()
+    def roundtrip(self, req_id: int, data: bytes, spin: Spin | None = None) -> P.Frame:
+        """Send a frame and return the reply with its request id (or a FAIL); ConnectError if the connection breaks.
+
+        ``spin``: the called method's record of whether polling for its reply pays (:mod:`._spin`).
+        """
+        slot = _Slot(spin)
         lock = self._lock
         with lock:
             if self._broken is not None:
@@ -262,7 +272,16 @@ class _Shared:
                 self.sock.settimeout(patience)
                 self._patience = patience
             try:
-                data = self.sock.recv(262144)
+                data = None
+                spin = mine.spin
+                if spin is not None and self._window and len(self._waiting) == 1 and spin.wanted():
+                    data = self._poll()
+                    if data is None:
+                        spin.miss()
+                    else:
+                        spin.hit()
+                if data is None:
+                    data = self.sock.recv(262144)
             except TimeoutError:
                 # a long wait: is the node still a member? A paused one never answers; one that is alive
                 # answers for itself (even for an object it handed over meanwhile: calls parked there end there)
@@ -311,6 +330,19 @@ class _Shared:
                         self._signal(slot)
             if mine.frame is not None and waiting:
                 self._next_leader()
+
+    def _poll(self) -> bytes | None:
+        """What the node sent within the spin window, polling the socket; None if nothing came."""
+        sock = self.sock
+        fd = sock.fileno()
+        nonblocking = self._patience is not None  # a socket with a timeout is non-blocking underneath
+        end = _monotonic() + self._window
+        while True:
+            try:
+                return os.read(fd, 262144) if nonblocking else sock.recv(262144, _DONTWAIT)
+            except BlockingIOError:
+                if _monotonic() >= end:
+                    return None
 
     def _signal(self, slot: _Slot) -> None:
         if slot.wake is not None and not slot.signalled:
@@ -397,6 +429,9 @@ class Client:
         self._local = threading.local()  # .held: the calling thread's own connections
         self._all: weakref.WeakSet[_Conn] = weakref.WeakSet()
         self._shared: dict[str, _Shared] = {}  # the connection every thread shares, per node
+        self._spin_window = window(self.core.config.spin_us)
+        self._spin_slow = slow(self._spin_window)
+        self._spins: dict[tuple[str, str], Spin] = {}  # (type, method) -> whether polling for its replies pays
         self._finalizer = weakref.finalize(self, _close_shared, self._shared)  # a client dropped unclosed
         self._closed = False
         _live.add(self)
@@ -499,7 +534,13 @@ class Client:
         return shared
 
     def _roundtrip(
-        self, address: str, kind: int, body: bytes, timeout: float | None = None, key: tuple[str, str] | None = None
+        self,
+        address: str,
+        kind: int,
+        body: bytes,
+        timeout: float | None = None,
+        key: tuple[str, str] | None = None,
+        spin: Spin | None = None,
     ) -> P.Frame:
         """Send one request and read its reply.
 
@@ -514,7 +555,7 @@ class Client:
             shared = self._shared.get(address) or self._shared_conn(address)
             req_id = core.next_req()
             try:
-                frame = shared.roundtrip(req_id, P.encode_frame(kind, req_id, body))
+                frame = shared.roundtrip(req_id, P.encode_frame(kind, req_id, body), spin)
             except ConnectError as exc:
                 self._forget(address, shared)
                 if kind != _CALL or isinstance(exc, CallInterruptedError):
@@ -628,13 +669,32 @@ class Client:
         """
         core = self.core
         seq, below = core.open_call()
+        spin = None
+        if self._spin_window:
+            spin = self._spins.get((type_name, method))
+            if spin is None:
+                if len(self._spins) >= _MAX_SPINS:
+                    self._spins.clear()
+                spin = self._spins[(type_name, method)] = Spin()
+            start = _monotonic()
         try:
             body = P.encode_call_fields(seq, type_name, key, method, args, kwargs, create, force, _get_ident(), below)
-            return self._call(body, type_name, key, cls, timeout, read_any)
+            return self._call(body, type_name, key, cls, timeout, read_any, spin)
         finally:
             core.close_call(seq)
+            if spin is not None and _monotonic() - start > self._spin_slow:
+                spin.miss()  # a call that waits (a barrier, a lock): polling would not have found its reply
 
-    def _call(self, body: bytes, type_name: str, key: str, cls: type | None, timeout: float | None, read_any: bool) -> Any:
+    def _call(
+        self,
+        body: bytes,
+        type_name: str,
+        key: str,
+        cls: type | None,
+        timeout: float | None,
+        read_any: bool,
+        spin: Spin | None = None,
+    ) -> Any:
         """:meth:`call` with its body made: send it (again, to another node) until a node answers it."""
         core = self.core
         timeout = timeout if timeout is not None else core.config.call_timeout
@@ -652,7 +712,7 @@ class Client:
             try:
                 if cls is not None and (address, type_name) not in core.registered:
                     self._register(address, type_name, cls)
-                return core.result(self._roundtrip(address, _CALL, body, timeout, (type_name, key)), address)
+                return core.result(self._roundtrip(address, _CALL, body, timeout, (type_name, key), spin), address)
             except (ConnectError, Redirect, Unavailable, UnknownTypeError) as exc:
                 if attempts is None:
                     attempts = Attempts(core, type_name, key, cls)
