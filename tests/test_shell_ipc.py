@@ -12,6 +12,7 @@ import threading
 import pytest
 
 from crucial.shell import ipc
+from crucial.shell._verbserver import Reader
 from crucial.shell.ipc import VerbServer, bash_prelude, call, exit_status, run_shell, wants_stdin
 from crucial.shell.verbs import run_verb
 from crucial.testing import LocalCluster
@@ -190,6 +191,36 @@ def test_protocol_with_a_fake_handler() -> None:
         assert (done.returncode, done.stdout, done.stderr) == (5, "out é\n", "err\n")
     assert seen[:2] == [(["map", "-n", "a b", "x\ny"], None), (["map", "merge-all"], "k 1\n")]
     assert seen[2] == (["map", "-n", "k", "size"], None)
+
+
+def test_a_call_waits_for_its_stdin_and_stop_releases_one_whose_stdin_never_comes() -> None:
+    seen: list[str | None] = []
+
+    def handler(argv: object, stdin: str | None) -> tuple[int, str, str]:
+        seen.append(stdin)
+        return 0, "", ""
+
+    srv = VerbServer(handler)
+    srv.start()
+    try:
+        header = f"CRUCIAL-IPC/1 {srv.secret}".encode()
+        waiting = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        waiting.sendall(header + b" call 1 tok1\nmap\0")  # its stdin, under tok1, comes afterwards
+        with socket.create_connection(("127.0.0.1", srv.port)) as s:
+            s.sendall(header + b" stdin tok1\nk 1\n")
+        assert Reader(waiting).until(b"\n", 100) == b"0 0 0"
+        waiting.close()
+        assert seen == ["k 1\n"]
+        never = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        never.sendall(header + b" call 1 tok2\nmap\0")  # no stdin will come under tok2
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as s:  # served meanwhile
+            s.sendall(header + b" call 1 -\ncounter\0")
+            assert Reader(s).until(b"\n", 100) == b"0 0 0"
+    finally:
+        srv.stop()
+    assert never.recv(100) == b""  # released by stop (not after the 600 s wait): closed, unanswered
+    never.close()
+    assert seen == ["k 1\n", None]
 
 
 def test_handler_crash_and_server_gone() -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import re
+import socket
 import subprocess
 import sys
 from fractions import Fraction
@@ -171,6 +172,21 @@ SCENARIOS = {
         "counter -n {k} frob",
         "counter -n {k} -h",
     ],
+    "--delete": [
+        "treemap -n {k} merge -1 a -2 2",
+        "treemap -n {k} merge -1 b -2 5",
+        "treemap -n {k} top -1 1 --delete",
+        "treemap -n {k} size",
+        "counter -n {k}c increment -1 4 --delete",
+        "counter -n {k}c --delete tally",
+        "map -n {k}m put -1 a -2 1",
+        "map -n {k}m get -1 nope --delete",
+        "map -n {k}m get -1 a",
+        "list -n {k}l get -1 3 --delete",
+        "rdv -n {k}r put -1 v",
+        "rdv -n {k}r get --delete",
+        "rdv -n {k}r delete --delete",
+    ],
 }
 
 
@@ -251,6 +267,55 @@ def test_it_declines_what_is_not_the_common_case(
     assert _thin.run(["counter", "-n", key, "tally"]) is None
     monkeypatch.delenv("CRUCIAL_CONFIG")
     assert _thin.run(["counter", "-n", key, "tally"]) == (0, "0\n", "")
+
+
+def test_a_handed_over_connection_is_used_while_it_is_idle(
+    thin_env: LocalCluster, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quick sshell's handshake connection carries its command's first verb: no second connect."""
+    settings = _thin._settings()
+    assert settings is not None
+    opened = _thin._Connection(*settings)
+
+    def no_new_connection(*args: object) -> None:
+        raise AssertionError("a new connection was opened")
+
+    monkeypatch.setattr(_thin, "_Connection", no_new_connection)
+    assert _thin.run(["counter", "-n", key, "increment"], None, opened) == (0, "1\n", "")
+    assert opened.sock.fileno() == -1  # closed once used
+
+
+@pytest.mark.parametrize("peer", ["closed", "sent something"])
+def test_a_handed_over_connection_no_longer_idle_is_replaced(thin_env: LocalCluster, key: str, peer: str) -> None:
+    """One the node closed (or wrote on) meanwhile is not used: the call goes over a new one, once."""
+    ours, theirs = socket.socketpair()
+    if peer == "closed":
+        theirs.close()
+    else:
+        theirs.sendall(b"x")
+    stale = object.__new__(_thin._Connection)
+    stale.sock, stale.buf, stale.address = ours, b"", thin_env.addresses[0]
+    assert _thin.run(["counter", "-n", key, "increment"], None, stale) == (0, "1\n", "")
+    assert ours.fileno() == -1
+    assert run_verb(["counter", "-n", key, "tally"]).out == "1\n"  # applied once
+    theirs.close()
+
+
+def test_a_handed_over_connection_is_closed_when_the_verb_goes_the_usual_way(thin_env: LocalCluster, key: str) -> None:
+    settings = _thin._settings()
+    assert settings is not None
+    for argv in (["map", "-n", key, "remove", "-1", "a"], ["counter", "-n"]):  # declined; a usage error
+        opened = _thin._Connection(*settings)
+        _thin.run(argv, None, opened)
+        assert opened.sock.fileno() == -1
+
+
+def test_delete_option_deletes_only_after_a_success(thin_env: LocalCluster, key: str) -> None:
+    assert _thin.run(["treemap", "-n", key, "put", "-1", "a", "-2", "3"]) == (0, "", "")
+    assert _thin.run(["treemap", "-n", key, "get", "-1", "zz", "--delete"]) is None  # worded the usual way ...
+    assert run_verb(["treemap", "-n", key, "get", "-1", "zz", "--delete"])[0] == 1  # ... which fails: nothing deleted
+    assert _thin.run(["treemap", "-n", key, "top", "-1", "5", "--delete"]) == (0, "a 3\n", "")
+    assert _thin.run(["treemap", "-n", key, "delete"]) == (0, "false\n", "")  # already gone
 
 
 def test_it_declines_a_cluster_of_several_nodes(cluster3: LocalCluster, key: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,6 +81,23 @@ MAP_CASES = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("treemap -n r top -1 3 --delete", Command("treemap", "top", "r", args=(3,), delete=True)),
+        ("counter --delete -n c tally", Command("counter", "tally", "c", delete=True)),
+        (
+            "map -n m merge-all -1 a=1 b=2 --delete",
+            Command("map", "merge-all", "m", items=(("a", 1), ("b", 2)), fn="sum", delete=True),
+        ),
+        ("map -n m put -1 --delete -2 x", Command("map", "put", "m", args=("--delete", "x"))),  # a value, not the option
+        ("map -n m delete --delete", Command("map", "delete", "m")),  # nothing more to delete
+    ],
+)
+def test_parse_delete_option(line: str, expected: Command) -> None:
+    assert p(line) == expected
+
+
 @pytest.mark.parametrize(("ops", "expected"), MAP_CASES)
 def test_parse_map(ops: str, expected: Command) -> None:
     assert p(f"map -n m {ops}") == expected

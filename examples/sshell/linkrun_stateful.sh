@@ -8,8 +8,10 @@
 # of each domain locally, and merges this local map into a shared tree map
 # in ONE atomic call (`treemap -n R merge-all -2 sum`, reading `domain count`
 # lines from stdin).  The client then prints the TOP (default 100) domains,
-# most mentioned first, ties by name, with the verb run from the client
-# (`crucial ipc treemap -n R top -1 TOP`: one DSO call, no invocation).
+# most mentioned first, ties by name, with the verb run from the client,
+# which deletes the map once it has read it (`crucial ipc treemap -n R top
+# -1 TOP --delete`: one process, no invocation); the EXIT trap deletes it
+# if the script stops before.
 # linkrun_stateless.sh gives the same answer, merging on the client.
 set -euo pipefail
 
@@ -24,7 +26,7 @@ archives=("$DIR"/*.gz)
 P=${2:-8}
 TOP=${3:-100}
 
-RANK=linkrun.$$.$(date +%s%N)
+RANK=linkrun.$$.${EPOCHREALTIME/[.,]/}
 export RANK
 cleanup() { crucial ipc treemap -n "$RANK" delete > /dev/null || true; }  # objects outlive the run: delete it
 trap cleanup EXIT
@@ -43,4 +45,5 @@ job() { sshell -e "F=$1" -e "RANK=$RANK" "$CMD"; }
 export -f job
 
 printf '%s\0' "${archives[@]}" | xargs -0 -n 1 -P "$P" bash -c 'job "$1"' job
-crucial ipc treemap -n "$RANK" top -1 "$TOP"
+crucial ipc treemap -n "$RANK" top -1 "$TOP" --delete
+trap - EXIT  # deleted

@@ -228,12 +228,13 @@ class Command:
     ``args`` holds the converted ``-1``/``-2`` operands of the operation in
     flag order (``fn`` and ``items`` excepted); ``items`` is ``None`` when an
     operation that takes ``KEY=VALUE`` items got none (they come from stdin).
-    ``op == "help"`` for ``-h``/``--help``.  (A plain class with value
+    ``op == "help"`` for ``-h``/``--help``.  ``delete``: ``--delete`` was given
+    (delete the object once the operation has succeeded).  (A plain class with value
     equality rather than a dataclass: importing dataclasses costs a
     client-side verb ~10 ms.)
     """
 
-    __slots__ = ("args", "count", "fn", "items", "name", "op", "parties", "verb")
+    __slots__ = ("args", "count", "delete", "fn", "items", "name", "op", "parties", "verb")
 
     def __init__(
         self,
@@ -245,6 +246,7 @@ class Command:
         args: tuple[Any, ...] = (),
         items: tuple[tuple[str, Any], ...] | None = None,
         fn: str | None = None,
+        delete: bool = False,  # --delete: then delete the object
     ) -> None:
         self.verb = verb
         self.op = op
@@ -254,9 +256,10 @@ class Command:
         self.args = args
         self.items = items
         self.fn = fn
+        self.delete = delete
 
     def _fields(self) -> tuple[Any, ...]:
-        return (self.verb, self.op, self.name, self.count, self.parties, self.args, self.items, self.fn)
+        return (self.verb, self.op, self.name, self.count, self.parties, self.args, self.items, self.fn, self.delete)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is Command and self._fields() == other._fields()
@@ -321,7 +324,9 @@ def parse(argv: Sequence[str]) -> Command:
     Options may come before or after the operation (``barrier -n B await -p 4``
     as in the seed).  ``-1`` may be repeated for the ``KEY=VALUE`` items of
     ``put-all``/``merge-all``, and words following such an item are more items
-    (``merge-all -1 a=1 b=2 -2 sum``).
+    (``merge-all -1 a=1 b=2 -2 sum``).  ``--delete``, anywhere, takes no value:
+    the object is deleted once the operation has succeeded (``treemap -n R
+    top -1 10 --delete``: a script's last read and its clean-up in one call).
     """
     if not argv:
         raise UsageError(f"missing verb; one of: {', '.join(sorted(VERBS))}")
@@ -334,11 +339,16 @@ def parse(argv: Sequence[str]) -> Command:
     given: dict[str, list[str]] = {}
     op: str | None = None
     last_flag: str | None = None
+    delete = False
     i = 1
     while i < len(argv):
         word = argv[i]
         if word in ("-h", "--help"):
             return Command(verb, "help")
+        if word == "--delete":
+            delete, last_flag = True, None
+            i += 1
+            continue
         if word.startswith("-") and len(word) > 1:
             flag = aliases.get(word, _LONG.get(word, word))
             if flag not in allowed:
@@ -409,7 +419,7 @@ def parse(argv: Sequence[str]) -> Command:
             args.append(text)
     if verb == "treemap" and op == "sub" and args[0] > args[1]:
         raise UsageError(f"sub: -1 {args[0]!r} sorts after -2 {args[1]!r}")
-    return Command(verb, op, name, count, parties, tuple(args), items, fn)
+    return Command(verb, op, name, count, parties, tuple(args), items, fn, delete and op != "delete")
 
 
 _STDIN_OPS = frozenset({"put-all", "putAll", "put_all", "merge-all", "mergeAll", "merge_all"})

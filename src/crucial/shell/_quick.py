@@ -11,10 +11,11 @@ running) and no other setting -- this module does the same with what the
 interpreter has built in::
 
     sshell CMD ──► handshake with the DSO node (it is there, the token is good)
-       │  fork
+       │  fork: the handshaken connection goes to the worker
        └─► worker: tied to sshell (die_with_parent), a listening socket for the verbs,
            bash -c CMD (stdin /dev/null) ──► stdout/stderr chunks ──► written to sshell's fds 1 and 2
-           first verb call ──► the verb server (._verbserver) loads, on that socket; the DSO client at the second
+           first verb call ──► the verb server (._verbserver) starts, on that socket; the call
+                               goes over the handshaken connection; the DSO client loads at the second
        waitpid ──► exit with the command's status
 
 What the command sees is what the usual way gives it: the verb functions
@@ -80,7 +81,7 @@ def run(argv: Sequence[str]) -> int | None:
         return None
     address, token = dso
     try:
-        _thin._Connection(address, token).sock.close()  # reachable, the token accepted, one node
+        conn = _thin._Connection(address, token)  # reachable, the token accepted, one node
     except _thin._Unusual:
         return None
     os.environ["CRUCIAL_DSO"] = address  # the command's, and the verb server's (as the usual worker points at its DSO)
@@ -89,7 +90,8 @@ def run(argv: Sequence[str]) -> int | None:
     command = " ".join(words)
     pid = os.fork()
     if pid == 0:
-        _worker_main(command, variables)
+        _worker_main(command, variables, conn)
+    conn.sock.close()  # the worker's now: its first verb's call goes over it
     try:
         _, status = os.waitpid(pid, 0)
     except KeyboardInterrupt:
@@ -148,8 +150,10 @@ def _dso() -> tuple[str, str | None] | None:
     return address, info.get("CRUCIAL_TOKEN") or None
 
 
-def _worker_main(command: str, variables: dict[str, str]) -> None:
+def _worker_main(command: str, variables: dict[str, str], conn: _thin._Connection) -> None:
     """The forked worker: run the command, exit with its status; never returns."""
+    global _opened
+    _opened = conn
     code = EXIT_FAILURE
     try:
         code = _worker(command, variables)
@@ -245,14 +249,17 @@ def _thin_first(argv: Sequence[str], stdin: str | None) -> tuple[int, str, str]:
     """The command's first verb over a connection of its own (:func:`._thin.run`); later ones the usual way.
 
     The first verb is often the only one (``sshell 'counter -n hits
-    increment'``): it skips loading the DSO client (~25 ms).  A loop of verbs
-    pays that once, at its second call, and then keeps the client's open
-    connections (a thin call opens one each time).
+    increment'``): it skips loading the DSO client (~25 ms), and its call
+    goes over the connection sshell checked the node with (no second connect
+    and handshake, unless the node closed it meanwhile).  A loop of verbs
+    pays for the client once, at its second call, and then keeps the
+    client's open connections (a thin call opens one each time).
     """
-    global _first_done
+    global _first_done, _opened
     if not _first_done:
         _first_done = True
-        result = _thin.run(argv, stdin)
+        opened, _opened = _opened, None
+        result = _thin.run(argv, stdin, opened)
         if result is not None:
             return result
     from .verbs import run_verb
@@ -261,6 +268,7 @@ def _thin_first(argv: Sequence[str], stdin: str | None) -> tuple[int, str, str]:
 
 
 _first_done = False
+_opened: _thin._Connection | None = None  # the worker's: sshell's handshake, for the first verb
 
 
 def _write_all(fd: int, data: bytes) -> None:

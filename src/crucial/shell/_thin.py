@@ -256,13 +256,45 @@ class _Connection:
         self.buf = self.buf[HEADER_SIZE + length :]
         return kind, body
 
-    def roundtrip(self, kind: int, body: bytes) -> tuple[int, bytes]:
-        self.sock.sendall(_frame(kind, 1, body))
+    def roundtrip(self, kind: int, body: bytes, req_id: int = 1) -> tuple[int, bytes]:
+        self.sock.sendall(_frame(kind, req_id, body))
         return self.read()
 
+    def idle(self) -> bool:
+        """Whether the connection is still open with nothing unread (the node has not closed it meanwhile)."""
+        try:
+            self.sock.recv(1, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True  # nothing to read
+        except OSError:
+            return False
+        return False  # something unasked for, or b"" at EOF
 
-def run(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str] | None:
-    """Run one verb over a connection of its own: (code, out, err), or None to run it the usual way."""
+
+def _connect(settings: tuple[str, str | None], opened: _Connection | None) -> _Connection:
+    """``opened`` (a handshaken connection to the same node, unused) while it is still idle, else a new one."""
+    if opened is not None:
+        if opened.address == settings[0] and not opened.buf and opened.idle():
+            return opened
+        opened.sock.close()
+    return _Connection(*settings)
+
+
+def run(argv: Sequence[str], stdin: str | None = None, opened: _Connection | None = None) -> tuple[int, str, str] | None:
+    """Run one verb over a connection of its own: (code, out, err), or None to run it the usual way.
+
+    ``opened``: a connection already handshaken with the node, never used for
+    a call (the quick ``sshell`` hands over the one it checked the node with);
+    it is used if still idle, and closed in any case.
+    """
+    try:
+        return _run(argv, stdin, opened)
+    finally:
+        if opened is not None:
+            opened.sock.close()
+
+
+def _run(argv: Sequence[str], stdin: str | None, opened: _Connection | None) -> tuple[int, str, str] | None:
     try:
         command = parse(argv)
     except UsageError as exc:
@@ -281,22 +313,33 @@ def run(argv: Sequence[str], stdin: str | None = None) -> tuple[int, str, str] |
     if (plan is None and command.op != "delete") or settings is None or command.verb not in VERBS:
         return None
     try:
-        conn = _Connection(*settings)
+        conn = _connect(settings, opened)
     except _Unusual:
         return None
+    deleted: tuple[int, bytes] | None = None
     try:
         if plan is None:  # delete
             kind, reply = conn.roundtrip(DELETE, _pickled((TYPES[command.verb], command.name)))
         else:
             call = (1, plan.type_name, command.name, plan.method, plan.args(command), None, plan.create(command), False)
             kind, reply = conn.roundtrip(CALL, _pickled((*call, _thread.get_ident())))
+            if kind == OK and command.delete:  # --delete: once the operation has succeeded
+                try:
+                    deleted = conn.roundtrip(DELETE, _pickled((TYPES[command.verb], command.name)), 2)
+                except OSError:
+                    pass  # deleted stays None: the usual way deletes (a delete may be sent twice)
     except OSError as exc:  # the call may have been applied: say so, do not send it again
         return 1, "", f"{command.verb}: cannot reach the DSO: connection to DSO node {conn.address} lost: {exc}\n"
     finally:
         conn.sock.close()
     if kind == OK:
         value = _plainpickle.loads(reply)
-        return 0, (_line(bool(value)) if plan is None else plan.show(command, value)), ""
+        out = _line(bool(value)) if plan is None else plan.show(command, value)
+        if command.delete and (deleted is None or deleted[0] != OK):
+            from .verbs import then_delete  # the object library: only on this slow path
+
+            return tuple(then_delete(command, out))  # type: ignore[return-value]
+        return 0, out, ""
     if kind != ERROR or plan is None or plan.read_only:
         return None  # a redirect or a protocol failure (not applied), or wording the usual way knows
     return _failure(command, reply)

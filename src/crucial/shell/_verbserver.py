@@ -2,18 +2,21 @@
 
 Apart from :mod:`.ipc` (its Python caller and :func:`.ipc.run_shell`, which
 need ``subprocess``, ``selectors``, ``secrets`` …) so that a quick ``sshell``
-worker (:mod:`._quick`) starts it on its command's first verb for the cost of
-``threading`` alone: no ``socket`` (~6 ms: it loads ``selectors`` and
-``enum``), ``typing``, ``hmac``, ``queue`` or ``contextlib`` -- their C parts
-do the same work: ``_socket``, ``_queue.SimpleQueue`` and
-``_operator._compare_digest`` (what ``hmac.compare_digest`` is).
+worker (:mod:`._quick`) starts it on its command's first verb for almost
+nothing: no ``socket`` (~6 ms: it loads ``selectors`` and ``enum``),
+``threading`` (~3 ms: ``functools``, ``collections``), ``typing``, ``hmac``,
+``queue`` or ``contextlib`` -- their C parts do the same work: ``_socket``,
+``_thread`` (threads and locks; a thread's end is a lock it releases),
+``_queue.SimpleQueue`` and ``_operator._compare_digest`` (what
+``hmac.compare_digest`` is).  A LinkRun-like script starts one per
+invocation, so these milliseconds are paid by the dozen.
 """
 
 from __future__ import annotations
 
 import _socket
+import _thread
 import os
-import threading
 from _operator import _compare_digest as compare_digest  # hmac.compare_digest: constant time
 from _queue import SimpleQueue
 
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Any
 
+    Lock = _thread.LockType
     Handler = Callable[[Sequence[str], str | None], Any]  # returns a VerbResult-like (code, out, err)
 
 __all__ = ["MAX_ARG", "MAX_HEADER", "Reader", "VerbServer", "default_handler"]
@@ -52,6 +56,21 @@ def default_handler(argv: Sequence[str], stdin: str | None) -> Any:
     return run_verb(argv, stdin)
 
 
+def _spawn(target: Callable[[], Any]) -> Lock:
+    """Run ``target`` in a new (daemon-like) thread; the lock returned is released when it ends (its ``join``)."""
+    done = _thread.allocate_lock()
+    done.acquire()
+
+    def run() -> None:
+        try:
+            target()
+        finally:
+            done.release()
+
+    _thread.start_new_thread(run, ())
+    return done
+
+
 # -- the server ------------------------------------------------------------------
 
 
@@ -69,14 +88,14 @@ class VerbServer:
         self.secret = secret or os.urandom(16).hex()  # secrets.token_hex(16), without importing secrets
         self.port = 0
         self._sock: _socket.socket | None = None
-        self._accepter: threading.Thread | None = None
+        self._accepter: Lock | None = None  # released when the accepting thread ends
         self._jobs: SimpleQueue[_socket.socket | None] = SimpleQueue()
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._idle = 0
-        self._workers: list[threading.Thread] = []
+        self._workers: list[Lock] = []  # one per worker thread, released when it ends
         self._stopping = False
         self._inputs: dict[str, bytes] = {}  # stdin connections' data by token
-        self._inputs_cv = threading.Condition(self._lock)
+        self._waiting: dict[str, list[Lock]] = {}  # calls waiting for a token's stdin: a held lock each
 
     # -- life cycle
 
@@ -101,8 +120,7 @@ class VerbServer:
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._stopping = False
-        self._accepter = threading.Thread(target=self._accept_loop, name=f"crucial-ipc-{self.port}", daemon=True)
-        self._accepter.start()
+        self._accepter = _spawn(lambda: self._accept_loop(sock))  # not self._sock: stop() may come first
         return self.port
 
     def stop(self) -> None:
@@ -120,12 +138,16 @@ class VerbServer:
                 waker.close()
         except OSError:
             pass
-        if self._accepter is not None:
-            self._accepter.join(5)
+        if self._accepter is not None and self._accepter.acquire(timeout=5):
+            self._accepter.release()
         sock.close()
         with self._lock:
             workers, self._workers = self._workers, []
             self._inputs.clear()
+            waiting, self._waiting = self._waiting, {}
+        for locks in waiting.values():  # calls waiting for their stdin: it will not come
+            for lock in locks:
+                lock.release()
         for _ in workers:
             self._jobs.put(None)
 
@@ -142,9 +164,7 @@ class VerbServer:
 
     # -- threads
 
-    def _accept_loop(self) -> None:
-        sock = self._sock
-        assert sock is not None
+    def _accept_loop(self, sock: _socket.socket) -> None:
         while True:
             try:
                 fd, _ = sock._accept()  # type: ignore[attr-defined]  # socket.socket.accept, without the socket module
@@ -158,9 +178,7 @@ class VerbServer:
                 if self._idle:
                     self._idle -= 1
                 else:
-                    worker = threading.Thread(target=self._work, name=f"crucial-ipc-{self.port}-worker", daemon=True)
-                    self._workers.append(worker)
-                    worker.start()
+                    self._workers.append(_spawn(self._work))
             self._jobs.put(conn)
 
     def _work(self) -> None:
@@ -187,10 +205,11 @@ class VerbServer:
             return
         if fields[2] == "stdin" and len(fields) == 4:
             data = reader.rest()
-            with self._inputs_cv:
+            with self._lock:
                 if self._sock is not None:
                     self._inputs[fields[3]] = data
-                    self._inputs_cv.notify_all()
+                    for lock in self._waiting.pop(fields[3], ()):
+                        lock.release()
             return
         if fields[2] != "call" or len(fields) != 5 or not fields[3].isdigit() or int(fields[3]) > MAX_ARGS:
             return
@@ -203,9 +222,7 @@ class VerbServer:
         stdin: str | None = None
         token = fields[4]
         if token != "-":
-            with self._inputs_cv:
-                self._inputs_cv.wait_for(lambda: token in self._inputs or self._sock is None, _STDIN_WAIT)
-                got = self._inputs.pop(token, None)
+            got = self._input(token)
             if got is None:
                 return
             stdin = got.decode("utf-8", "surrogateescape")
@@ -217,6 +234,25 @@ class VerbServer:
             conn.shutdown(_socket.SHUT_WR)
         except OSError:
             pass
+
+    def _input(self, token: str) -> bytes | None:
+        """The stdin sent under ``token``, once complete (waiting up to ``_STDIN_WAIT`` s); None if it never comes."""
+        with self._lock:
+            got = self._inputs.pop(token, None)
+            if got is not None or self._sock is None:
+                return got
+            arrived = _thread.allocate_lock()
+            arrived.acquire()
+            self._waiting.setdefault(token, []).append(arrived)
+        if not arrived.acquire(timeout=_STDIN_WAIT):
+            with self._lock:
+                locks = self._waiting.get(token, [])
+                if arrived in locks:
+                    locks.remove(arrived)
+                    if not locks:
+                        del self._waiting[token]
+        with self._lock:
+            return self._inputs.pop(token, None)
 
     def _run(self, argv: list[str], stdin: str | None) -> _Result:
         try:

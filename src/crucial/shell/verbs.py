@@ -232,9 +232,16 @@ def execute(command: Command, stdin: str | None = None) -> VerbResult:
     try:
         if c.op == "delete":  # every verb: remove the object (prints whether it existed)
             return VerbResult(0, _line(_TYPES[c.verb].attach(c.name).delete()), "")
-        return VerbResult(0, _RUN[c.verb](c, items), "")
+        out = _RUN[c.verb](c, items)
     except Exception as exc:
         return failure(c, exc)
+    return then_delete(c, out) if c.delete else VerbResult(0, out, "")
+
+
+def then_delete(command: Command, out: str) -> VerbResult:
+    """``--delete`` after an operation that succeeded and printed ``out``: delete the object (its status, not its output)."""
+    gone = execute(Command(command.verb, "delete", command.name))
+    return VerbResult(gone.code, out, gone.err)
 
 
 def failure(command: Command, exc: Exception) -> VerbResult:
