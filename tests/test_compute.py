@@ -379,6 +379,51 @@ def test_per_call_timeout(dso1, key, new_backend):
     assert _started(CloudThread(target=add, args=(5,), backend=backend)).result(WAIT) == 5
 
 
+def scheduling_policy() -> int:
+    return os.sched_getscheduler(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
+def test_workers_are_batch_scheduled(dso1, new_backend):
+    """Waking a worker must not preempt the program that starts it (docs/benchmarks.md, Cloud threads)."""
+    backend = new_backend()
+    assert _started(CloudThread(target=scheduling_policy, backend=backend)).result(WAIT) == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) != os.SCHED_BATCH  # the program's own policy is left alone
+
+
+def test_a_raising_callback_does_not_stop_the_monitor(dso1, new_backend, caplog: pytest.LogCaptureFixture):
+    """invoke_then's callback runs in the monitor thread: its error is logged, and replies keep coming."""
+    from crucial.compute._invoke import prepare
+
+    backend = new_backend()
+    heard = threading.Event()
+
+    def bad(data: bytes | None, error: BaseException | None) -> None:
+        heard.set()
+        raise RuntimeError("a broken callback")
+
+    backend.invoke_then(prepare(add, (1,), {}), None, bad)
+    assert heard.wait(WAIT)
+    assert _started(CloudThread(target=add, args=(2,), backend=backend)).result(WAIT) == 2
+    assert "a broken callback" in caplog.text
+
+
+def test_a_refused_start_leaves_the_thread_unstarted_and_untimed(dso1, key, new_backend):
+    """A start the backend refuses at once: no Future, no wait at exit, and the timeline shows it never ran."""
+    backend = new_backend(max_workers=1)
+    ev = crucial.Event(key=key)
+    busy = _started(CloudThread(target=wait_event, args=(ev,), backend=backend))
+    eventually(lambda: backend.size == 1, WAIT, "one busy worker")
+    refused = CloudThread(target=add, args=(3,), backend=backend)
+    with pytest.raises(crucial.CapacityError):
+        refused.start()
+    assert refused.future is None and not refused.is_alive()
+    assert refused._call is not None and refused._call.started is None and refused._call.attempts == 0
+    assert refused not in crucial.compute.thread.alive()
+    ev.set()
+    assert busy.result(WAIT) is True
+
+
 def test_idle_workers_are_reaped(dso1, key, new_backend):
     backend = new_backend(idle_timeout=0.2)
     barrier = crucial.Barrier(2, key=key)

@@ -14,12 +14,16 @@ import importlib
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
 from ..exceptions import ConfigError
 
-__all__ = ["BACKENDS", "Backend", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "Then", "get_backend"]
+
+#: ``then(data, None)`` with the bytes of the outcome, or ``then(None, error)`` when the platform failed
+Then = Callable[[bytes | None, BaseException | None], None]
 
 #: name -> "module:Class"; imported only when chosen
 BACKENDS = {
@@ -39,6 +43,24 @@ class Backend(ABC):
     @abstractmethod
     def invoke(self, task: bytes, timeout: float | None = None) -> Future[bytes]:
         """Start one invocation now (or fail the future with CapacityError)."""
+
+    def invoke_then(self, task: bytes, timeout: float | None, then: Then) -> None:
+        """:meth:`invoke`, calling ``then`` when the invocation ends instead of returning a Future.
+
+        Raises at once where :meth:`invoke` does.  This default goes through
+        :meth:`invoke`'s Future; the local backend calls ``then`` from its
+        monitor thread with no Future at all (a cloud thread's start made
+        three, each with its own condition and lock).
+        """
+
+        def done(fut: Future[bytes]) -> None:
+            error = fut.exception()
+            if error is None:
+                then(fut.result(), None)
+            else:
+                then(None, error)
+
+        self.invoke(task, timeout).add_done_callback(done)
 
     @property
     def max_concurrency(self) -> int | None:

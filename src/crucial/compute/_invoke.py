@@ -21,7 +21,7 @@ from ._backend import Backend
 from ._task import decode_outcome, encode_task
 from .timeline import DONE, ERROR, Call
 
-__all__ = ["Retry", "dso_of_caller", "prepare", "start_invocation"]
+__all__ = ["Retry", "dso_of_caller", "prepare", "run_invocation", "start_invocation"]
 
 
 @dataclass(frozen=True)
@@ -97,32 +97,64 @@ def start_invocation(
     out: Future[Any] = result if result is not None else Future()
     if result is None:
         out.set_running_or_notify_cancel()
+
+    def settle(value: Any, error: BaseException | None) -> None:
+        if error is None:
+            out.set_result(value)
+        else:
+            out.set_exception(error)
+
+    run_invocation(backend, data, settle, retry=retry, timeout=timeout, where=where, record=record)
+    return out
+
+
+def run_invocation(
+    backend: Backend,
+    data: bytes,
+    then: Callable[[Any, BaseException | None], None],
+    *,
+    retry: Retry = Retry(),
+    timeout: float | None = None,
+    where: str = "a cloud function",
+    record: Call | None = None,
+) -> None:
+    """:func:`start_invocation` without a Future: ``then(value, None)`` or ``then(None, error)`` once, at the end.
+
+    What a cloud thread uses: its own Future is the only one it makes.
+    """
     failures = 0
     seen: dict[str, Any] = {}
 
     def attempt() -> None:
         try:
-            inner = backend.invoke(data, timeout)
+            invoke()
         except Exception as exc:  # CapacityError and friends: the caller hears at once
             finished(exc)
-            return
+
+    def invoke() -> None:
+        # the record starts first: the invocation may end (in the backend's thread) before invoke_then returns
+        before = None if record is None else (record.started, record.status, record.attempts)
         if record is not None:
             record.start()
-        inner.add_done_callback(done)
+        try:
+            backend.invoke_then(data, timeout, done)
+        except BaseException:
+            if record is not None and before is not None:  # it never started
+                record.started, record.status, record.attempts = before
+            raise
 
-    def done(inner: Future[bytes]) -> None:
-        exc = inner.exception()
-        if exc is not None:
-            finished(exc)
+    def done(outcome: bytes | None, exc: BaseException | None) -> None:
+        if exc is not None or outcome is None:
+            finished(exc or RuntimeError("the backend returned no outcome"))
             return
         try:
-            value = decode_outcome(inner.result(), f"{where} on the {backend.name} backend", seen)
+            value = decode_outcome(outcome, f"{where} on the {backend.name} backend", seen)
         except BaseException as err:
             finished(err)
         else:
             if record is not None:
                 record.end(DONE, seen.get("worker"))
-            out.set_result(value)
+            then(value, None)
 
     def finished(exc: BaseException) -> None:
         nonlocal failures
@@ -134,11 +166,6 @@ def start_invocation(
         else:
             if record is not None:
                 record.end(ERROR, seen.get("worker"))
-            out.set_exception(exc)
+            then(None, exc)
 
-    # the first attempt raises in the caller (CapacityError, a closed backend): no silent hang
-    first = backend.invoke(data, timeout)
-    if record is not None:
-        record.start()
-    first.add_done_callback(done)
-    return out
+    invoke()  # the first attempt raises in the caller (CapacityError, a closed backend): no silent hang

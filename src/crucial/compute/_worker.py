@@ -6,6 +6,7 @@ cloudpickle and the rest are loaded once and every worker starts warm.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from multiprocessing import spawn
@@ -18,6 +19,7 @@ import cloudpickle  # noqa: F401
 import crucial.client
 import crucial.objects  # noqa: F401
 
+from ._frames import frame, read_messages, write_all
 from ._lines import LineWriter
 from ._task import run_task
 
@@ -51,16 +53,41 @@ spawn.prepare = _prepare_without_main  # type: ignore[assignment]
 def main(conn: Connection) -> None:
     """Serve invocations from ``conn`` until it closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's business, not ours
+    _batch_scheduled()
     streams = _whole_lines()
+    fd = conn.fileno()  # one read per task, one write per outcome (._frames)
     while True:
         try:
-            data = conn.recv_bytes()
+            tasks = read_messages(fd)
         except (EOFError, OSError):
             return
-        outcome = run_task(data)
-        for stream in streams:  # an unfinished last line goes out before the caller hears the function ended
-            stream.flush()
-        conn.send_bytes(outcome)
+        if tasks is None:
+            return
+        for data in tasks:  # one: the backend sends the next only after the outcome
+            outcome = run_task(data)
+            for stream in streams:  # an unfinished last line goes out before the caller hears the function ended
+                stream.flush()
+            write_all(fd, frame(outcome))
+
+
+def _batch_scheduled() -> None:
+    """Ask Linux to schedule this worker as a batch process: waking it preempts nobody.
+
+    The program hands a task to an idle worker by writing to its pipe.  With
+    the default policy the woken worker preempts the writer on its core, so
+    on a machine with few cores a program starting 64 cloud threads ran in
+    turns with its workers, start by start (64 trivial threads: 7.9 -> 6.4 ms
+    on 2 cores).  A batch process gets the same share of the CPU, it only
+    waits for a free core or the next tick rather than take one at once --
+    what a cloud function's own machine would not cost the caller either.
+    """
+    policy = getattr(os, "SCHED_BATCH", None)
+    if policy is None:  # not Linux
+        return
+    try:
+        os.sched_setscheduler(0, policy, os.sched_param(0))
+    except OSError:
+        pass
 
 
 def _whole_lines() -> list[LineWriter]:

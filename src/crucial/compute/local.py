@@ -18,6 +18,8 @@ grows on demand up to ``max_workers`` and shrinks again after
 
 from __future__ import annotations
 
+import functools
+import logging
 import multiprocessing
 import selectors
 import threading
@@ -27,18 +29,20 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..exceptions import CapacityError, ConfigError, InvocationTimeoutError, WorkerDiedError
-from ._backend import Backend
+from ._backend import Backend, Then
+from ._frames import frame, read_messages, write_all
 
 __all__ = ["LocalBackend"]
 
 
 class _Worker:
-    __slots__ = ("conn", "deadline", "future", "idle_since", "process", "served")
+    __slots__ = ("conn", "deadline", "fd", "idle_since", "process", "served", "then")
 
     def __init__(self, process: Any, conn: Connection) -> None:
         self.process = process
         self.conn = conn
-        self.future: Future[bytes] | None = None
+        self.fd = conn.fileno()  # written and read with os calls (._frames): fewer syscalls and GIL releases
+        self.then: Then | None = None  # whom to tell how the running invocation ended
         self.deadline: float | None = None
         self.idle_since = time.monotonic()
         self.served = 0  # invocations answered
@@ -88,6 +92,10 @@ class LocalBackend(Backend):
     def invoke(self, task: bytes, timeout: float | None = None) -> Future[bytes]:
         fut: Future[bytes] = Future()
         fut.set_running_or_notify_cancel()
+        self.invoke_then(task, timeout, functools.partial(_settle, fut))
+        return fut
+
+    def invoke_then(self, task: bytes, timeout: float | None, then: Then) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the local backend is closed")
@@ -99,17 +107,16 @@ class LocalBackend(Backend):
                         "raise max_workers, or let fewer cloud threads run at once"
                     )
                 worker = self._spawn()
-            worker.future = fut
+            worker.then = then
             worker.deadline = None if timeout is None else time.monotonic() + timeout
             self._busy[worker.conn] = worker
             self.stats["invocations"] += 1
         try:  # outside the lock: the write wakes the worker, and the monitor may want the lock meanwhile
-            worker.conn.send_bytes(task)
+            write_all(worker.fd, frame(task))
         except OSError:
             pass  # it died: the monitor sees its sentinel and fails the future
         if timeout is not None:  # the monitor must learn the new deadline; replies it sees anyway
             self._wake_w.send_bytes(b"")
-        return fut
 
     def _spawn(self) -> _Worker:
         from . import _worker
@@ -154,21 +161,27 @@ class LocalBackend(Backend):
             self._expire(time.monotonic())
 
     def _reply(self, worker: _Worker) -> None:
-        try:
-            data = worker.conn.recv_bytes()
+        try:  # one read: a reply and its header come in one write
+            messages = read_messages(worker.fd)
         except (EOFError, OSError):
+            messages = None
+        if messages is None:
             self._died(worker)
             return
+        for data in messages:  # one, as a worker runs one invocation at a time
+            self._answered(worker, data)
+
+    def _answered(self, worker: _Worker, data: bytes) -> None:
         with self._lock:
-            fut, worker.future = worker.future, None
+            then, worker.then = worker.then, None
             self._busy.pop(worker.conn, None)
             worker.deadline = None
             worker.served += 1
             worker.idle_since = time.monotonic()
             if not self._closed:
                 self._idle.append(worker)
-        if fut is not None:
-            fut.set_result(data)
+        if then is not None:
+            _tell(then, data, None)
 
     def _died(self, worker: _Worker, error: Exception | None = None) -> None:
         with self._lock:
@@ -178,12 +191,12 @@ class LocalBackend(Backend):
             self._busy.pop(worker.conn, None)
             if worker in self._idle:
                 self._idle.remove(worker)
-            fut, worker.future = worker.future, None
+            then, worker.then = worker.then, None
             self.stats["workers_died"] += 1
             self._forget(worker)
         worker.process.join(5)
         worker.conn.close()
-        if fut is not None and not fut.done():
+        if then is not None:
             if error is None:
                 code = worker.process.exitcode
                 how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with code {code}"
@@ -195,7 +208,7 @@ class LocalBackend(Backend):
                         '`if __name__ == "__main__":` guard? (see docs/compute.md)'
                     )
                 error = WorkerDiedError(f"the worker process (pid {worker.process.pid}) {how} while running the invocation{hint}")
-            fut.set_exception(error)
+            _tell(then, None, error)
 
     def _forget(self, worker: _Worker) -> None:
         """Stop watching a worker's pipe and exit (with the lock held)."""
@@ -235,11 +248,32 @@ class LocalBackend(Backend):
         self._monitor.join(5)
         _stop(workers)
         for w in busy:
-            if w.future is not None and not w.future.done():
-                w.future.set_exception(WorkerDiedError("the local backend was closed while the invocation ran"))
+            with self._lock:  # the monitor may have answered it meanwhile
+                then, w.then = w.then, None
+            if then is not None:
+                _tell(then, None, WorkerDiedError("the local backend was closed while the invocation ran"))
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
+
+
+def _settle(fut: Future[bytes], data: bytes | None, error: BaseException | None) -> None:
+    """:meth:`LocalBackend.invoke`'s ``then``: the Future it returned learns the end."""
+    if error is None:
+        fut.set_result(data)  # type: ignore[arg-type]
+    else:
+        fut.set_exception(error)
+
+
+def _tell(then: Then, data: bytes | None, error: BaseException | None) -> None:
+    """Call ``then``; an error there is logged, as a Future's callback's would be, and never stops the monitor."""
+    try:
+        then(data, error)
+    except Exception:
+        _LOGGER.exception("a callback of an invocation of the local backend raised")
+
+
+_LOGGER = logging.getLogger(__name__)
 
 
 def _stop(workers: list[_Worker]) -> None:

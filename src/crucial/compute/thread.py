@@ -40,7 +40,7 @@ from ._exit import ended as exit_ended
 from ._exit import exiting, wait_at_exit
 from ._exit import register as register_exit
 from ._fncache import Shipped, unpickled
-from ._invoke import Retry, prepare, start_invocation
+from ._invoke import Retry, prepare, run_invocation
 from ._lines import line_buffer_caller
 from ._task import shipped_function
 from .timeline import Call, recorded
@@ -199,25 +199,30 @@ class CloudThread:
         future.set_running_or_notify_cancel()
         self._call = recorded().add(self.name)
         where = f"cloud thread {self.name!r}"
-        inner = start_invocation(backend, data, retry=self._retry, timeout=self._timeout, where=where, record=self._call)
+        # registered before the invocation, which may end before run_invocation returns
         self._future = future
         _alive.add(self)
         if not self._daemonic:
             wait_at_exit(self, running=True)
         else:
             register_exit()
-        inner.add_done_callback(self._ended)
+        try:
+            run_invocation(backend, data, self._ended, retry=self._retry, timeout=self._timeout, where=where, record=self._call)
+        except BaseException:  # it never started (CapacityError, a closed backend): nothing to wait for
+            self._future = None
+            _alive.discard(self)
+            exit_ended(self)
+            raise
 
-    def _ended(self, inner: Future[Any]) -> None:
+    def _ended(self, value: Any, exc: BaseException | None) -> None:
         """The invocation ended: take back what run() changed, then let join() return."""
         assert self._future is not None
         _alive.discard(self)
         exit_ended(self)  # before join() can return: the program may drop the thread then
         if self._future.done():  # the caller stopped waiting (Process.terminate)
             return
-        exc = inner.exception()
         if exc is None:
-            ended = inner.result()
+            ended = value
             if not isinstance(ended, _Ended):  # the body called sys.exit(0): nothing came back
                 self._future.set_result(None)
                 return
