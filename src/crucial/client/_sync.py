@@ -179,7 +179,9 @@ class _Shared:
     another thread writing or reading leave their frame to it or sleep.
     """
 
-    def __init__(self, core: ClientCore, address: str, still_member: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, core: ClientCore, address: str, still_member: Callable[[], bool] | None = None, spin_window: float = 0.0
+    ) -> None:
         self.conn = _Conn(core, address)  # connects and shakes hands
         self.core = core
         self.still_member = still_member  # asks another node: is ours still in the view?
@@ -187,8 +189,9 @@ class _Shared:
         self.address = address
         self.sock = self.conn.sock
         self.decoder = self.conn.decoder
-        # how long a lone caller polls for its reply (_spin); not over TLS, whose records a raw read would split
-        self._window = window(core.config.spin_us) if type(self.sock) is socket.socket else 0.0
+        # how long a lone caller polls for its reply (the client's _spin window); not over TLS, whose records
+        # a raw read would split
+        self._window = spin_window if type(self.sock) is socket.socket else 0.0
         self._lock = _thread.allocate_lock()
         self._waiting: dict[int, _Slot] = {}
         self._outbox: list[bytes] = []
@@ -526,7 +529,7 @@ class Client:
                     raise ConnectError("client is closed", address)
                 shared = self._shared.get(address)
             if shared is None:
-                made = _Shared(self.core, address, _asker(self, address))  # connects: not under the lock
+                made = _Shared(self.core, address, _asker(self, address), self._spin_window)  # connects: not under the lock
                 with self._lock:
                     shared = self._shared.setdefault(address, made)
                 if shared is not made:

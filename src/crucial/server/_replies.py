@@ -108,13 +108,9 @@ class Replies:
     def heard(self, client_id: str, below: int) -> None:
         """A call, or a replicated record of one, from ``client_id``: every call of it below ``below`` is over.
 
-        Runs once per call, so it is written out flat; every 16th call checks whether a sweep is due.
+        Every 16th call checks whether a sweep is due.
         """
-        client = self._clients.get(client_id)
-        if client is None:
-            client = self._clients[client_id] = _Client()
-        else:
-            client.heard = True
+        client = self._hear(client_id)
         if below > client.below:
             client.below = below
             calls = client.calls
@@ -130,11 +126,7 @@ class Replies:
         Comes after :meth:`heard` for the same call, which counted the tick.
         """
         client_id, seq = did
-        client = self._clients.get(client_id)
-        if client is None:
-            client = self._clients[client_id] = _Client()
-        else:
-            client.heard = True
+        client = self._hear(client_id)
         if seq < client.below:
             return  # its caller has it: nobody will ask again
         if cell.dedup is None:
@@ -163,6 +155,15 @@ class Replies:
                 calls = owner.calls
                 while calls and (old[0], calls[0]) not in order:
                     calls.popleft()
+
+    def _hear(self, client_id: str) -> _Client:
+        """``client_id``'s record, made on its first call or record, and marked heard of for the next sweep."""
+        client = self._clients.get(client_id)
+        if client is None:
+            client = self._clients[client_id] = _Client()
+        else:
+            client.heard = True
+        return client
 
     def _forget(self, did: Did) -> None:
         entry = self._order.pop(did, None)

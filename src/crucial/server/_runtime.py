@@ -252,8 +252,7 @@ class ObjectTable:
             return
         if any(w is inv for w, _ in cell.waiters):
             # never run the waiter's cleanup inside a call that holds the object
-            if inv.pending_exc is None and not inv.expired:
-                cell.flagged += 1
+            self._flag(cell, inv)
             inv.pending_exc = CallCancelledError("the caller disconnected")
             self._drain(cell)
 
@@ -393,6 +392,12 @@ class ObjectTable:
             self._start(cell, inv)
 
     @staticmethod
+    def _flag(cell: Cell, inv: Invocation) -> None:
+        """Count waiter ``inv`` as cancelled or timed out (once), before its flag is set."""
+        if inv.pending_exc is None and not inv.expired:
+            cell.flagged += 1
+
+    @staticmethod
     def _unpark(cell: Cell, i: int) -> None:
         """Take waiter ``i`` off ``cell`` (before its flags are cleared: they are counted)."""
         inv = cell.waiters.pop(i)[0]
@@ -416,8 +421,7 @@ class ObjectTable:
     def _expire(self, cell: Cell, inv: Invocation) -> None:
         inv.timer = None
         if any(w is inv for w, _ in cell.waiters):
-            if inv.pending_exc is None and not inv.expired:
-                cell.flagged += 1
+            self._flag(cell, inv)
             inv.expired = True
             self._drain(cell)  # a no-op while a call holds the object: _resume_held drains
 
