@@ -119,3 +119,26 @@ def test_spin_us_zero_never_polls(dso1: LocalCluster) -> None:
     counter = crucial.AtomicInt(0)
     assert [counter.increment_and_get() for _ in range(20)] == list(range(1, 21))
     assert _spins(client) == {}
+
+
+def test_replies_larger_than_one_read_arrive_whole(dso: LocalCluster, polling: None, key: str) -> None:
+    # a recv asks for P.RECV_SIZE bytes (under glibc's mmap threshold): bigger replies take several reads,
+    # by a lone caller (polling or not) and by threads sharing the connection
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crucial import protocol as P
+
+    _default.connect(dso.dso)
+    ref = crucial.AtomicReference(None, key=key)
+    for size in (P.RECV_SIZE - 20, P.RECV_SIZE, 3 * P.RECV_SIZE + 5):
+        value = os.urandom(size)
+        ref.set(value)
+        assert [ref.get() for _ in range(5)] == [value] * 5
+
+    def round_trip(size: int) -> bool:
+        value = os.urandom(size)
+        return crucial.AtomicReference(value, key=f"{key}-{size}").get() == value
+
+    with ThreadPoolExecutor(8) as pool:
+        sizes = [P.RECV_SIZE * (i % 3) + i for i in range(1, 41)]
+        assert all(pool.map(round_trip, sizes))

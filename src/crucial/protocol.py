@@ -43,6 +43,7 @@ __all__ = [
     "HEADER",
     "STDLIB",
     "PROTOCOL_VERSION",
+    "RECV_SIZE",
     "SETATTR",
     "STDERR",
     "STDOUT",
@@ -69,6 +70,10 @@ __all__ = [
 PROTOCOL_VERSION = 2
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 HEADER = struct.Struct("!IBQ")
+# How much one recv() asks for.  Under glibc's 128 KiB mmap threshold on purpose: CPython allocates the
+# whole size before the read, so 256 KiB was an mmap, an mremap down to the reply's size and a munmap
+# -- three syscalls and a page fault per reply, and per empty poll (a third of a call's kernel time).
+RECV_SIZE = 1 << 16
 
 
 class Kind:

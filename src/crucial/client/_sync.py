@@ -50,6 +50,7 @@ __all__ = ["Client"]
 
 
 _HSIZE = P.HEADER.size
+_RECV = P.RECV_SIZE
 _MAX_SPINS = 4096  # methods whose polling records a client keeps
 _monotonic = time.monotonic
 _DONTWAIT = socket.MSG_DONTWAIT
@@ -131,7 +132,7 @@ class _Conn:
 
     def _recv(self) -> bytes:
         try:
-            data = self.sock.recv(262144)
+            data = self.sock.recv(_RECV)
         except TimeoutError:
             raise
         except OSError as exc:
@@ -284,7 +285,7 @@ class _Shared:
                     else:
                         spin.hit()
                 if data is None:
-                    data = self.sock.recv(262144)
+                    data = self.sock.recv(_RECV)
             except TimeoutError:
                 # a long wait: is the node still a member? A paused one never answers; one that is alive
                 # answers for itself (even for an object it handed over meanwhile: calls parked there end there)
@@ -342,7 +343,7 @@ class _Shared:
         end = _monotonic() + self._window
         while True:
             try:
-                return os.read(fd, 262144) if nonblocking else sock.recv(262144, _DONTWAIT)
+                return os.read(fd, _RECV) if nonblocking else sock.recv(_RECV, _DONTWAIT)
             except BlockingIOError:
                 if _monotonic() >= end:
                     return None

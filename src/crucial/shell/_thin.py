@@ -247,7 +247,7 @@ class _Connection:
 
     def read(self) -> tuple[int, bytes]:
         while len(self.buf) < HEADER_SIZE or len(self.buf) < HEADER_SIZE + int.from_bytes(self.buf[:4], "big"):
-            data = self.sock.recv(262144)
+            data = self.sock.recv(65536)  # protocol.RECV_SIZE: a larger size is an mmap per reply
             if not data:
                 raise OSError("the node closed the connection")
             self.buf += data
