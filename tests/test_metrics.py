@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from crucial.objects._proxy import set_node_transport
+from crucial.server import _metrics
 from crucial.server._etcd import EtcdProcess
 from crucial.server._node import Node, _Connection
 from crucial.testing import LocalCluster, unconfigured_env
@@ -93,6 +95,67 @@ def test_a_scrape_shows_calls_latency_bytes_objects_and_waiters(metered: LocalCl
     assert moved("crucial_connections", role="client") == 1
     assert after[("crucial_serving", ())] == 1 and after[("crucial_view_epoch", ())] >= 1
     assert after[("process_resident_memory_bytes", ())] > 10 * 2**20
+
+
+def test_calls_that_print_are_counted(metered: LocalCluster, key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # what a call prints goes ahead of its reply with the call's request id (OUTPUT frames): that frame
+    # used to close the call's measurement, so that neither it nor the reply counted anywhere
+    where = metered.metrics_addresses()[metered.addresses[0]]
+    before = scrape(where)
+    with metered.client() as client:
+        client.call("AtomicReference", key, "get", create=((0,), {}))
+        for _ in range(5):  # the fast path (a built-in method that never waits)
+            client.call("AtomicReference", key, "update_and_get", (lambda v: print("printed on the node") or v + 1,))
+        with pytest.raises(ZeroDivisionError):
+            client.call("AtomicReference", key, "update_and_get", (lambda v: print("about to fail") or 1 / 0,))
+    after = scrape(where)
+    assert capsys.readouterr().out.count("printed on the node") == 5  # the OUTPUT frames did reach the caller
+
+    def moved(name: str, **kw: str) -> float:
+        return after.get((name, labels(**kw)), 0.0) - before.get((name, labels(**kw)), 0.0)
+
+    update = {"type": "AtomicReference", "method": "update_and_get"}
+    assert moved("crucial_calls_total", result="ok", **update) == 5
+    assert moved("crucial_calls_total", result="error", **update) == 1
+    assert moved("crucial_call_duration_seconds_count", **update) == 6
+
+
+def test_more_calls_than_a_fold_are_all_counted(metered: LocalCluster, key: str) -> None:
+    where = metered.metrics_addresses()[metered.addresses[0]]
+    before = scrape(where)
+    calls = 2 * _metrics.FOLD + 3  # OK replies' latencies wait in a list that is folded every FOLD or so
+    with metered.client() as client:
+        client.call("AtomicInt", key, "get", create=((0,), {}))
+        for _ in range(calls):
+            client.call("AtomicInt", key, "increment_and_get")
+    after = scrape(where)
+
+    def moved(name: str, **kw: str) -> float:
+        return after.get((name, labels(**kw)), 0.0) - before.get((name, labels(**kw)), 0.0)
+
+    increment = {"type": "AtomicInt", "method": "increment_and_get"}
+    assert moved("crucial_calls_total", result="ok", **increment) == calls
+    assert moved("crucial_call_duration_seconds_count", **increment) == calls
+    assert moved("crucial_call_duration_seconds_bucket", le="+Inf", **increment) == calls
+    assert 0 < moved("crucial_call_duration_seconds_sum", **increment) < calls * 5
+
+
+def test_folded_and_pending_latencies_make_one_histogram() -> None:
+    """What a scrape shows is what bucketing each latency at once would show, whenever folds came."""
+    series = _metrics._Series()
+    latencies = [*_metrics.BUCKETS, 0.0, 3e-5, 1e-4 + 1e-12, 7.0, 99.0] * 40  # bounds exactly: Prometheus' "le"
+    buckets = [0] * (len(_metrics.BUCKETS) + 1)
+    for i, latency in enumerate(latencies):
+        series.pending.append(latency)
+        buckets[bisect.bisect_left(_metrics.BUCKETS, latency)] += 1
+        if i % 97 == 0:
+            series.fold()
+    assert series.pending and series.results[0]  # some folded, some pending
+    counts, total, results = _metrics._counted(series.copy())
+    assert counts == buckets and results == [len(latencies), 0, 0, 0, 0]
+    assert total == pytest.approx(sum(latencies))
+    series.fold()
+    assert not series.pending and _metrics._counted(series.copy())[:1] == (buckets,)
 
 
 def test_healthz_of_a_lone_node_and_unknown_paths(metered: LocalCluster) -> None:
