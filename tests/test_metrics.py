@@ -201,7 +201,12 @@ def test_a_cluster_reports_replication_and_views(key: str) -> None:
         with cluster.client() as client:
             for i in range(10):
                 client.call("AtomicInt", f"{key}-{i}", "add_and_get", (1,), create=((0,), {}, (True, 2)))
+            for _ in range(2):  # sequential reads (READ frames, answered by any replica): counted too
+                for i in range(10):
+                    assert client.call("AtomicInt", f"{key}-{i}", "get", read_any=True) == 1
         samples = {a: scrape(m) for a, m in where.items()}
+        reads = [s.get(("crucial_calls_total", labels(type="AtomicInt", method="get", result="ok")), 0) for s in samples.values()]
+        assert sum(reads) == 20, reads
         for address, s in samples.items():
             assert healthz(where[address])[0] == 200
             assert s[("crucial_view_epoch", ())] >= 1 and s[("crucial_view_members", ())] == 2

@@ -522,6 +522,8 @@ class Node:
         self.stats["calls"] += 1
         self.stats["reads"] = self.stats.get("reads", 0) + 1
         call = P.decode_call(body)
+        if self.metrics is not None:  # counted and timed like any call; a REDIRECT counts as one
+            self.metrics.call(conn, req_id, call)
         ref = (call.type_name, call.key)
         view = self.view
         assert view is not None and self.table is not None
