@@ -294,7 +294,7 @@ def main() -> None:
     points = args.points or by_mode(args, 200_000, 20_000, 2000)
     dim = args.dim or by_mode(args, 100, 20, 5)
     ks = [int(k) for k in (args.ks or by_mode(args, "25,200", "25,200", "3")).split(",") if k]
-    runs = args.runs or by_mode(args, 5, 1, 1)
+    runs = args.runs or by_mode(args, 5, 3, 1)  # --quick: 3, so each system goes first once and the median means something
     systems = ["crucial", "sklearn"] + ([] if args.no_lithops else ["lithops_redis"]) + ([] if args.no_spark else ["spark"])
     results: dict[str, list[dict[str, Any]]] = {f"{s}_k{k}": [] for s in systems for k in ks}
 

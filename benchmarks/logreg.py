@@ -306,7 +306,7 @@ def main() -> None:
     args.iterations = args.iterations or by_mode(args, 100, 50, 5)
     skip = {"spark"} if args.no_spark else set()
     args.systems = [s for s in SYSTEMS if s not in skip | ({"lithops_redis"} if args.no_lithops else set())]
-    runs = args.runs or by_mode(args, 5, 1, 1)
+    runs = args.runs or by_mode(args, 5, 3, 1)  # --quick: 3, so each system goes first once and the median means something
     if min(args.points, args.features, args.iterations, runs) < 1:
         p.error("--points, --features, --iterations and --runs must be positive")
     load_before = round(os.getloadavg()[0], 2)
