@@ -20,10 +20,19 @@ from typing import Any
 
 from ..exceptions import ConfigError
 
-__all__ = ["BACKENDS", "Backend", "Then", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "Then", "get_backend", "settle"]
 
 #: ``then(data, None)`` with the bytes of the outcome, or ``then(None, error)`` when the platform failed
 Then = Callable[[bytes | None, BaseException | None], None]
+
+
+def settle(fut: Future[Any], value: Any, error: BaseException | None) -> None:
+    """A ``then``-style end, told to a Future: its result, or its exception (``functools.partial(settle, fut)``)."""
+    if error is None:
+        fut.set_result(value)
+    else:
+        fut.set_exception(error)
+
 
 #: name -> "module:Class"; imported only when chosen
 BACKENDS = {

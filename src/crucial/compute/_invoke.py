@@ -10,6 +10,7 @@ keeps its progress in shared objects (an iteration counter, §3.2.4).
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..exceptions import InvocationError
-from ._backend import Backend
+from ._backend import Backend, settle
 from ._task import decode_outcome, encode_task
 from .timeline import DONE, ERROR, Call
 
@@ -97,14 +98,7 @@ def start_invocation(
     out: Future[Any] = result if result is not None else Future()
     if result is None:
         out.set_running_or_notify_cancel()
-
-    def settle(value: Any, error: BaseException | None) -> None:
-        if error is None:
-            out.set_result(value)
-        else:
-            out.set_exception(error)
-
-    run_invocation(backend, data, settle, retry=retry, timeout=timeout, where=where, record=record)
+    run_invocation(backend, data, functools.partial(settle, out), retry=retry, timeout=timeout, where=where, record=record)
     return out
 
 

@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..exceptions import CapacityError, ConfigError, InvocationTimeoutError, WorkerDiedError
-from ._backend import Backend, Then
+from ._backend import Backend, Then, settle
 from ._frames import frame, read_messages, write_all
 
 __all__ = ["LocalBackend"]
@@ -92,7 +92,7 @@ class LocalBackend(Backend):
     def invoke(self, task: bytes, timeout: float | None = None) -> Future[bytes]:
         fut: Future[bytes] = Future()
         fut.set_running_or_notify_cancel()
-        self.invoke_then(task, timeout, functools.partial(_settle, fut))
+        self.invoke_then(task, timeout, functools.partial(settle, fut))
         return fut
 
     def invoke_then(self, task: bytes, timeout: float | None, then: Then) -> None:
@@ -255,14 +255,6 @@ class LocalBackend(Backend):
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
-
-
-def _settle(fut: Future[bytes], data: bytes | None, error: BaseException | None) -> None:
-    """:meth:`LocalBackend.invoke`'s ``then``: the Future it returned learns the end."""
-    if error is None:
-        fut.set_result(data)  # type: ignore[arg-type]
-    else:
-        fut.set_exception(error)
 
 
 def _tell(then: Then, data: bytes | None, error: BaseException | None) -> None:

@@ -249,7 +249,7 @@ def _replied(started: tuple[float, _Series], kind: int) -> None:
     series = started[1]
     if kind == _ERROR:
         elapsed = _perf_counter() - started[0]
-        series.buckets[bisect.bisect_left(BUCKETS, elapsed)] += 1  # the first bound >= elapsed: "le"
+        _add(series.buckets, [elapsed])
         series.sum += elapsed
     index = kind - _OK
     if 0 <= index < len(RESULTS):
